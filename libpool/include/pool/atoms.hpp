@@ -1,0 +1,38 @@
+// Atoms of the embedpool protocol. Every atom text is at most 10 characters
+// (a CAF 0.17 limit). Peers use the first group; the rest is internal to a node.
+#pragma once
+
+#include <caf/atom.hpp>
+
+namespace pool {
+
+// -- requests a peer sends to the gateway ------------------------------------
+
+/// `(embed_atom, std::string text [, std::string task])` -> `std::vector<float>`.
+using embed_atom = caf::atom_constant<caf::atom("embed")>;
+/// `(batch_atom, std::vector<std::string> texts [, std::string task])` -> `matrix`.
+using batch_atom = caf::atom_constant<caf::atom("batch")>;
+/// `(status_atom)` -> `pool_status`.
+using status_atom = caf::atom_constant<caf::atom("status")>;
+
+// -- supervisor <-> worker ---------------------------------------------------
+
+/// Supervisor -> worker: `(work_atom, job)`; worker -> supervisor: `(done_atom, ...)`.
+using work_atom = caf::atom_constant<caf::atom("work")>;
+using done_atom = caf::atom_constant<caf::atom("done")>;
+using fail_atom = caf::atom_constant<caf::atom("fail")>;
+/// Heartbeat: `(ping_atom, uint64_t seq)` (high priority) ->
+/// `(pong_atom, uint64_t seq, worker_report)`.
+using ping_atom = caf::atom_constant<caf::atom("ping")>;
+using pong_atom = caf::atom_constant<caf::atom("pong")>;
+/// Worker-internal: process the next chunk of locally queued work.
+using run_atom = caf::atom_constant<caf::atom("run")>;
+
+// -- supervisor housekeeping -------------------------------------------------
+
+using tick_atom = caf::atom_constant<caf::atom("tick")>;
+using restart_atom = caf::atom_constant<caf::atom("restart")>;
+using drain_atom = caf::atom_constant<caf::atom("drain")>;
+using submit_atom = caf::atom_constant<caf::atom("submit")>;
+
+}  // namespace pool

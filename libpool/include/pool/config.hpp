@@ -1,0 +1,111 @@
+// Node configuration: every key of conf/embedpool.ini with its default. Values
+// come from the INI file (`--config-file=PATH`, CAF's syntax: `[section]`,
+// `key=value`, strings in quotes, durations like `10ms`, `2s`, `1min`) and are
+// overridden by `--section.key=value` on the command line. Unknown keys and
+// values of the wrong type are refused with a message naming the key.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <caf/expected.hpp>
+#include <caf/timespan.hpp>
+
+namespace pool {
+
+/// `[node]`
+struct node_section {
+  std::string host = "127.0.0.1";  // node.host: address the gateway binds
+  uint16_t port = 4242;            // node.port: 0 picks a free port
+};
+
+/// What the supervisor does with a request when no worker has credit.
+enum class overload_policy {
+  /// Park it in the bounded pending queue until credit returns or its deadline
+  /// passes; when that queue is full, answer `overloaded`.
+  wait,
+  /// Answer `overloaded` at once.
+  reject,
+};
+
+/// `[pool]`
+struct pool_section {
+  uint32_t workers = 2;                 // pool.workers: worker actors per node
+  uint32_t embed_queue_capacity = 100;  // pool.embed-queue-capacity: embed credits per worker
+  uint32_t batch_queue_capacity = 50;   // pool.batch-queue-capacity: batch credits per worker
+  uint32_t pending_capacity = 1000;     // pool.pending-capacity: parked requests (policy wait)
+  overload_policy policy = overload_policy::wait;  // pool.overload-policy: wait | reject
+  caf::timespan request_timeout = std::chrono::seconds(30);  // pool.request-timeout
+  uint32_t max_attempts = 3;          // pool.max-attempts: dispatches per request
+  uint32_t max_text_bytes = 65536;    // pool.max-text-bytes
+  uint32_t max_batch_items = 256;     // pool.max-batch-items
+  uint32_t micro_batch_texts = 64;    // pool.micro-batch-texts: texts per BLAS call
+  caf::timespan restart_backoff = std::chrono::milliseconds(100);  // pool.restart-backoff
+  caf::timespan restart_backoff_max = std::chrono::seconds(5);    // pool.restart-backoff-max
+  uint32_t max_restarts = 5;          // pool.max-restarts: per slot within the window
+  caf::timespan restart_window = std::chrono::seconds(60);  // pool.restart-window
+  uint32_t max_abandoned = 8;         // pool.max-abandoned: stuck threads left behind
+  caf::timespan drain_timeout = std::chrono::seconds(30);   // pool.drain-timeout
+};
+
+/// `[heartbeat]`
+struct heartbeat_section {
+  caf::timespan interval = std::chrono::seconds(1);  // heartbeat.interval
+  caf::timespan timeout = std::chrono::seconds(5);   // heartbeat.timeout
+};
+
+/// `[model]`
+struct model_config {
+  std::string kind = "hash";    // model.kind: hash | bert
+  std::string path;             // model.path: sentence-transformers directory (bert)
+  uint32_t dim = 384;           // model.dim: output dimension (hash)
+  uint32_t hash_buckets = 4096;  // model.hash-buckets: feature-hashing buckets (hash)
+  uint32_t blas_threads = 1;    // model.blas-threads: OpenBLAS threads
+};
+
+/// `[log]`
+struct log_section {
+  std::string level = "info";                 // log.level: trace|debug|info|warn|error|off
+  std::string file = "logs/supervisor.log";   // log.file: "" disables the file sink
+  std::string format = "text";                // log.format: text | json
+  bool console = true;                        // log.console: also log to stderr
+  caf::timespan stats_interval = std::chrono::seconds(10);  // log.stats-interval; 0 = off
+};
+
+/// `[fault]` drills; all off by default. Never enable in production.
+struct fault_section {
+  caf::timespan compute_delay{0};  // fault.compute-delay: added per text
+  uint32_t crash_every = 0;        // fault.crash-every: worker crashes on every Nth job
+  std::string hang_marker;         // fault.hang-marker: a text containing it hangs the worker
+};
+
+/// Everything a node reads at start.
+struct node_config {
+  node_section node;
+  pool_section pool;
+  heartbeat_section heartbeat;
+  model_config model;
+  log_section log;
+  fault_section fault;
+  /// Options of CAF's own sections (`scheduler`, `middleman`, ...) as
+  /// `--section.key=value` arguments for `caf::actor_system_config::parse`.
+  std::vector<std::string> caf_args;
+  std::string config_file;  // the file read, or "" for none
+};
+
+/// Result of parsing a command line.
+struct parsed_args {
+  node_config config;
+  bool help = false;  // --help / -h was given
+};
+
+/// Parses `--config-file=PATH`, then the file, then the remaining
+/// `--section.key=value` arguments. Errors name the key and the source.
+caf::expected<parsed_args> parse_node_args(const std::vector<std::string>& args);
+
+/// Usage text listing every key with its default.
+std::string node_usage(const std::string& program);
+
+}  // namespace pool

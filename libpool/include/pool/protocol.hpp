@@ -1,0 +1,142 @@
+// The embedpool wire protocol: the types a peer sends to and receives from a
+// node's gateway, plus the supervisor <-> worker types that cross the network
+// when workers live on other nodes. Include this header and call
+// `pool::add_message_types(cfg)` on the `caf::actor_system_config` of every
+// process that talks to a node.
+//
+// Requests (sent to the gateway, answered exactly once with a result or a
+// `pool` error, see error.hpp):
+//   (embed_atom, std::string text)                      -> std::vector<float>
+//   (embed_atom, std::string text, std::string task)    -> std::vector<float>
+//   (batch_atom, std::vector<std::string> texts)        -> matrix
+//   (batch_atom, std::vector<std::string> texts, task)  -> matrix
+//   (status_atom)                                       -> pool_status
+// `task` selects a model-specific prefix (e.g. "query" or "passage"); empty
+// means none.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <caf/fwd.hpp>
+#include <caf/meta/type_name.hpp>
+
+#include "pool/atoms.hpp"
+#include "pool/error.hpp"
+
+namespace pool {
+
+/// A row-major matrix of embeddings: row i is the embedding of text i.
+struct matrix {
+  uint32_t rows = 0;
+  uint32_t dim = 0;
+  std::vector<float> values;  // rows * dim floats
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, matrix& x) {
+  return f(caf::meta::type_name("pool.matrix"), x.rows, x.dim, x.values);
+}
+
+/// Request lanes; each has its own credits per worker.
+enum class lane : uint8_t { embed = 0, batch = 1 };
+
+/// One unit of work the supervisor hands to a worker. Owned by value.
+struct job {
+  uint64_t id = 0;
+  uint8_t lane = 0;  // a `pool::lane`
+  std::vector<std::string> texts;
+  std::string task;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, job& x) {
+  return f(caf::meta::type_name("pool.job"), x.id, x.lane, x.texts, x.task);
+}
+
+/// What a worker reports with every pong.
+struct worker_report {
+  /// Jobs the worker holds and has not answered yet (its real queue depth).
+  uint64_t queue_depth = 0;
+  uint64_t completed = 0;  // jobs answered with a result
+  uint64_t failed = 0;     // jobs answered with an error
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, worker_report& x) {
+  return f(caf::meta::type_name("pool.worker_report"), x.queue_depth, x.completed,
+           x.failed);
+}
+
+/// One worker as the supervisor sees it.
+struct worker_status {
+  uint32_t id = 0;
+  std::string node;   // "local" or the remote node's id
+  std::string state;  // starting | ready | stuck | restarting | given_up | stopped
+  uint64_t queue_depth = 0;  // from the worker's last pong
+  uint32_t credits_embed = 0;
+  uint32_t credits_batch = 0;
+  int64_t last_pong_ms = -1;  // age of the last pong; -1 before the first
+  uint64_t completed = 0;
+  uint64_t failed = 0;
+  uint32_t restarts = 0;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, worker_status& x) {
+  return f(caf::meta::type_name("pool.worker_status"), x.id, x.node, x.state,
+           x.queue_depth, x.credits_embed, x.credits_batch, x.last_pong_ms,
+           x.completed, x.failed, x.restarts);
+}
+
+/// The supervisor's request ledger. Invariant at every instant:
+/// accepted == completed + failed + expired + in_flight. Rejected requests were
+/// never accepted.
+struct ledger_counters {
+  uint64_t accepted = 0;
+  uint64_t completed = 0;
+  uint64_t failed = 0;
+  uint64_t rejected = 0;
+  uint64_t expired = 0;
+  uint64_t in_flight = 0;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, ledger_counters& x) {
+  return f(caf::meta::type_name("pool.ledger"), x.accepted, x.completed, x.failed,
+           x.rejected, x.expired, x.in_flight);
+}
+
+/// Reply to `(status_atom)`.
+struct pool_status {
+  std::string model;
+  uint32_t dim = 0;
+  std::string policy;  // wait | reject
+  bool draining = false;
+  std::vector<worker_status> workers;
+  ledger_counters ledger;
+  uint64_t restarts = 0;   // worker restarts since start
+  uint64_t abandoned = 0;  // stuck workers whose threads were abandoned
+  uint64_t pending = 0;    // requests parked waiting for credit
+  uint64_t pending_capacity = 0;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, pool_status& x) {
+  return f(caf::meta::type_name("pool.status"), x.model, x.dim, x.policy, x.draining,
+           x.workers, x.ledger, x.restarts, x.abandoned, x.pending, x.pending_capacity);
+}
+
+/// Registers every non-builtin type of this protocol and the `pool` error
+/// category. Call it on the config of every process that talks to a node,
+/// before constructing the actor system.
+void add_message_types(caf::actor_system_config& cfg);
+
+/// Renders a status reply as one JSON object (the `embedpool-cli status` format).
+std::string to_json(const pool_status& status);
+
+/// Renders an embedding as `{"dim":N,"embedding":[...]}`.
+std::string embedding_to_json(const float* values, size_t dim);
+
+}  // namespace pool

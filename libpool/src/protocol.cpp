@@ -1,0 +1,85 @@
+#include "pool/protocol.hpp"
+
+#include <caf/actor_system_config.hpp>
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <cstdio>
+
+namespace pool {
+
+void add_message_types(caf::actor_system_config& cfg) {
+  cfg.add_message_type<std::vector<float>>("std::vector<float>");
+  cfg.add_message_type<matrix>("pool.matrix");
+  cfg.add_message_type<job>("pool.job");
+  cfg.add_message_type<worker_report>("pool.worker_report");
+  cfg.add_message_type<worker_status>("pool.worker_status");
+  cfg.add_message_type<std::vector<worker_status>>("std::vector<pool.worker_status>");
+  cfg.add_message_type<ledger_counters>("pool.ledger");
+  cfg.add_message_type<pool_status>("pool.status");
+  cfg.add_error_category(pool_category, [](uint8_t code, caf::atom_value,
+                                           const caf::message& ctx) -> std::string {
+    std::string result = "pool.";
+    result += to_string(static_cast<pool_errc>(code));
+    if (ctx.size() >= 1 && ctx.match_element<std::string>(0)) {
+      result += ": ";
+      result += ctx.get_as<std::string>(0);
+    }
+    return result;
+  });
+}
+
+std::string to_json(const pool_status& st) {
+  nlohmann::json workers = nlohmann::json::array();
+  for (const auto& w : st.workers) {
+    workers.push_back({
+      {"id", w.id},
+      {"node", w.node},
+      {"state", w.state},
+      {"queue_depth", w.queue_depth},
+      {"credits", {{"embed", w.credits_embed}, {"batch", w.credits_batch}}},
+      {"last_pong_ms", w.last_pong_ms},
+      {"completed", w.completed},
+      {"failed", w.failed},
+      {"restarts", w.restarts},
+    });
+  }
+  nlohmann::json ledger = {
+    {"accepted", st.ledger.accepted}, {"completed", st.ledger.completed},
+    {"failed", st.ledger.failed},     {"rejected", st.ledger.rejected},
+    {"expired", st.ledger.expired},   {"in_flight", st.ledger.in_flight},
+  };
+  nlohmann::json result = {
+    {"model", st.model},
+    {"dim", st.dim},
+    {"policy", st.policy},
+    {"draining", st.draining},
+    {"workers", std::move(workers)},
+    {"ledger", std::move(ledger)},
+    {"restarts", st.restarts},
+    {"abandoned", st.abandoned},
+    {"pending", st.pending},
+    {"pending_capacity", st.pending_capacity},
+  };
+  return result.dump();
+}
+
+std::string embedding_to_json(const float* values, size_t dim) {
+  std::string out;
+  out.reserve(32 + dim * 12);
+  out += "{\"dim\":";
+  out += std::to_string(dim);
+  out += ",\"embedding\":[";
+  char buf[32];
+  for (size_t i = 0; i < dim; ++i) {
+    if (i > 0)
+      out += ',';
+    float v = std::isfinite(values[i]) ? values[i] : 0.0f;
+    int n = std::snprintf(buf, sizeof(buf), "%.9g", static_cast<double>(v));
+    out.append(buf, static_cast<size_t>(n));
+  }
+  out += "]}";
+  return out;
+}
+
+}  // namespace pool

@@ -1,0 +1,381 @@
+#include "hash_embedder.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <memory>
+#include <stdexcept>
+
+#include <cblas.h>
+#include <utf8proc.h>
+
+#include "pool/config.hpp"
+#include "pool/error.hpp"
+
+namespace pool::detail {
+
+namespace {
+
+// -- portable hashing and random numbers -------------------------------------
+
+// murmur3's 64-bit finaliser: spreads every input bit over the whole word.
+constexpr uint64_t fmix64(uint64_t k) {
+  k ^= k >> 33;
+  k *= 0xff51afd7ed558ccdULL;
+  k ^= k >> 33;
+  k *= 0xc4ceb9fe1a85ec53ULL;
+  k ^= k >> 33;
+  return k;
+}
+
+// Incremental FNV-1a 64 over bytes with a seeded offset basis, finalised with
+// fmix64 so that the low bits (bucket) and the top bit (sign) are well mixed.
+class fnv1a {
+ public:
+  explicit fnv1a(uint64_t seed) : h_(0xcbf29ce484222325ULL ^ fmix64(seed)) {}
+
+  void add(const char* data, size_t size) {
+    for (size_t i = 0; i < size; ++i) {
+      h_ ^= static_cast<unsigned char>(data[i]);
+      h_ *= 0x100000001b3ULL;
+    }
+  }
+
+  void add(std::string_view bytes) { add(bytes.data(), bytes.size()); }
+
+  void add_byte(unsigned char byte) {
+    h_ ^= byte;
+    h_ *= 0x100000001b3ULL;
+  }
+
+  uint64_t finish() const { return fmix64(h_); }
+
+ private:
+  uint64_t h_;
+};
+
+// splitmix64 (Steele, Lea, Flood 2014): a tiny portable PRNG.
+class splitmix64 {
+ public:
+  explicit splitmix64(uint64_t seed) : state_(seed) {}
+
+  uint64_t next() {
+    uint64_t z = (state_ += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+  }
+
+ private:
+  uint64_t state_;
+};
+
+constexpr uint64_t projection_seed = 0x656d626564706f6fULL;  // "embedpoo"
+
+// -- features -----------------------------------------------------------------
+
+// Feature kinds; each hashes with its own seed and has its own weight. The kind
+// is stored in the two low bits of a feature key.
+enum feature_kind : uint64_t { unigram = 0, bigram = 1, trigram = 2, raw_bytes = 3 };
+
+constexpr double kind_weight[4] = {
+    1.0,   // unigram: a word match is the strongest evidence
+    0.5,   // bigram: word order / phrases
+    0.25,  // character trigram: morphology, typos, scripts without spaces
+    1.0,   // raw bytes: the only feature of a text without words
+};
+
+constexpr unsigned char word_begin_marker = 0x02;
+constexpr unsigned char word_end_marker = 0x03;
+constexpr unsigned char bigram_separator = 0x1f;
+
+uint64_t make_key(uint64_t hash, feature_kind kind) {
+  return (hash & ~uint64_t{3}) | kind;
+}
+
+// Sum of |row| must stay below 2^24 for exact float sums; rows are scaled so
+// that it is at most 2^23 before rounding, which adds at most 0.5 per bucket
+// (<= 2^19 in total for 2^20 buckets).
+constexpr int quantised_l1_exponent = 23;
+
+// Rows of one sgemm call are capped so that the bag matrix stays below 16 MiB
+// (1024 texts at the default 4096 buckets).
+constexpr size_t max_bag_floats = size_t{1} << 22;
+
+bool is_word_codepoint(utf8proc_int32_t cp) {
+  switch (utf8proc_category(cp)) {
+    case UTF8PROC_CATEGORY_LU:
+    case UTF8PROC_CATEGORY_LL:
+    case UTF8PROC_CATEGORY_LT:
+    case UTF8PROC_CATEGORY_LM:
+    case UTF8PROC_CATEGORY_LO:
+    case UTF8PROC_CATEGORY_MN:  // marks belong to their letter (Devanagari
+    case UTF8PROC_CATEGORY_MC:  // vowel signs, accents left uncomposed)
+    case UTF8PROC_CATEGORY_ME:
+    case UTF8PROC_CATEGORY_ND:
+    case UTF8PROC_CATEGORY_NL:
+    case UTF8PROC_CATEGORY_NO:
+      return true;
+    default:
+      return false;
+  }
+}
+
+struct free_deleter {
+  void operator()(utf8proc_uint8_t* p) const { std::free(p); }
+};
+
+using utf8proc_buffer = std::unique_ptr<utf8proc_uint8_t, free_deleter>;
+
+constexpr utf8proc_option_t normalise_options =
+    static_cast<utf8proc_option_t>(UTF8PROC_STABLE | UTF8PROC_COMPOSE | UTF8PROC_COMPAT |
+                                   UTF8PROC_CASEFOLD | UTF8PROC_IGNORE);
+
+// NFKC + case folding + removal of default-ignorable code points. Returns an
+// empty buffer on failure (out of memory).
+utf8proc_buffer normalise(const char* data, size_t size, size_t& out_size) {
+  utf8proc_uint8_t* result = nullptr;
+  auto n = utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(data),
+                        static_cast<utf8proc_ssize_t>(size), &result, normalise_options);
+  if (n < 0) {
+    std::free(result);
+    return nullptr;
+  }
+  out_size = static_cast<size_t>(n);
+  return utf8proc_buffer{result};
+}
+
+// Replaces every byte that does not start a valid UTF-8 sequence by U+FFFD.
+std::string sanitise_utf8(std::string_view text) {
+  std::string result;
+  result.reserve(text.size() + 8);
+  auto* p = reinterpret_cast<const utf8proc_uint8_t*>(text.data());
+  size_t i = 0;
+  while (i < text.size()) {
+    utf8proc_int32_t cp = 0;
+    auto n = utf8proc_iterate(p + i, static_cast<utf8proc_ssize_t>(text.size() - i), &cp);
+    if (n <= 0) {
+      result += "\xEF\xBF\xBD";
+      ++i;
+    } else {
+      result.append(text.data() + i, static_cast<size_t>(n));
+      i += static_cast<size_t>(n);
+    }
+  }
+  return result;
+}
+
+}  // namespace
+
+// Per-call memory; never shared between calls.
+struct hash_embedder::scratch {
+  std::vector<size_t> cp_offsets;                // byte offset of each code point
+  std::vector<bool> cp_is_word;                  // per code point
+  std::vector<std::pair<size_t, size_t>> words;  // [first, last) code point
+  std::vector<uint64_t> keys;                    // feature keys of one text
+  std::vector<double> bag;                       // buckets accumulators
+};
+
+caf::error hash_embedder::validate(const model_config& cfg) {
+  if (cfg.dim < min_dim || cfg.dim > max_dim)
+    return make_error(pool_errc::invalid_input,
+                      "model.dim = " + std::to_string(cfg.dim) + " is out of range [" +
+                          std::to_string(min_dim) + ", " + std::to_string(max_dim) + "]");
+  if (cfg.hash_buckets < min_buckets || cfg.hash_buckets > max_buckets)
+    return make_error(pool_errc::invalid_input,
+                      "model.hash-buckets = " + std::to_string(cfg.hash_buckets) +
+                          " is out of range [" + std::to_string(min_buckets) + ", " +
+                          std::to_string(max_buckets) + "]");
+  if (uint64_t{cfg.dim} * cfg.hash_buckets > max_projection_floats)
+    return make_error(pool_errc::invalid_input,
+                      "model.dim * model.hash-buckets = " +
+                          std::to_string(uint64_t{cfg.dim} * cfg.hash_buckets) +
+                          " exceeds " + std::to_string(max_projection_floats) +
+                          " (projection of 1 GiB)");
+  return caf::error{};
+}
+
+hash_embedder::hash_embedder(uint32_t dim, uint32_t buckets)
+    : dim_(dim), buckets_(buckets) {
+  model_config cfg;
+  cfg.dim = dim;
+  cfg.hash_buckets = buckets;
+  if (auto err = validate(cfg))
+    throw std::invalid_argument(error_message(err));
+  // Rademacher (±1) entries: a Johnson-Lindenstrauss projection whose entries
+  // are exact in float, which keeps sgemm exact (see the header). Entry e takes
+  // bit e % 64 of the (e / 64)-th draw.
+  const size_t count = size_t{dim} * buckets;
+  projection_.resize(count);
+  splitmix64 rng{projection_seed};
+  for (size_t e = 0; e < count; e += 64) {
+    uint64_t bits = rng.next();
+    size_t end = std::min(count, e + 64);
+    for (size_t i = e; i < end; ++i, bits >>= 1)
+      projection_[i] = (bits & 1) ? 1.0f : -1.0f;
+  }
+}
+
+std::string hash_embedder::name() const {
+  return "hash-" + std::to_string(dim_);
+}
+
+void hash_embedder::bag_row(std::string_view text, float* row) const {
+  scratch s;
+  bag_row(text, row, s);
+}
+
+void hash_embedder::bag_row(std::string_view text, float* row, scratch& s) const {
+  // 1. Normalise; invalid UTF-8 is sanitised first.
+  size_t norm_size = 0;
+  auto norm = normalise(text.data(), text.size(), norm_size);
+  if (!norm) {
+    auto clean = sanitise_utf8(text);
+    norm = normalise(clean.data(), clean.size(), norm_size);
+  }
+  std::string_view normalised;
+  if (norm)
+    normalised = std::string_view{reinterpret_cast<const char*>(norm.get()), norm_size};
+
+  // 2. Code points and words.
+  s.cp_offsets.clear();
+  s.cp_is_word.clear();
+  s.words.clear();
+  {
+    auto* p = reinterpret_cast<const utf8proc_uint8_t*>(normalised.data());
+    size_t i = 0;
+    while (i < normalised.size()) {
+      utf8proc_int32_t cp = 0;
+      auto n = utf8proc_iterate(
+          p + i, static_cast<utf8proc_ssize_t>(normalised.size() - i), &cp);
+      size_t step = n > 0 ? static_cast<size_t>(n) : 1;  // never after utf8proc_map
+      s.cp_offsets.push_back(i);
+      s.cp_is_word.push_back(n > 0 && is_word_codepoint(cp));
+      i += step;
+    }
+    s.cp_offsets.push_back(normalised.size());
+    const size_t cps = s.cp_is_word.size();
+    for (size_t c = 0; c < cps;) {
+      if (!s.cp_is_word[c]) {
+        ++c;
+        continue;
+      }
+      size_t first = c;
+      while (c < cps && s.cp_is_word[c])
+        ++c;
+      s.words.emplace_back(first, c);
+    }
+  }
+  auto cp_bytes = [&](size_t first, size_t last) {
+    return normalised.substr(s.cp_offsets[first],
+                             s.cp_offsets[last] - s.cp_offsets[first]);
+  };
+
+  // 3. Feature keys.
+  s.keys.clear();
+  for (size_t w = 0; w < s.words.size(); ++w) {
+    auto [first, last] = s.words[w];
+    auto word = cp_bytes(first, last);
+    fnv1a uni{unigram + 1};
+    uni.add(word);
+    s.keys.push_back(make_key(uni.finish(), unigram));
+    if (w + 1 < s.words.size()) {
+      fnv1a bi{bigram + 1};
+      bi.add(word);
+      bi.add_byte(bigram_separator);
+      bi.add(cp_bytes(s.words[w + 1].first, s.words[w + 1].second));
+      s.keys.push_back(make_key(bi.finish(), bigram));
+    }
+    // Padded word: [begin marker, code points..., end marker]; one trigram
+    // starts at each padded position p in [0, len).
+    const size_t len = last - first;
+    for (size_t p = 0; p < len; ++p) {
+      fnv1a tri{trigram + 1};
+      for (size_t q = p; q < p + 3; ++q) {
+        if (q == 0)
+          tri.add_byte(word_begin_marker);
+        else if (q == len + 1)
+          tri.add_byte(word_end_marker);
+        else
+          tri.add(cp_bytes(first + q - 1, first + q));
+      }
+      s.keys.push_back(make_key(tri.finish(), trigram));
+    }
+  }
+  auto add_raw_bytes_feature = [&] {
+    fnv1a raw{raw_bytes + 1};
+    raw.add(normalised.empty() ? text : normalised);
+    s.keys.push_back(make_key(raw.finish(), raw_bytes));
+  };
+  if (s.keys.empty())
+    add_raw_bytes_feature();
+
+  // 4. Signed hashing with sublinear term frequency, in key order.
+  s.bag.assign(buckets_, 0.0);
+  auto accumulate = [&] {
+    std::sort(s.keys.begin(), s.keys.end());
+    for (size_t i = 0; i < s.keys.size();) {
+      size_t j = i + 1;
+      while (j < s.keys.size() && s.keys[j] == s.keys[i])
+        ++j;
+      const uint64_t key = s.keys[i];
+      const double weight = kind_weight[key & 3] * std::sqrt(static_cast<double>(j - i));
+      s.bag[(key >> 2) % buckets_] += (key >> 63) ? -weight : weight;
+      i = j;
+    }
+  };
+  accumulate();
+  double l1 = 0.0;
+  for (double v : s.bag)
+    l1 += std::fabs(v);
+  if (l1 == 0.0) {  // every feature cancelled out in its bucket
+    s.keys.clear();
+    add_raw_bytes_feature();
+    accumulate();
+    l1 = kind_weight[raw_bytes];
+  }
+
+  // 5. Quantise: scale by a power of two (exact) so that l1 lands in
+  // [2^22, 2^23), then round to integers.
+  int exponent = 0;
+  std::frexp(l1, &exponent);
+  const double scale = std::ldexp(1.0, quantised_l1_exponent - exponent);
+  for (size_t k = 0; k < buckets_; ++k)
+    row[k] = static_cast<float>(std::round(s.bag[k] * scale));
+}
+
+void hash_embedder::embed(const std::vector<std::string_view>& texts,
+                          const std::string& /*task*/, float* out) const {
+  if (texts.empty())
+    return;
+  const size_t rows_per_call = std::max<size_t>(1, max_bag_floats / buckets_);
+  const size_t n_total = texts.size();
+  scratch s;
+  std::vector<float> bag(std::min(rows_per_call, n_total) * buckets_);
+  for (size_t begin = 0; begin < n_total; begin += rows_per_call) {
+    const size_t n = std::min(rows_per_call, n_total - begin);
+    for (size_t i = 0; i < n; ++i)
+      bag_row(texts[begin + i], bag.data() + i * buckets_, s);
+    float* c = out + begin * dim_;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<blasint>(n),
+                static_cast<blasint>(dim_), static_cast<blasint>(buckets_), 1.0f,
+                bag.data(), static_cast<blasint>(buckets_), projection_.data(),
+                static_cast<blasint>(dim_), 0.0f, c, static_cast<blasint>(dim_));
+    for (size_t i = 0; i < n; ++i) {
+      float* v = c + i * dim_;
+      double sum_sq = 0.0;
+      for (size_t j = 0; j < dim_; ++j)
+        sum_sq += static_cast<double>(v[j]) * v[j];
+      if (sum_sq == 0.0) {  // the projection cancelled the bag (tiny dims only)
+        const float u = static_cast<float>(1.0 / std::sqrt(static_cast<double>(dim_)));
+        std::fill(v, v + dim_, u);
+        continue;
+      }
+      const double norm = std::sqrt(sum_sq);
+      for (size_t j = 0; j < dim_; ++j)
+        v[j] = static_cast<float>(v[j] / norm);
+    }
+  }
+}
+
+}  // namespace pool::detail

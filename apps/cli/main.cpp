@@ -1,1 +1,165 @@
-int main() { return 1; }  // replaced by the CLI
+// embedpool-cli: a command-line peer of an embedpool node.
+#include <cstdio>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "pool/client.hpp"
+#include "pool/config.hpp"
+#include "pool/error.hpp"
+
+namespace {
+
+constexpr const char* usage_text = R"(usage: embedpool-cli [OPTIONS] COMMAND [ARGS]
+
+Commands:
+  embed TEXT...   embed each TEXT (one request each); prints one JSON line
+                  {"dim":N,"embedding":[...]} per text, in order
+  batch           read texts from stdin, one per line, send them as ONE batch
+                  message; prints one JSON line per text, in order
+  status          print the node's pool status as one JSON object
+
+Options:
+  --host=H             node address (default 127.0.0.1, or node.host of --config-file)
+  --port=P             node port (default 4242, or node.port of --config-file)
+  --config-file=PATH   read node.host and node.port from a node configuration file
+  --task=T             task prefix for embed/batch (e.g. query, passage)
+  --timeout=SECONDS    per-request timeout (default 60)
+  -h, --help           show this help
+
+On an error the CLI prints "error: CODE: MESSAGE" on stderr and exits 1
+(2 for usage errors).
+)";
+
+struct cli_args {
+  pool::client_options client;
+  std::string command;
+  std::vector<std::string> operands;
+  std::string task;
+  bool help = false;
+};
+
+bool starts_with(const std::string& s, const char* prefix) {
+  return s.rfind(prefix, 0) == 0;
+}
+
+std::string value_of(const std::string& arg) {
+  return arg.substr(arg.find('=') + 1);
+}
+
+/// Parses the command line; returns an error message or "".
+std::string parse(int argc, char** argv, cli_args& out) {
+  std::string host, port, config_file;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (!out.command.empty() && !starts_with(arg, "--")) {
+      out.operands.push_back(arg);
+    } else if (arg == "-h" || arg == "--help") {
+      out.help = true;
+    } else if (starts_with(arg, "--host=")) {
+      host = value_of(arg);
+    } else if (starts_with(arg, "--port=")) {
+      port = value_of(arg);
+    } else if (starts_with(arg, "--config-file=")) {
+      config_file = value_of(arg);
+    } else if (starts_with(arg, "--task=")) {
+      out.task = value_of(arg);
+    } else if (starts_with(arg, "--timeout=")) {
+      try {
+        auto seconds = std::stod(value_of(arg));
+        if (!(seconds > 0))
+          return "--timeout must be a positive number of seconds";
+        out.client.timeout = std::chrono::duration_cast<caf::timespan>(
+            std::chrono::duration<double>(seconds));
+      } catch (const std::exception&) {
+        return "--timeout: expected a number of seconds, got \"" + value_of(arg) + "\"";
+      }
+    } else if (starts_with(arg, "--")) {
+      return "unknown option " + arg;
+    } else {
+      out.command = arg;
+    }
+  }
+  if (!config_file.empty()) {
+    auto parsed = pool::parse_node_args({"--config-file=" + config_file});
+    if (!parsed)
+      return pool::describe(parsed.error());
+    out.client.host = parsed->config.node.host;
+    out.client.port = parsed->config.node.port;
+  }
+  if (!host.empty())
+    out.client.host = host;
+  if (!port.empty()) {
+    char* end = nullptr;
+    auto p = std::strtoul(port.c_str(), &end, 10);
+    if (port.empty() || *end != '\0' || p == 0 || p > 65535)
+      return "--port: expected a port number in [1, 65535], got \"" + port + "\"";
+    out.client.port = static_cast<uint16_t>(p);
+  }
+  return {};
+}
+
+int fail(const caf::error& err) {
+  std::fprintf(stderr, "error: %s\n", pool::describe(err).c_str());
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  cli_args args;
+  if (auto err = parse(argc, argv, args); !err.empty()) {
+    std::fprintf(stderr, "embedpool-cli: %s\n%s", err.c_str(), usage_text);
+    return 2;
+  }
+  if (args.help) {
+    std::fputs(usage_text, stdout);
+    return 0;
+  }
+  if (args.command != "embed" && args.command != "batch" && args.command != "status") {
+    std::fprintf(stderr, "embedpool-cli: %s\n%s",
+                 args.command.empty() ? "missing command"
+                                      : ("unknown command " + args.command).c_str(),
+                 usage_text);
+    return 2;
+  }
+  if (args.command == "embed" && args.operands.empty()) {
+    std::fprintf(stderr, "embedpool-cli: embed needs at least one TEXT\n");
+    return 2;
+  }
+  auto conn = pool::client::connect(args.client);
+  if (!conn)
+    return fail(conn.error());
+  auto& cl = **conn;
+  if (args.command == "embed") {
+    for (const auto& text : args.operands) {
+      auto vec = cl.embed(text, args.task);
+      if (!vec)
+        return fail(vec.error());
+      std::cout << pool::embedding_to_json(vec->data(), vec->size()) << '\n';
+    }
+  } else if (args.command == "batch") {
+    std::vector<std::string> texts;
+    std::string line;
+    while (std::getline(std::cin, line)) {
+      if (!line.empty() && line.back() == '\r')
+        line.pop_back();
+      texts.push_back(std::move(line));
+    }
+    auto result = cl.embed_batch(texts, args.task);
+    if (!result)
+      return fail(result.error());
+    for (uint32_t row = 0; row < result->rows; ++row)
+      std::cout << pool::embedding_to_json(
+                       result->values.data() + static_cast<size_t>(row) * result->dim,
+                       result->dim)
+                << '\n';
+  } else {
+    auto st = cl.status();
+    if (!st)
+      return fail(st.error());
+    std::cout << pool::to_json(*st) << '\n';
+  }
+  std::cout.flush();
+  return 0;
+}

@@ -17,49 +17,50 @@ void add_message_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<std::vector<worker_status>>("std::vector<pool.worker_status>");
   cfg.add_message_type<ledger_counters>("pool.ledger");
   cfg.add_message_type<pool_status>("pool.status");
-  cfg.add_error_category(pool_category, [](uint8_t code, caf::atom_value,
-                                           const caf::message& ctx) -> std::string {
-    std::string result = "pool.";
-    result += to_string(static_cast<pool_errc>(code));
-    if (ctx.size() >= 1 && ctx.match_element<std::string>(0)) {
-      result += ": ";
-      result += ctx.get_as<std::string>(0);
-    }
-    return result;
-  });
+  cfg.add_error_category(
+      pool_category,
+      [](uint8_t code, caf::atom_value, const caf::message& ctx) -> std::string {
+        std::string result = "pool.";
+        result += to_string(static_cast<pool_errc>(code));
+        if (ctx.size() >= 1 && ctx.match_element<std::string>(0)) {
+          result += ": ";
+          result += ctx.get_as<std::string>(0);
+        }
+        return result;
+      });
 }
 
 std::string to_json(const pool_status& st) {
   nlohmann::json workers = nlohmann::json::array();
   for (const auto& w : st.workers) {
     workers.push_back({
-      {"id", w.id},
-      {"node", w.node},
-      {"state", w.state},
-      {"queue_depth", w.queue_depth},
-      {"credits", {{"embed", w.credits_embed}, {"batch", w.credits_batch}}},
-      {"last_pong_ms", w.last_pong_ms},
-      {"completed", w.completed},
-      {"failed", w.failed},
-      {"restarts", w.restarts},
+        {"id", w.id},
+        {"node", w.node},
+        {"state", w.state},
+        {"queue_depth", w.queue_depth},
+        {"credits", {{"embed", w.credits_embed}, {"batch", w.credits_batch}}},
+        {"last_pong_ms", w.last_pong_ms},
+        {"completed", w.completed},
+        {"failed", w.failed},
+        {"restarts", w.restarts},
     });
   }
   nlohmann::json ledger = {
-    {"accepted", st.ledger.accepted}, {"completed", st.ledger.completed},
-    {"failed", st.ledger.failed},     {"rejected", st.ledger.rejected},
-    {"expired", st.ledger.expired},   {"in_flight", st.ledger.in_flight},
+      {"accepted", st.ledger.accepted}, {"completed", st.ledger.completed},
+      {"failed", st.ledger.failed},     {"rejected", st.ledger.rejected},
+      {"expired", st.ledger.expired},   {"in_flight", st.ledger.in_flight},
   };
   nlohmann::json result = {
-    {"model", st.model},
-    {"dim", st.dim},
-    {"policy", st.policy},
-    {"draining", st.draining},
-    {"workers", std::move(workers)},
-    {"ledger", std::move(ledger)},
-    {"restarts", st.restarts},
-    {"abandoned", st.abandoned},
-    {"pending", st.pending},
-    {"pending_capacity", st.pending_capacity},
+      {"model", st.model},
+      {"dim", st.dim},
+      {"policy", st.policy},
+      {"draining", st.draining},
+      {"workers", std::move(workers)},
+      {"ledger", std::move(ledger)},
+      {"restarts", st.restarts},
+      {"abandoned", st.abandoned},
+      {"pending", st.pending},
+      {"pending_capacity", st.pending_capacity},
   };
   return result.dump();
 }

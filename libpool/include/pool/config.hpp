@@ -32,22 +32,26 @@ enum class overload_policy {
 
 /// `[pool]`
 struct pool_section {
-  uint32_t workers = 2;                 // pool.workers: worker actors per node
-  uint32_t embed_queue_capacity = 100;  // pool.embed-queue-capacity: embed credits per worker
-  uint32_t batch_queue_capacity = 50;   // pool.batch-queue-capacity: batch credits per worker
-  uint32_t pending_capacity = 1000;     // pool.pending-capacity: parked requests (policy wait)
+  uint32_t workers = 2;  // pool.workers: worker actors per node
+  uint32_t embed_queue_capacity =
+      100;  // pool.embed-queue-capacity: embed credits per worker
+  uint32_t batch_queue_capacity =
+      50;  // pool.batch-queue-capacity: batch credits per worker
+  uint32_t pending_capacity =
+      1000;  // pool.pending-capacity: parked requests (policy wait)
   overload_policy policy = overload_policy::wait;  // pool.overload-policy: wait | reject
   caf::timespan request_timeout = std::chrono::seconds(30);  // pool.request-timeout
-  uint32_t max_attempts = 3;          // pool.max-attempts: dispatches per request
-  uint32_t max_text_bytes = 65536;    // pool.max-text-bytes
-  uint32_t max_batch_items = 256;     // pool.max-batch-items
-  uint32_t micro_batch_texts = 64;    // pool.micro-batch-texts: texts per BLAS call
+  uint32_t max_attempts = 3;        // pool.max-attempts: dispatches per request
+  uint32_t max_text_bytes = 65536;  // pool.max-text-bytes
+  uint32_t max_batch_items = 256;   // pool.max-batch-items
+  uint32_t micro_batch_texts = 64;  // pool.micro-batch-texts: texts per BLAS call
   caf::timespan restart_backoff = std::chrono::milliseconds(100);  // pool.restart-backoff
-  caf::timespan restart_backoff_max = std::chrono::seconds(5);    // pool.restart-backoff-max
-  uint32_t max_restarts = 5;          // pool.max-restarts: per slot within the window
+  caf::timespan restart_backoff_max =
+      std::chrono::seconds(5);  // pool.restart-backoff-max
+  uint32_t max_restarts = 5;    // pool.max-restarts: per slot within the window
   caf::timespan restart_window = std::chrono::seconds(60);  // pool.restart-window
-  uint32_t max_abandoned = 8;         // pool.max-abandoned: stuck threads left behind
-  caf::timespan drain_timeout = std::chrono::seconds(30);   // pool.drain-timeout
+  uint32_t max_abandoned = 8;  // pool.max-abandoned: stuck threads left behind
+  caf::timespan drain_timeout = std::chrono::seconds(30);  // pool.drain-timeout
 };
 
 /// `[heartbeat]`
@@ -58,19 +62,19 @@ struct heartbeat_section {
 
 /// `[model]`
 struct model_config {
-  std::string kind = "hash";    // model.kind: hash | bert
-  std::string path;             // model.path: sentence-transformers directory (bert)
-  uint32_t dim = 384;           // model.dim: output dimension (hash)
+  std::string kind = "hash";     // model.kind: hash | bert
+  std::string path;              // model.path: sentence-transformers directory (bert)
+  uint32_t dim = 384;            // model.dim: output dimension (hash)
   uint32_t hash_buckets = 4096;  // model.hash-buckets: feature-hashing buckets (hash)
-  uint32_t blas_threads = 1;    // model.blas-threads: OpenBLAS threads
+  uint32_t blas_threads = 1;     // model.blas-threads: OpenBLAS threads
 };
 
 /// `[log]`
 struct log_section {
-  std::string level = "info";                 // log.level: trace|debug|info|warn|error|off
-  std::string file = "logs/supervisor.log";   // log.file: "" disables the file sink
-  std::string format = "text";                // log.format: text | json
-  bool console = true;                        // log.console: also log to stderr
+  std::string level = "info";                // log.level: trace|debug|info|warn|error|off
+  std::string file = "logs/supervisor.log";  // log.file: "" disables the file sink
+  std::string format = "text";               // log.format: text | json
+  bool console = true;                       // log.console: also log to stderr
   caf::timespan stats_interval = std::chrono::seconds(10);  // log.stats-interval; 0 = off
 };
 
@@ -78,7 +82,7 @@ struct log_section {
 struct fault_section {
   caf::timespan compute_delay{0};  // fault.compute-delay: added per text
   uint32_t crash_every = 0;        // fault.crash-every: worker crashes on every Nth job
-  std::string hang_marker;         // fault.hang-marker: a text containing it hangs the worker
+  std::string hang_marker;  // fault.hang-marker: a text containing it hangs the worker
 };
 
 /// Everything a node reads at start.

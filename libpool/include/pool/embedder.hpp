@@ -20,7 +20,7 @@ struct model_config;
 /// threads at once; implementations keep per-call scratch memory and never
 /// mutate shared state after construction.
 class embedder {
-public:
+ public:
   virtual ~embedder() = default;
 
   /// Name of the model, e.g. "hash-384" or the model directory's name.

@@ -72,8 +72,8 @@ typename Inspector::result_type inspect(Inspector& f, worker_report& x) {
 /// One worker as the supervisor sees it.
 struct worker_status {
   uint32_t id = 0;
-  std::string node;   // "local" or the remote node's id
-  std::string state;  // starting | ready | stuck | restarting | given_up | stopped
+  std::string node;          // "local" or the remote node's id
+  std::string state;         // starting | ready | stuck | restarting | given_up | stopped
   uint64_t queue_depth = 0;  // from the worker's last pong
   uint32_t credits_embed = 0;
   uint32_t credits_batch = 0;
@@ -86,8 +86,8 @@ struct worker_status {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, worker_status& x) {
   return f(caf::meta::type_name("pool.worker_status"), x.id, x.node, x.state,
-           x.queue_depth, x.credits_embed, x.credits_batch, x.last_pong_ms,
-           x.completed, x.failed, x.restarts);
+           x.queue_depth, x.credits_embed, x.credits_batch, x.last_pong_ms, x.completed,
+           x.failed, x.restarts);
 }
 
 /// The supervisor's request ledger. Invariant at every instant:

@@ -1,0 +1,101 @@
+// The actors of a node and their message interfaces (internal to libpool).
+//
+//  peer ──▶ gateway ──(submit)──▶ supervisor ──(work, credits)──▶ worker × N
+//                                     ▲   └──(ping, high priority)──▶ │
+//                                     └──────(done | fail, pong)──────┘
+//
+// gateway (published; the only actor peers reach)
+//   (embed_atom, text [, task])   -> std::vector<float>   validated, then submitted
+//   (batch_atom, texts [, task])  -> matrix               validated, then submitted
+//   (status_atom)                 -> pool_status          forwarded
+//   anything else                 -> pool error invalid_input (logged, bounded)
+// supervisor
+//   (submit_atom, uint8_t lane, texts, task) -> matrix | pool error
+//   (status_atom)                            -> pool_status
+//   (drain_atom)                             -> starts the graceful drain; the
+//                                               actor quits when it is done
+//   (tick_atom), (restart_atom, slot, generation): internal timers
+//   (done_atom, job_id, matrix), (fail_atom, job_id, error): from workers
+//   (pong_atom, seq, worker_report): from workers
+// worker
+//   (work_atom, job)        -> later (done_atom, job.id, matrix) or
+//                              (fail_atom, job.id, error) to the sender
+//   (ping_atom, seq)        -> (pong_atom, seq, worker_report) to the sender
+//   (run_atom)              internal: embeds the next chunk of queued work
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include <caf/actor.hpp>
+#include <caf/behavior.hpp>
+#include <caf/fwd.hpp>
+#include <caf/stateful_actor.hpp>
+
+#include "pool/config.hpp"
+#include "pool/embedder.hpp"
+#include "pool/protocol.hpp"
+
+namespace pool::detail {
+
+// -- worker ------------------------------------------------------------------
+
+struct worker_config {
+  /// Shared by all workers of a model; must outlive nothing (shared ownership).
+  std::shared_ptr<const embedder> model;
+  /// Texts embedded per BLAS call at most (pool.micro-batch-texts).
+  uint32_t micro_batch_texts = 64;
+  fault_section fault;
+  uint32_t slot = 0;  // for log lines only
+};
+
+/// Spawns a worker; `detached` runs it on its own thread (production), false
+/// runs it on the scheduler (deterministic tests).
+caf::actor spawn_worker(caf::local_actor* parent, worker_config cfg, bool detached);
+
+/// Releases every worker hung by the `fault.hang-marker` drill (called when a
+/// node shuts down so that abandoned threads can end).
+void release_hung_workers();
+
+// -- supervisor --------------------------------------------------------------
+
+/// Creates a worker for a slot. The supervisor monitors what it returns.
+using worker_factory = std::function<caf::actor(caf::local_actor* self, uint32_t slot)>;
+
+struct supervisor_config {
+  pool_section pool;
+  heartbeat_section heartbeat;
+  log_section log;
+  std::string model_name;
+  uint32_t dim = 0;
+  worker_factory make_worker;
+  /// Publish the gateway on host:port through the middleman (false in
+  /// deterministic tests, which talk to the gateway directly).
+  bool publish = true;
+  std::string host = "127.0.0.1";
+  uint16_t port = 4242;
+  /// Called once with the bound port after the first successful publish.
+  std::function<void(uint16_t)> on_listening;
+};
+
+/// Spawns the supervisor (which spawns and publishes the gateway).
+caf::actor spawn_supervisor(caf::actor_system& sys, supervisor_config cfg);
+
+/// Returns the gateway of a supervisor (blocking helper for tests and the node).
+caf::actor spawn_gateway(caf::local_actor* parent, caf::actor supervisor,
+                         const pool_section& limits);
+
+/// Validates one text for the gateway: an error for empty text, text over
+/// `max_text_bytes` (too_large) or invalid UTF-8; none otherwise. `what` names
+/// the text in messages ("text" or "texts[3]").
+caf::error validate_text(const std::string& text, uint32_t max_text_bytes,
+                         const std::string& what);
+
+/// True if `text` is well-formed UTF-8 (no overlongs, surrogates or values
+/// above U+10FFFF).
+bool is_valid_utf8(std::string_view text);
+
+}  // namespace pool::detail

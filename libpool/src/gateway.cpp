@@ -1,0 +1,202 @@
+#include <chrono>
+
+#include <caf/all.hpp>
+
+#include "actors.hpp"
+#include "logging.hpp"
+
+namespace pool::detail {
+
+namespace {
+
+/// Longest description of an unexpected message that goes into the log.
+constexpr size_t max_logged_message = 200;
+
+/// Extra time the gateway gives the supervisor beyond pool.request-timeout;
+/// the supervisor answers every request by its deadline, so this only
+/// matters if the supervisor itself is gone.
+constexpr caf::timespan supervisor_grace = std::chrono::seconds(10);
+
+struct gateway_state {
+  static inline const char* name = "embedpool.gateway";
+  caf::actor supervisor;
+  pool_section limits;
+  uint64_t unexpected = 0;
+  std::shared_ptr<spdlog::logger> log = get_logger("gateway");
+};
+
+using gateway_actor = caf::stateful_actor<gateway_state>;
+
+std::string describe_message(const caf::type_erased_tuple& xs) {
+  std::string result = "(";
+  for (size_t i = 0; i < xs.size() && result.size() < max_logged_message; ++i) {
+    if (i > 0)
+      result += ", ";
+    result += bounded(xs.stringify(i), 48);
+  }
+  result += ")";
+  return bounded(result, max_logged_message);
+}
+
+caf::error validate_batch(const std::vector<std::string>& texts,
+                          const pool_section& limits) {
+  if (texts.empty())
+    return make_error(pool_errc::invalid_input, "batch is empty");
+  if (texts.size() > limits.max_batch_items)
+    return make_error(pool_errc::too_large, "batch has " + std::to_string(texts.size()) +
+                                                " texts; pool.max-batch-items is " +
+                                                std::to_string(limits.max_batch_items));
+  for (size_t i = 0; i < texts.size(); ++i)
+    if (auto err = validate_text(texts[i], limits.max_text_bytes,
+                                 "texts[" + std::to_string(i) + "]"))
+      return err;
+  return caf::none;
+}
+
+/// Submits validated work to the supervisor and answers the peer itself with
+/// whatever comes back (or an error); `Convert` turns the matrix into the reply.
+template <class Reply, class Convert>
+caf::result<Reply> submit(gateway_actor* self, lane ln, std::vector<std::string> texts,
+                          std::string task, Convert convert) {
+  auto rp = self->make_response_promise<Reply>();
+  auto timeout = self->state.limits.request_timeout + supervisor_grace;
+  self->request(self->state.supervisor, timeout, submit_atom::value,
+                static_cast<uint8_t>(ln), std::move(texts), std::move(task))
+      .then(
+          [rp, convert](matrix& result) mutable { rp.deliver(convert(result)); },
+          [rp](caf::error& err) mutable {
+            if (err.category() == caf::atom("system") && err == caf::sec::request_timeout)
+              err = make_error(pool_errc::unavailable, "supervisor did not answer");
+            rp.deliver(std::move(err));
+          });
+  return rp;
+}
+
+std::vector<float> first_row(matrix& m) {
+  m.values.resize(m.dim);
+  return std::move(m.values);
+}
+
+matrix whole(matrix& m) {
+  return std::move(m);
+}
+
+caf::result<std::vector<float>> handle_embed(gateway_actor* self, std::string& text,
+                                             std::string& task) {
+  if (auto err = validate_text(text, self->state.limits.max_text_bytes, "text"))
+    return err;
+  std::vector<std::string> texts;
+  texts.emplace_back(std::move(text));
+  return submit<std::vector<float>>(self, lane::embed, std::move(texts), std::move(task),
+                                    first_row);
+}
+
+caf::result<matrix> handle_batch(gateway_actor* self, std::vector<std::string>& texts,
+                                 std::string& task) {
+  if (auto err = validate_batch(texts, self->state.limits))
+    return err;
+  return submit<matrix>(self, lane::batch, std::move(texts), std::move(task), whole);
+}
+
+caf::behavior gateway_behavior(gateway_actor* self, caf::actor supervisor,
+                               pool_section limits) {
+  self->state.supervisor = std::move(supervisor);
+  self->state.limits = limits;
+  self->set_default_handler([self](caf::scheduled_actor*,
+                                   caf::message_view& view) -> caf::result<caf::message> {
+    auto& st = self->state;
+    ++st.unexpected;
+    auto& content = view.content();
+    auto what = describe_message(content);
+    log_event("unexpected_message")
+        .add("content", what)
+        .add("total", st.unexpected)
+        .write(*st.log, spdlog::level::warn);
+    return make_error(pool_errc::invalid_input,
+                      "unsupported message " + what +
+                          "; expected (embed, text), (batch, texts) or (status)");
+  });
+  return {
+      [=](embed_atom, std::string& text) {
+        std::string no_task;
+        return handle_embed(self, text, no_task);
+      },
+      [=](embed_atom, std::string& text, std::string& task) {
+        return handle_embed(self, text, task);
+      },
+      [=](batch_atom, std::vector<std::string>& texts) {
+        std::string no_task;
+        return handle_batch(self, texts, no_task);
+      },
+      [=](batch_atom, std::vector<std::string>& texts, std::string& task) {
+        return handle_batch(self, texts, task);
+      },
+      [=](status_atom) -> caf::result<pool_status> {
+        auto rp = self->make_response_promise<pool_status>();
+        self->request(self->state.supervisor, supervisor_grace, status_atom::value)
+            .then([rp](pool_status& st) mutable { rp.deliver(std::move(st)); },
+                  [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
+        return rp;
+      },
+  };
+}
+
+}  // namespace
+
+bool is_valid_utf8(std::string_view text) {
+  auto* p = reinterpret_cast<const unsigned char*>(text.data());
+  auto* end = p + text.size();
+  while (p < end) {
+    unsigned char c = *p;
+    if (c < 0x80) {
+      ++p;
+      continue;
+    }
+    size_t len;
+    uint32_t cp;
+    if ((c & 0xE0) == 0xC0) {
+      len = 2;
+      cp = c & 0x1F;
+    } else if ((c & 0xF0) == 0xE0) {
+      len = 3;
+      cp = c & 0x0F;
+    } else if ((c & 0xF8) == 0xF0) {
+      len = 4;
+      cp = c & 0x07;
+    } else {
+      return false;
+    }
+    if (static_cast<size_t>(end - p) < len)
+      return false;
+    for (size_t i = 1; i < len; ++i) {
+      if ((p[i] & 0xC0) != 0x80)
+        return false;
+      cp = (cp << 6) | (p[i] & 0x3F);
+    }
+    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) ||
+        (len == 4 && cp < 0x10000) || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+      return false;
+    p += len;
+  }
+  return true;
+}
+
+caf::error validate_text(const std::string& text, uint32_t max_text_bytes,
+                         const std::string& what) {
+  if (text.empty())
+    return make_error(pool_errc::invalid_input, what + " is empty");
+  if (text.size() > max_text_bytes)
+    return make_error(pool_errc::too_large, what + " has " + std::to_string(text.size()) +
+                                                " bytes; pool.max-text-bytes is " +
+                                                std::to_string(max_text_bytes));
+  if (!is_valid_utf8(text))
+    return make_error(pool_errc::invalid_input, what + " is not valid UTF-8");
+  return caf::none;
+}
+
+caf::actor spawn_gateway(caf::local_actor* parent, caf::actor supervisor,
+                         const pool_section& limits) {
+  return parent->spawn(gateway_behavior, std::move(supervisor), limits);
+}
+
+}  // namespace pool::detail

@@ -1,0 +1,814 @@
+#include <algorithm>
+#include <deque>
+#include <set>
+#include <unordered_map>
+#include <unordered_set>
+
+#include <caf/all.hpp>
+#include <caf/io/middleman.hpp>
+#include <caf/io/middleman_actor.hpp>
+
+#include "actors.hpp"
+#include "logging.hpp"
+
+namespace pool::detail {
+
+namespace {
+
+using clock_type = caf::actor_clock::clock_type;
+using time_point = caf::actor_clock::time_point;
+
+/// How often the supervisor checks deadlines, heartbeats and the drain.
+constexpr caf::timespan max_tick = std::chrono::milliseconds(100);
+/// How long without a rejection ends an overload episode.
+constexpr caf::timespan overload_quiet = std::chrono::seconds(1);
+/// Minimum spacing of `shed` log lines during an overload episode.
+constexpr caf::timespan shed_log_interval = std::chrono::seconds(1);
+/// The retry hint given with `overloaded`.
+constexpr int64_t retry_after_ms = 100;
+
+enum class slot_state { ready, stuck, restarting, given_up, stopped };
+
+const char* to_string(slot_state x) {
+  switch (x) {
+    case slot_state::ready:
+      return "ready";
+    case slot_state::stuck:
+      return "stuck";
+    case slot_state::restarting:
+      return "restarting";
+    case slot_state::given_up:
+      return "given_up";
+    case slot_state::stopped:
+      return "stopped";
+  }
+  return "unknown";
+}
+
+int64_t to_ms(caf::timespan d) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(d).count();
+}
+
+struct worker_slot {
+  uint32_t id = 0;
+  caf::actor handle;
+  uint32_t generation = 0;
+  slot_state state = slot_state::stopped;
+  uint32_t credits[2] = {0, 0};
+  std::unordered_set<uint64_t> jobs;  // dispatch ids the worker holds
+  bool ping_outstanding = false;
+  bool missed_logged = false;
+  uint64_t ping_seq = 0;
+  time_point ping_sent;
+  time_point last_pong;
+  bool ever_ponged = false;
+  worker_report report;
+  uint64_t completed = 0;
+  uint64_t failed = 0;
+  uint32_t restarts = 0;
+  std::deque<time_point> restart_times;  // within pool.restart-window
+};
+
+struct request_entry {
+  uint64_t id = 0;
+  lane ln = lane::embed;
+  std::vector<std::string> texts;
+  std::string task;
+  caf::response_promise rp;
+  time_point deadline;
+  uint32_t attempts = 0;
+  uint64_t dispatch_id = 0;  // 0 while pending
+};
+
+struct dispatch_entry {
+  uint32_t slot = 0;
+  uint64_t request_id = 0;
+  lane ln = lane::embed;
+};
+
+struct supervisor_state {
+  static inline const char* name = "embedpool.supervisor";
+
+  supervisor_config cfg;
+  std::vector<worker_slot> slots;
+  std::unordered_map<caf::actor_addr, uint32_t> slot_by_addr;
+  std::unordered_map<uint64_t, request_entry> requests;  // accepted, unanswered
+  std::unordered_map<uint64_t, dispatch_entry> dispatches;
+  std::deque<uint64_t> pending[2];  // request ids waiting for credit, per lane
+  uint64_t next_request_id = 1;
+  uint64_t next_dispatch_id = 1;
+  uint64_t next_ping_seq = 1;
+  uint32_t rr_cursor = 0;
+  ledger_counters ledger;
+  uint64_t restarts_total = 0;
+  uint64_t abandoned = 0;
+  bool draining = false;
+  time_point drain_deadline;
+  caf::actor gateway;
+  uint16_t bound_port = 0;
+  bool overloaded = false;
+  uint64_t shed_unlogged = 0;
+  uint64_t shed_episode = 0;
+  time_point last_shed;
+  time_point last_shed_log;
+  time_point last_stats;
+  std::shared_ptr<spdlog::logger> log = get_logger("supervisor");
+
+  ~supervisor_state() {
+    for (auto& s : slots)
+      if (s.handle)
+        caf::anon_send_exit(s.handle, caf::exit_reason::kill);
+    if (gateway)
+      caf::anon_send_exit(gateway, caf::exit_reason::kill);
+  }
+};
+
+using supervisor_actor = caf::stateful_actor<supervisor_state>;
+
+size_t lane_index(lane ln) {
+  return static_cast<size_t>(ln);
+}
+
+void info(supervisor_actor* self, const log_event& ev) {
+  ev.write(*self->state.log, spdlog::level::info);
+}
+
+void warn(supervisor_actor* self, const log_event& ev) {
+  ev.write(*self->state.log, spdlog::level::warn);
+}
+
+bool any_live_slot(const supervisor_state& st) {
+  return std::any_of(st.slots.begin(), st.slots.end(), [](const worker_slot& s) {
+    return s.state == slot_state::ready || s.state == slot_state::restarting ||
+           s.state == slot_state::stuck;
+  });
+}
+
+size_t pending_total(const supervisor_state& st) {
+  return st.pending[0].size() + st.pending[1].size();
+}
+
+/// Least-loaded ready worker with credit on `ln`: most credits left, then the
+/// smallest reported queue depth; ties broken round-robin.
+worker_slot* pick_slot(supervisor_state& st, lane ln) {
+  worker_slot* best = nullptr;
+  auto n = st.slots.size();
+  auto li = lane_index(ln);
+  for (size_t k = 0; k < n; ++k) {
+    auto& s = st.slots[(st.rr_cursor + k) % n];
+    if (s.state != slot_state::ready || s.credits[li] == 0)
+      continue;
+    if (best == nullptr || s.credits[li] > best->credits[li] ||
+        (s.credits[li] == best->credits[li] &&
+         s.report.queue_depth < best->report.queue_depth))
+      best = &s;
+  }
+  if (best != nullptr)
+    st.rr_cursor = (best->id + 1) % static_cast<uint32_t>(n);
+  return best;
+}
+
+void dispatch(supervisor_actor* self, request_entry& req, worker_slot& slot) {
+  auto& st = self->state;
+  auto li = lane_index(req.ln);
+  --slot.credits[li];
+  auto did = st.next_dispatch_id++;
+  slot.jobs.insert(did);
+  st.dispatches.emplace(did, dispatch_entry{slot.id, req.id, req.ln});
+  req.dispatch_id = did;
+  ++req.attempts;
+  self->send(slot.handle, work_atom::value,
+             job{did, static_cast<uint8_t>(req.ln), req.texts, req.task});
+}
+
+void answer_error(supervisor_actor* self, request_entry& req, caf::error err) {
+  req.rp.deliver(std::move(err));
+}
+
+void check_ledger(const supervisor_state& st) {
+  auto& l = st.ledger;
+  if (l.accepted != l.completed + l.failed + l.expired + st.requests.size())
+    get_logger("supervisor")
+        ->critical(
+            "event=ledger_mismatch accepted={} completed={} failed={} expired={} "
+            "in_flight={}",
+            l.accepted, l.completed, l.failed, l.expired, st.requests.size());
+}
+
+void finish_drain(supervisor_actor* self);
+
+/// Dispatches parked requests while workers have credit.
+void pump(supervisor_actor* self) {
+  auto& st = self->state;
+  for (auto ln : {lane::embed, lane::batch}) {
+    auto& q = st.pending[lane_index(ln)];
+    while (!q.empty()) {
+      auto it = st.requests.find(q.front());
+      if (it == st.requests.end()) {
+        q.pop_front();
+        continue;
+      }
+      auto* slot = pick_slot(st, ln);
+      if (slot == nullptr)
+        break;
+      q.pop_front();
+      dispatch(self, it->second, *slot);
+    }
+  }
+}
+
+void maybe_finish_drain(supervisor_actor* self) {
+  if (self->state.draining && self->state.requests.empty())
+    finish_drain(self);
+}
+
+/// Answers every accepted request that is still waiting with `err` (counted
+/// as failed).
+void fail_all_pending(supervisor_actor* self, pool_errc code, const std::string& why) {
+  auto& st = self->state;
+  for (auto& q : st.pending) {
+    for (auto id : q) {
+      auto it = st.requests.find(id);
+      if (it == st.requests.end())
+        continue;
+      answer_error(self, it->second, make_error(code, why));
+      ++st.ledger.failed;
+      st.requests.erase(it);
+    }
+    q.clear();
+  }
+}
+
+/// Takes every job away from a worker that died or got stuck: each request is
+/// re-dispatched (embedding is a pure function, a retry is safe) until it has
+/// been tried `pool.max-attempts` times, then answered `worker_failed`.
+void requeue_jobs(supervisor_actor* self, worker_slot& slot, const std::string& why) {
+  auto& st = self->state;
+  std::vector<uint64_t> retry;
+  for (auto did : slot.jobs) {
+    auto d = st.dispatches.find(did);
+    if (d == st.dispatches.end())
+      continue;
+    auto rid = d->second.request_id;
+    st.dispatches.erase(d);
+    auto it = st.requests.find(rid);
+    if (it == st.requests.end())
+      continue;  // already answered (deadline passed)
+    auto& req = it->second;
+    req.dispatch_id = 0;
+    if (req.attempts >= st.cfg.pool.max_attempts) {
+      answer_error(self, req,
+                   make_error(pool_errc::worker_failed, "request failed on " +
+                                                            std::to_string(req.attempts) +
+                                                            " worker(s); last: " + why));
+      ++st.ledger.failed;
+      st.requests.erase(it);
+    } else {
+      retry.push_back(rid);
+    }
+  }
+  slot.jobs.clear();
+  // Oldest first at the front of the queues: retried work goes before new work.
+  std::sort(retry.begin(), retry.end(), std::greater<uint64_t>());
+  for (auto rid : retry)
+    st.pending[lane_index(st.requests[rid].ln)].push_front(rid);
+  if (!retry.empty())
+    info(self, log_event("requests_redispatched")
+                   .add("worker", slot.id)
+                   .add("count", static_cast<uint64_t>(retry.size())));
+}
+
+void spawn_into(supervisor_actor* self, worker_slot& slot) {
+  auto& st = self->state;
+  slot.handle = st.cfg.make_worker(self, slot.id);
+  self->monitor(slot.handle);
+  st.slot_by_addr[slot.handle.address()] = slot.id;
+  slot.credits[0] = st.cfg.pool.embed_queue_capacity;
+  slot.credits[1] = st.cfg.pool.batch_queue_capacity;
+  slot.state = slot_state::ready;
+  slot.ping_outstanding = false;
+  slot.missed_logged = false;
+  slot.ever_ponged = false;
+  slot.report = worker_report{};
+  slot.last_pong = self->clock().now();
+  slot.ping_sent = slot.last_pong - st.cfg.heartbeat.interval;  // ping at next tick
+}
+
+/// Removes a worker's handle from the routing tables.
+void detach_handle(supervisor_actor* self, worker_slot& slot) {
+  if (!slot.handle)
+    return;
+  self->state.slot_by_addr.erase(slot.handle.address());
+  slot.handle = nullptr;
+}
+
+void give_up(supervisor_actor* self, worker_slot& slot, const char* reason) {
+  slot.state = slot_state::given_up;
+  warn(self, log_event("worker_given_up").add("worker", slot.id).add("reason", reason));
+  if (!any_live_slot(self->state))
+    fail_all_pending(self, pool_errc::unavailable, "no worker left: all were given up");
+}
+
+void schedule_restart(supervisor_actor* self, worker_slot& slot) {
+  auto& st = self->state;
+  auto now = self->clock().now();
+  while (!slot.restart_times.empty() &&
+         now - slot.restart_times.front() > st.cfg.pool.restart_window)
+    slot.restart_times.pop_front();
+  if (slot.restart_times.size() >= st.cfg.pool.max_restarts) {
+    give_up(self, slot, "restart intensity exceeded");
+    return;
+  }
+  slot.restart_times.push_back(now);
+  auto exponent = std::min<size_t>(slot.restart_times.size() - 1, 20);
+  auto backoff = st.cfg.pool.restart_backoff * (int64_t{1} << exponent);
+  backoff = std::min(backoff, st.cfg.pool.restart_backoff_max);
+  slot.state = slot_state::restarting;
+  ++slot.generation;
+  info(self,
+       log_event("worker_restart_scheduled")
+           .add("worker", slot.id)
+           .add("backoff_ms", to_ms(backoff))
+           .add("recent_restarts", static_cast<uint64_t>(slot.restart_times.size())));
+  self->delayed_send(self, backoff, restart_atom::value, slot.id, slot.generation);
+}
+
+/// A worker that missed its heartbeat: stop routing to it, re-dispatch its
+/// work, abandon its thread (C++ cannot preempt it) and start a replacement.
+void replace_stuck(supervisor_actor* self, worker_slot& slot, caf::timespan silent) {
+  auto& st = self->state;
+  warn(self, log_event("worker_stuck")
+                 .add("worker", slot.id)
+                 .add("silent_ms", to_ms(silent))
+                 .add("jobs", static_cast<uint64_t>(slot.jobs.size())));
+  self->demonitor(slot.handle);
+  self->send_exit(slot.handle, caf::exit_reason::kill);
+  detach_handle(self, slot);
+  ++st.abandoned;
+  slot.state = slot_state::stuck;
+  requeue_jobs(self, slot, "worker stuck (no pong within heartbeat.timeout)");
+  if (st.abandoned > st.cfg.pool.max_abandoned) {
+    give_up(self, slot, "pool.max-abandoned reached");
+  } else if (!st.draining) {
+    spawn_into(self, slot);
+    ++slot.restarts;
+    ++st.restarts_total;
+    info(self, log_event("worker_replaced")
+                   .add("worker", slot.id)
+                   .add("abandoned", st.abandoned));
+  } else {
+    slot.state = slot_state::stopped;
+  }
+  pump(self);
+  maybe_finish_drain(self);
+}
+
+void heartbeat(supervisor_actor* self, time_point now) {
+  auto& st = self->state;
+  for (auto& slot : st.slots) {
+    if (slot.state != slot_state::ready)
+      continue;
+    if (slot.ping_outstanding) {
+      auto silent = now - slot.ping_sent;
+      if (silent > st.cfg.heartbeat.timeout) {
+        replace_stuck(self, slot, silent);
+      } else if (silent > st.cfg.heartbeat.interval && !slot.missed_logged) {
+        slot.missed_logged = true;
+        warn(self, log_event("heartbeat_missed")
+                       .add("worker", slot.id)
+                       .add("silent_ms", to_ms(silent)));
+      }
+    } else if (now - slot.ping_sent >= st.cfg.heartbeat.interval) {
+      slot.ping_outstanding = true;
+      slot.ping_seq = st.next_ping_seq++;
+      slot.ping_sent = now;
+      self->send<caf::message_priority::high>(slot.handle, ping_atom::value,
+                                              slot.ping_seq);
+    }
+  }
+}
+
+void expire_deadlines(supervisor_actor* self, time_point now) {
+  auto& st = self->state;
+  auto expired_error = [&] {
+    return make_error(pool_errc::deadline_exceeded,
+                      "request not answered within pool.request-timeout (" +
+                          std::to_string(to_ms(st.cfg.pool.request_timeout)) + "ms)");
+  };
+  for (auto& q : st.pending) {
+    for (auto i = q.begin(); i != q.end();) {
+      auto it = st.requests.find(*i);
+      if (it == st.requests.end()) {
+        i = q.erase(i);
+      } else if (it->second.deadline <= now) {
+        answer_error(self, it->second, expired_error());
+        ++st.ledger.expired;
+        st.requests.erase(it);
+        i = q.erase(i);
+      } else {
+        ++i;
+      }
+    }
+  }
+  // Dispatched requests past their deadline are answered now; the worker's
+  // result is dropped when it arrives, and only then is its credit returned.
+  for (auto it = st.requests.begin(); it != st.requests.end();) {
+    if (it->second.dispatch_id != 0 && it->second.deadline <= now) {
+      answer_error(self, it->second, expired_error());
+      ++st.ledger.expired;
+      it = st.requests.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void note_shed(supervisor_actor* self, time_point now) {
+  auto& st = self->state;
+  ++st.shed_unlogged;
+  ++st.shed_episode;
+  st.last_shed = now;
+  if (!st.overloaded) {
+    st.overloaded = true;
+    st.last_shed_log = now;
+    warn(self, log_event("overload_began")
+                   .add("policy",
+                        st.cfg.pool.policy == overload_policy::wait ? "wait" : "reject")
+                   .add("pending", static_cast<uint64_t>(pending_total(st)))
+                   .add("in_flight", static_cast<uint64_t>(st.requests.size())));
+  }
+}
+
+void overload_tick(supervisor_actor* self, time_point now) {
+  auto& st = self->state;
+  if (!st.overloaded)
+    return;
+  if (st.shed_unlogged > 0 && now - st.last_shed_log >= shed_log_interval) {
+    warn(self, log_event("shed")
+                   .add("count", st.shed_unlogged)
+                   .add("window_ms", to_ms(now - st.last_shed_log)));
+    st.shed_unlogged = 0;
+    st.last_shed_log = now;
+  }
+  if (now - st.last_shed >= overload_quiet) {
+    info(self, log_event("overload_ended").add("shed_total", st.shed_episode));
+    st.overloaded = false;
+    st.shed_episode = 0;
+    st.shed_unlogged = 0;
+  }
+}
+
+pool_status make_status(supervisor_actor* self) {
+  auto& st = self->state;
+  auto now = self->clock().now();
+  pool_status result;
+  result.model = st.cfg.model_name;
+  result.dim = st.cfg.dim;
+  result.policy = st.cfg.pool.policy == overload_policy::wait ? "wait" : "reject";
+  result.draining = st.draining;
+  for (auto& s : st.slots) {
+    worker_status w;
+    w.id = s.id;
+    w.node = "local";
+    w.state = to_string(s.state);
+    w.queue_depth = s.report.queue_depth;
+    w.credits_embed = s.credits[0];
+    w.credits_batch = s.credits[1];
+    w.last_pong_ms = s.ever_ponged ? to_ms(now - s.last_pong) : -1;
+    w.completed = s.completed;
+    w.failed = s.failed;
+    w.restarts = s.restarts;
+    result.workers.push_back(std::move(w));
+  }
+  result.ledger = st.ledger;
+  result.ledger.in_flight = st.requests.size();
+  result.restarts = st.restarts_total;
+  result.abandoned = st.abandoned;
+  result.pending = pending_total(st);
+  result.pending_capacity = st.cfg.pool.pending_capacity;
+  return result;
+}
+
+void log_stats(supervisor_actor* self) {
+  auto st_view = make_status(self);
+  std::string text = "[";
+  std::string json = "[";
+  for (size_t i = 0; i < st_view.workers.size(); ++i) {
+    auto& w = st_view.workers[i];
+    if (i > 0) {
+      text += ',';
+      json += ',';
+    }
+    text += std::to_string(w.id) + ":" + w.state +
+            ":depth=" + std::to_string(w.queue_depth) +
+            ":embed=" + std::to_string(w.credits_embed) +
+            ":batch=" + std::to_string(w.credits_batch);
+    json += "{\"id\":" + std::to_string(w.id) + ",\"state\":\"" + w.state +
+            "\",\"queue_depth\":" + std::to_string(w.queue_depth) +
+            ",\"credits_embed\":" + std::to_string(w.credits_embed) +
+            ",\"credits_batch\":" + std::to_string(w.credits_batch) + "}";
+  }
+  text += ']';
+  json += ']';
+  auto& l = st_view.ledger;
+  info(self, log_event("stats")
+                 .add("accepted", l.accepted)
+                 .add("completed", l.completed)
+                 .add("failed", l.failed)
+                 .add("rejected", l.rejected)
+                 .add("expired", l.expired)
+                 .add("in_flight", l.in_flight)
+                 .add("pending", st_view.pending)
+                 .add("restarts", st_view.restarts)
+                 .add_raw("workers", text, json));
+}
+
+void finish_drain(supervisor_actor* self) {
+  auto& st = self->state;
+  for (auto it = st.requests.begin(); it != st.requests.end();) {
+    answer_error(self, it->second,
+                 make_error(pool_errc::shutting_down,
+                            "node shut down before the request finished "
+                            "(pool.drain-timeout passed)"));
+    ++st.ledger.failed;
+    it = st.requests.erase(it);
+  }
+  st.pending[0].clear();
+  st.pending[1].clear();
+  for (auto& slot : st.slots) {
+    if (slot.handle) {
+      self->demonitor(slot.handle);
+      self->send_exit(slot.handle, caf::exit_reason::user_shutdown);
+      detach_handle(self, slot);
+    }
+    slot.state = slot_state::stopped;
+  }
+  if (st.gateway) {
+    self->demonitor(st.gateway);
+    self->send_exit(st.gateway, caf::exit_reason::user_shutdown);
+    st.gateway = nullptr;
+  }
+  auto& l = st.ledger;
+  info(self, log_event("drained")
+                 .add("accepted", l.accepted)
+                 .add("completed", l.completed)
+                 .add("failed", l.failed)
+                 .add("rejected", l.rejected)
+                 .add("expired", l.expired));
+  st.log->flush();
+  self->quit();
+}
+
+void publish_gateway(supervisor_actor* self, uint16_t port, bool first) {
+  auto& st = self->state;
+  auto mm = self->system().middleman().actor_handle();
+  auto gw = caf::actor_cast<caf::strong_actor_ptr>(st.gateway);
+  self->request(mm, caf::infinite, caf::publish_atom::value, port, std::move(gw),
+                std::set<std::string>{}, st.cfg.host, true)
+      .then(
+          [=](uint16_t actual) {
+            auto& s = self->state;
+            s.bound_port = actual;
+            info(self, log_event(first ? "listening" : "gateway_republished")
+                           .add("host", s.cfg.host)
+                           .add("port", static_cast<unsigned>(actual)));
+            if (first && s.cfg.on_listening)
+              s.cfg.on_listening(actual);
+          },
+          [=](caf::error& err) {
+            self->state.log->error("event=publish_failed host={} port={} error=\"{}\"",
+                                   self->state.cfg.host, port, describe(err));
+            self->quit(err);
+          });
+}
+
+void start_gateway(supervisor_actor* self) {
+  auto& st = self->state;
+  st.gateway = spawn_gateway(self, caf::actor_cast<caf::actor>(self), st.cfg.pool);
+  self->monitor(st.gateway);
+}
+
+void on_down(supervisor_actor* self, caf::down_msg& msg) {
+  auto& st = self->state;
+  if (st.gateway && msg.source == st.gateway.address()) {
+    warn(self, log_event("gateway_died").add("reason", describe(msg.reason)));
+    st.gateway = nullptr;
+    if (st.draining)
+      return;
+    start_gateway(self);
+    if (st.cfg.publish && st.bound_port != 0) {
+      auto mm = self->system().middleman().actor_handle();
+      self->send(mm, caf::close_atom::value, st.bound_port);
+      publish_gateway(self, st.bound_port, false);
+    }
+    return;
+  }
+  auto i = st.slot_by_addr.find(msg.source);
+  if (i == st.slot_by_addr.end())
+    return;
+  auto& slot = st.slots[i->second];
+  auto why = describe(msg.reason);
+  warn(self, log_event("worker_died")
+                 .add("worker", slot.id)
+                 .add("reason", why)
+                 .add("jobs", static_cast<uint64_t>(slot.jobs.size())));
+  detach_handle(self, slot);
+  requeue_jobs(self, slot, "worker died: " + why);
+  if (st.draining) {
+    slot.state = slot_state::stopped;
+  } else {
+    schedule_restart(self, slot);
+  }
+  pump(self);
+  check_ledger(st);
+  maybe_finish_drain(self);
+}
+
+/// A worker answered a job: return its credit, answer the request unless its
+/// deadline already passed, and refill the worker from the pending queue.
+void on_job_answer(supervisor_actor* self, uint64_t did, matrix* result,
+                   caf::error* failure) {
+  auto& st = self->state;
+  auto d = st.dispatches.find(did);
+  if (d == st.dispatches.end())
+    return;  // from a worker that was declared stuck or died meanwhile
+  auto& slot = st.slots[d->second.slot];
+  if (slot.handle.address() != caf::actor_cast<caf::actor_addr>(self->current_sender()))
+    return;
+  auto rid = d->second.request_id;
+  ++slot.credits[lane_index(d->second.ln)];
+  slot.jobs.erase(did);
+  st.dispatches.erase(d);
+  auto it = st.requests.find(rid);
+  if (result != nullptr) {
+    ++slot.completed;
+    if (it != st.requests.end()) {
+      it->second.rp.deliver(std::move(*result));
+      ++st.ledger.completed;
+      st.requests.erase(it);
+    }
+  } else {
+    ++slot.failed;
+    if (it != st.requests.end()) {
+      auto& req = it->second;
+      req.dispatch_id = 0;
+      if (req.attempts >= st.cfg.pool.max_attempts) {
+        answer_error(self, req, std::move(*failure));
+        ++st.ledger.failed;
+        st.requests.erase(it);
+      } else {
+        st.pending[lane_index(req.ln)].push_front(rid);
+      }
+    }
+  }
+  pump(self);
+  maybe_finish_drain(self);
+}
+
+caf::result<matrix> on_submit(supervisor_actor* self, uint8_t lane_value,
+                              std::vector<std::string>& texts, std::string& task) {
+  auto& st = self->state;
+  auto now = self->clock().now();
+  auto ln = lane_value == 0 ? lane::embed : lane::batch;
+  if (st.draining) {
+    ++st.ledger.rejected;
+    return make_error(pool_errc::shutting_down, "node is draining; send to another node");
+  }
+  if (!any_live_slot(st)) {
+    ++st.ledger.rejected;
+    return make_error(pool_errc::unavailable, "no worker available");
+  }
+  auto* slot = pick_slot(st, ln);
+  if (slot == nullptr && (st.cfg.pool.policy == overload_policy::reject ||
+                          pending_total(st) >= st.cfg.pool.pending_capacity)) {
+    ++st.ledger.rejected;
+    note_shed(self, now);
+    return make_error(
+        pool_errc::overloaded,
+        std::string{"no worker credit available ("} +
+            (st.cfg.pool.policy == overload_policy::reject ? "policy reject"
+                                                           : "pending queue full") +
+            "); retry after " + std::to_string(retry_after_ms) + "ms");
+  }
+  auto id = st.next_request_id++;
+  auto& req = st.requests[id];
+  req.id = id;
+  req.ln = ln;
+  req.texts = std::move(texts);
+  req.task = std::move(task);
+  req.deadline = now + st.cfg.pool.request_timeout;
+  req.rp = self->make_response_promise();
+  ++st.ledger.accepted;
+  if (slot != nullptr)
+    dispatch(self, req, *slot);
+  else
+    st.pending[lane_index(ln)].push_back(id);
+  return caf::delegated<matrix>{};
+}
+
+caf::behavior supervisor_behavior(supervisor_actor* self, supervisor_config cfg) {
+  auto& st = self->state;
+  st.cfg = std::move(cfg);
+  auto now = self->clock().now();
+  st.last_stats = now;
+  st.slots.resize(st.cfg.pool.workers);
+  for (uint32_t i = 0; i < st.cfg.pool.workers; ++i) {
+    st.slots[i].id = i;
+    spawn_into(self, st.slots[i]);
+    info(self, log_event("worker_started").add("worker", i));
+  }
+  start_gateway(self);
+  if (st.cfg.publish)
+    publish_gateway(self, st.cfg.port, true);
+  self->set_down_handler([=](caf::down_msg& msg) { on_down(self, msg); });
+  auto tick = std::min(max_tick, st.cfg.heartbeat.interval);
+  self->send(self, tick_atom::value);
+  return {
+      [=](submit_atom, uint8_t ln, std::vector<std::string>& texts, std::string& task) {
+        auto result = on_submit(self, ln, texts, task);
+        check_ledger(self->state);
+        return result;
+      },
+      [=](status_atom) { return make_status(self); },
+      [=](done_atom, uint64_t did, matrix& result) {
+        on_job_answer(self, did, &result, nullptr);
+        check_ledger(self->state);
+      },
+      [=](fail_atom, uint64_t did, caf::error& err) {
+        on_job_answer(self, did, nullptr, &err);
+        check_ledger(self->state);
+      },
+      [=](pong_atom, uint64_t seq, worker_report report) {
+        auto& s = self->state;
+        auto i =
+            s.slot_by_addr.find(caf::actor_cast<caf::actor_addr>(self->current_sender()));
+        if (i == s.slot_by_addr.end())
+          return;
+        auto& slot = s.slots[i->second];
+        if (!slot.ping_outstanding || seq != slot.ping_seq)
+          return;
+        slot.ping_outstanding = false;
+        slot.last_pong = self->clock().now();
+        slot.ever_ponged = true;
+        slot.report = report;
+        if (slot.missed_logged) {
+          slot.missed_logged = false;
+          info(self, log_event("heartbeat_recovered").add("worker", slot.id));
+        }
+      },
+      [=](restart_atom, uint32_t slot_id, uint32_t generation) {
+        auto& s = self->state;
+        if (slot_id >= s.slots.size())
+          return;
+        auto& slot = s.slots[slot_id];
+        if (slot.generation != generation || slot.state != slot_state::restarting ||
+            s.draining)
+          return;
+        spawn_into(self, slot);
+        ++slot.restarts;
+        ++s.restarts_total;
+        info(self, log_event("worker_restarted")
+                       .add("worker", slot.id)
+                       .add("restarts", slot.restarts));
+        pump(self);
+      },
+      [=](tick_atom) {
+        auto& s = self->state;
+        auto t = self->clock().now();
+        expire_deadlines(self, t);
+        heartbeat(self, t);
+        overload_tick(self, t);
+        if (s.cfg.log.stats_interval.count() > 0 &&
+            t - s.last_stats >= s.cfg.log.stats_interval) {
+          s.last_stats = t;
+          log_stats(self);
+        }
+        check_ledger(s);
+        if (s.draining && t >= s.drain_deadline) {
+          finish_drain(self);
+          return;
+        }
+        maybe_finish_drain(self);
+        self->delayed_send(self, tick, tick_atom::value);
+      },
+      [=](drain_atom) {
+        auto& s = self->state;
+        if (s.draining)
+          return;
+        s.draining = true;
+        s.drain_deadline = self->clock().now() + s.cfg.pool.drain_timeout;
+        info(self, log_event("drain_started")
+                       .add("in_flight", static_cast<uint64_t>(s.requests.size()))
+                       .add("timeout_ms", to_ms(s.cfg.pool.drain_timeout)));
+        maybe_finish_drain(self);
+      },
+  };
+}
+
+}  // namespace
+
+caf::actor spawn_supervisor(caf::actor_system& sys, supervisor_config cfg) {
+  return sys.spawn(supervisor_behavior, std::move(cfg));
+}
+
+}  // namespace pool::detail

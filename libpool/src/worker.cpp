@@ -1,0 +1,187 @@
+#include <chrono>
+#include <deque>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include <caf/all.hpp>
+
+#include "actors.hpp"
+#include "logging.hpp"
+
+namespace pool::detail {
+
+namespace {
+
+std::atomic<bool> hung_workers_released{false};
+
+/// Upper bound on a drill hang, so that no thread outlives a test run forever.
+constexpr auto max_hang = std::chrono::minutes(10);
+
+struct queued_job {
+  job work;
+  caf::actor reply_to;
+  matrix result;
+  size_t next = 0;  // index of the next text to embed
+};
+
+struct worker_state {
+  static inline const char* name = "embedpool.worker";
+
+  std::deque<queued_job> queue;
+  bool run_scheduled = false;
+  uint64_t received = 0;
+  uint64_t completed = 0;
+  uint64_t failed = 0;
+  std::vector<float> scratch;
+  std::vector<std::string_view> chunk_texts;
+  std::shared_ptr<spdlog::logger> log = get_logger("worker");
+};
+
+using worker_actor = caf::stateful_actor<worker_state>;
+
+/// Jobs held and not answered: the local queue plus work still in the mailbox
+/// (the mailbox holds nothing but work, at most one run and at most one ping,
+/// which is the message being handled when this is called from the ping handler).
+uint64_t queue_depth(worker_actor* self) {
+  auto in_mailbox = static_cast<uint64_t>(self->mailbox().size());
+  if (self->state.run_scheduled && in_mailbox > 0)
+    --in_mailbox;
+  return self->state.queue.size() + in_mailbox;
+}
+
+void hang_until_released() {
+  auto start = std::chrono::steady_clock::now();
+  while (!hung_workers_released.load() &&
+         std::chrono::steady_clock::now() - start < max_hang)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+}
+
+void schedule_run(worker_actor* self) {
+  if (!self->state.run_scheduled && !self->state.queue.empty()) {
+    self->state.run_scheduled = true;
+    self->send(self, run_atom::value);
+  }
+}
+
+/// Embeds the next chunk: whole jobs from the front of the queue, and a part
+/// of a long batch, up to `micro_batch_texts` texts in one embedder call.
+void run_chunk(worker_actor* self, const worker_config& cfg) {
+  auto& st = self->state;
+  auto dim = cfg.model->dim();
+  st.chunk_texts.clear();
+  size_t budget = cfg.micro_batch_texts;
+  bool hang = false;
+  const auto& task = st.queue.front().work.task;
+  for (auto& q : st.queue) {
+    if (budget == 0 || q.work.task != task)
+      break;
+    auto take = std::min(budget, q.work.texts.size() - q.next);
+    for (size_t i = q.next; i < q.next + take; ++i) {
+      st.chunk_texts.emplace_back(q.work.texts[i]);
+      if (!cfg.fault.hang_marker.empty() &&
+          q.work.texts[i].find(cfg.fault.hang_marker) != std::string::npos)
+        hang = true;
+    }
+    budget -= take;
+  }
+  if (hang) {
+    log_event("worker_hang_drill")
+        .add("slot", cfg.slot)
+        .write(*st.log, spdlog::level::warn);
+    hang_until_released();
+    self->quit(make_error(pool_errc::worker_failed, "fault drill: hang released"));
+    return;
+  }
+  st.scratch.resize(st.chunk_texts.size() * dim);
+  caf::error failure;
+  try {
+    cfg.model->embed(st.chunk_texts, task, st.scratch.data());
+  } catch (const std::exception& ex) {
+    failure = make_error(pool_errc::worker_failed,
+                         std::string{"embedder failed: "} + ex.what());
+  }
+  if (cfg.fault.compute_delay.count() > 0)
+    std::this_thread::sleep_for(cfg.fault.compute_delay * st.chunk_texts.size());
+  // Hand out the rows and answer every job that is complete.
+  size_t row = 0;
+  size_t remaining = st.chunk_texts.size();
+  while (remaining > 0 && !st.queue.empty()) {
+    auto& q = st.queue.front();
+    auto take = std::min(remaining, q.work.texts.size() - q.next);
+    if (!failure) {
+      if (q.result.values.empty())
+        q.result.values.resize(q.work.texts.size() * dim);
+      std::copy(st.scratch.begin() + static_cast<std::ptrdiff_t>(row * dim),
+                st.scratch.begin() + static_cast<std::ptrdiff_t>((row + take) * dim),
+                q.result.values.begin() + static_cast<std::ptrdiff_t>(q.next * dim));
+    }
+    q.next += take;
+    row += take;
+    remaining -= take;
+    if (failure) {
+      ++st.failed;
+      self->send(q.reply_to, fail_atom::value, q.work.id, failure);
+      st.queue.pop_front();
+    } else if (q.next == q.work.texts.size()) {
+      q.result.rows = static_cast<uint32_t>(q.work.texts.size());
+      q.result.dim = static_cast<uint32_t>(dim);
+      ++st.completed;
+      self->send(q.reply_to, done_atom::value, q.work.id, std::move(q.result));
+      st.queue.pop_front();
+    }
+  }
+}
+
+caf::behavior worker_behavior(worker_actor* self, worker_config cfg) {
+  return {
+      [=](work_atom, job& work) {
+        auto& st = self->state;
+        ++st.received;
+        if (cfg.fault.crash_every > 0 && st.received % cfg.fault.crash_every == 0) {
+          log_event("worker_crash_drill")
+              .add("slot", cfg.slot)
+              .add("received", st.received)
+              .write(*st.log, spdlog::level::warn);
+          self->quit(make_error(pool_errc::worker_failed, "fault drill: crash"));
+          return;
+        }
+        auto reply_to = caf::actor_cast<caf::actor>(self->current_sender());
+        if (work.texts.empty()) {
+          ++st.completed;
+          matrix empty;
+          empty.dim = static_cast<uint32_t>(cfg.model->dim());
+          self->send(reply_to, done_atom::value, work.id, std::move(empty));
+          return;
+        }
+        st.queue.push_back(queued_job{std::move(work), std::move(reply_to), {}, 0});
+        schedule_run(self);
+      },
+      [=](run_atom) {
+        self->state.run_scheduled = false;
+        if (!self->state.queue.empty())
+          run_chunk(self, cfg);
+        schedule_run(self);
+      },
+      [=](ping_atom, uint64_t seq) {
+        auto& st = self->state;
+        worker_report report{queue_depth(self), st.completed, st.failed};
+        auto reply_to = caf::actor_cast<caf::actor>(self->current_sender());
+        self->send<caf::message_priority::high>(reply_to, pong_atom::value, seq, report);
+      },
+  };
+}
+
+}  // namespace
+
+caf::actor spawn_worker(caf::local_actor* parent, worker_config cfg, bool detached) {
+  if (detached)
+    return parent->spawn<caf::detached>(worker_behavior, std::move(cfg));
+  return parent->spawn(worker_behavior, std::move(cfg));
+}
+
+void release_hung_workers() {
+  hung_workers_released = true;
+}
+
+}  // namespace pool::detail

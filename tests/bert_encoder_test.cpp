@@ -1,0 +1,200 @@
+// The BERT encoder against PyTorch reference outputs (tests/data/bert, made by
+// tools/fixtures/gen_bert_fixtures.py with an independent torch model).
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <limits>
+#include <memory>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "bert/encoder.hpp"
+#include "bert/model_loader.hpp"
+
+namespace {
+
+using pool::bert::bert_model;
+using pool::bert::encoder;
+
+const char* const fixture_names[] = {"mini-mean", "mini-mean-norm-prefixed",
+                                     "small-cls-prefixed", "small-cls-norm-f16"};
+
+std::string fixture_dir(const std::string& name) {
+  return std::string(EMBEDPOOL_SOURCE_DIR) + "/tests/data/bert/" + name;
+}
+
+nlohmann::json read_json(const std::string& path) {
+  std::ifstream in(path);
+  REQUIRE(in.good());
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return nlohmann::json::parse(ss.str());
+}
+
+std::shared_ptr<const bert_model> load_fixture(const std::string& name) {
+  auto model = pool::bert::load_bert_model(fixture_dir(name));
+  REQUIRE(model);
+  return std::make_shared<const bert_model>(std::move(*model));
+}
+
+struct comparison {
+  double cosine = 0.0;
+  double max_abs_diff = 0.0;
+};
+
+comparison compare(const float* got, const std::vector<float>& want) {
+  double dot = 0.0, ng = 0.0, nw = 0.0, worst = 0.0;
+  for (size_t k = 0; k < want.size(); ++k) {
+    dot += static_cast<double>(got[k]) * want[k];
+    ng += static_cast<double>(got[k]) * got[k];
+    nw += static_cast<double>(want[k]) * want[k];
+    worst = std::max(worst, std::abs(static_cast<double>(got[k]) - want[k]));
+  }
+  return {dot / std::sqrt(ng * nw), worst};
+}
+
+// Largest |a - b| over all components, each row's difference divided by the
+// L2 norm of b's row (so 1e-6 means "equal to 1e-6 of the embedding's length":
+// float32 sums in a different order, amplified by the LayerNorms, differ by a
+// few ulps of the largest components).
+double max_scaled_diff(const std::vector<float>& a, const std::vector<float>& b,
+                       size_t dim) {
+  REQUIRE(a.size() == b.size());
+  double worst = 0.0;
+  for (size_t r = 0; r * dim < b.size(); ++r) {
+    double norm = 0.0, diff = 0.0;
+    for (size_t k = r * dim; k < (r + 1) * dim; ++k) {
+      norm += static_cast<double>(b[k]) * b[k];
+      diff = std::max(diff, std::abs(static_cast<double>(a[k]) - b[k]));
+    }
+    worst = std::max(worst, diff / std::sqrt(norm));
+  }
+  return worst;
+}
+
+}  // namespace
+
+TEST_CASE("the encoder matches PyTorch's BertModel and pooling on every fixture",
+          "[bert][encoder]") {
+  for (const char* name : fixture_names) {
+    SECTION(name) {
+      auto model = load_fixture(name);
+      const encoder enc(model);
+      const auto ref = read_json(fixture_dir(name) + "/reference.json");
+      const auto inputs = ref.at("inputs").get<std::vector<std::vector<int32_t>>>();
+      const auto want = ref.at("embeddings").get<std::vector<std::vector<float>>>();
+      REQUIRE(inputs.size() == want.size());
+      REQUIRE(inputs.size() >= 10);
+      // The fixture covers lengths 1 and 2 and the model's max_seq_length.
+      auto has_len = [&](size_t n) {
+        return std::any_of(inputs.begin(), inputs.end(),
+                           [n](const auto& s) { return s.size() == n; });
+      };
+      CHECK(has_len(1));
+      CHECK(has_len(2));
+      CHECK(has_len(model->config.max_seq_length));
+
+      std::vector<float> out(inputs.size() * enc.dim(),
+                             std::numeric_limits<float>::quiet_NaN());
+      enc.encode(inputs, out.data());
+      for (size_t r = 0; r < inputs.size(); ++r) {
+        INFO("input " << r << " of length " << inputs[r].size());
+        REQUIRE(want[r].size() == enc.dim());
+        const auto cmp = compare(out.data() + r * enc.dim(), want[r]);
+        CHECK(cmp.cosine >= 0.99999);
+        CHECK(cmp.max_abs_diff <= 1e-4);
+      }
+    }
+  }
+}
+
+TEST_CASE("a batch encodes every sequence as if it were alone", "[bert][encoder]") {
+  for (const char* name : fixture_names) {
+    SECTION(name) {
+      const encoder enc(load_fixture(name));
+      const auto inputs = read_json(fixture_dir(name) + "/reference.json")
+                              .at("inputs")
+                              .get<std::vector<std::vector<int32_t>>>();
+      std::vector<float> batched(inputs.size() * enc.dim());
+      enc.encode(inputs, batched.data());
+      std::vector<float> single(inputs.size() * enc.dim());
+      for (size_t r = 0; r < inputs.size(); ++r) {
+        enc.encode({inputs[r]}, single.data() + r * enc.dim());
+      }
+      CHECK(max_scaled_diff(batched, single, enc.dim()) <= 1e-6);
+    }
+  }
+}
+
+TEST_CASE("a batch cut into token-budget chunks gives the same rows", "[bert][encoder]") {
+  auto model = load_fixture("mini-mean-norm-prefixed");
+  const auto inputs =
+      read_json(fixture_dir("mini-mean-norm-prefixed") + "/reference.json")
+          .at("inputs")
+          .get<std::vector<std::vector<int32_t>>>();
+  const encoder whole(model);
+  const encoder chunked(model, 10);  // below the longest sequence: some run alone
+  std::vector<float> a(inputs.size() * whole.dim());
+  std::vector<float> b(inputs.size() * whole.dim());
+  whole.encode(inputs, a.data());
+  chunked.encode(inputs, b.data());
+  CHECK(max_scaled_diff(a, b, whole.dim()) <= 1e-6);
+}
+
+TEST_CASE("bad token sequences are refused before anything is written",
+          "[bert][encoder]") {
+  auto model = load_fixture("mini-mean");
+  const encoder enc(model);
+  const auto vocab = model->config.vocab_size;
+  std::vector<float> out(2 * enc.dim(), 7.0f);
+  auto untouched = [&] {
+    return std::all_of(out.begin(), out.end(), [](float v) { return v == 7.0f; });
+  };
+  SECTION("an empty sequence") {
+    CHECK_THROWS_AS(enc.encode({{2, 3}, {}}, out.data()), std::invalid_argument);
+  }
+  SECTION("a token id past the vocabulary") {
+    CHECK_THROWS_AS(enc.encode({{2, 3}, {2, vocab, 3}}, out.data()),
+                    std::invalid_argument);
+  }
+  SECTION("a negative token id") {
+    CHECK_THROWS_AS(enc.encode({{2, -1, 3}, {2, 3}}, out.data()), std::invalid_argument);
+  }
+  SECTION("a sequence longer than the position table") {
+    std::vector<int32_t> longer(enc.max_tokens() + 1, 5);
+    CHECK_THROWS_AS(enc.encode({{2, 3}, longer}, out.data()), std::invalid_argument);
+  }
+  CHECK(untouched());
+  SECTION("an empty batch writes nothing") {
+    enc.encode({}, out.data());
+    CHECK(untouched());
+  }
+}
+
+TEST_CASE("an encoder refuses weights that do not fit the config", "[bert][encoder]") {
+  const auto good = load_fixture("mini-mean");
+  SECTION("a truncated fused QKV matrix") {
+    auto bad = std::make_shared<bert_model>(*good);
+    bad->weights.layers[1].qkv_w.pop_back();
+    CHECK_THROWS_WITH(encoder(bad), Catch::Contains("layer.1.qkv.weight"));
+  }
+  SECTION("fewer layers than the config") {
+    auto bad = std::make_shared<bert_model>(*good);
+    bad->weights.layers.pop_back();
+    CHECK_THROWS_AS(encoder(bad), std::invalid_argument);
+  }
+  SECTION("heads that do not divide the hidden size") {
+    auto bad = std::make_shared<bert_model>(*good);
+    bad->config.num_heads = 5;
+    CHECK_THROWS_WITH(encoder(bad), Catch::Contains("num_attention_heads"));
+  }
+  SECTION("no model at all") {
+    CHECK_THROWS_AS(encoder(nullptr), std::invalid_argument);
+  }
+}

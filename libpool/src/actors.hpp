@@ -12,6 +12,7 @@
 // supervisor
 //   (submit_atom, uint8_t lane, texts, task) -> matrix | pool error
 //   (status_atom)                            -> pool_status
+//   (gateway_atom)                           -> caf::actor (current gateway)
 //   (drain_atom)                             -> starts the graceful drain; the
 //                                               actor quits when it is done
 //   (tick_atom), (restart_atom, slot, generation): internal timers
@@ -54,7 +55,7 @@ struct worker_config {
 
 /// Spawns a worker; `detached` runs it on its own thread (production), false
 /// runs it on the scheduler (deterministic tests).
-caf::actor spawn_worker(caf::local_actor* parent, worker_config cfg, bool detached);
+caf::actor spawn_worker(caf::actor_system& sys, worker_config cfg, bool detached);
 
 /// Releases every worker hung by the `fault.hang-marker` drill (called when a
 /// node shuts down so that abandoned threads can end).
@@ -84,7 +85,8 @@ struct supervisor_config {
 /// Spawns the supervisor (which spawns and publishes the gateway).
 caf::actor spawn_supervisor(caf::actor_system& sys, supervisor_config cfg);
 
-/// Returns the gateway of a supervisor (blocking helper for tests and the node).
+/// Spawns a gateway that validates requests against `limits` and submits them
+/// to `supervisor`.
 caf::actor spawn_gateway(caf::local_actor* parent, caf::actor supervisor,
                          const pool_section& limits);
 

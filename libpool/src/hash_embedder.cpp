@@ -102,6 +102,9 @@ constexpr int quantised_l1_exponent = 23;
 // (1024 texts at the default 4096 buckets).
 constexpr size_t max_bag_floats = size_t{1} << 22;
 
+// Largest gathered projection (16 MiB) an embed call builds.
+constexpr size_t max_gather_floats = size_t{1} << 22;
+
 bool is_word_codepoint(utf8proc_int32_t cp) {
   switch (utf8proc_category(cp)) {
     case UTF8PROC_CATEGORY_LU:
@@ -169,11 +172,19 @@ std::string sanitise_utf8(std::string_view text) {
 
 // Per-call memory; never shared between calls.
 struct hash_embedder::scratch {
-  std::vector<size_t> cp_offsets;                // byte offset of each code point
-  std::vector<bool> cp_is_word;                  // per code point
-  std::vector<std::pair<size_t, size_t>> words;  // [first, last) code point
-  std::vector<uint64_t> keys;                    // feature keys of one text
-  std::vector<double> bag;                       // buckets accumulators
+  std::vector<size_t> cp_offsets;                   // byte offset of each code point
+  std::string ascii;                                // lowercased copy of an ASCII text
+  std::vector<char> cp_is_word;                     // per code point
+  std::vector<std::pair<size_t, size_t>> words;     // [first, last) code point
+  std::vector<uint64_t> keys;                       // feature keys of one text
+  std::vector<double> bag;                          // per bucket, zero between texts
+  std::vector<char> is_touched;                     // per bucket, zero between texts
+  std::vector<uint32_t> touched;                    // buckets the text hashed into
+  std::vector<std::pair<uint32_t, float>> entries;  // quantised non-zero buckets
+  std::vector<int32_t> column;  // per bucket: -1, or its column in the batch
+  std::vector<uint32_t> used;   // buckets used by the batch
+  std::vector<float> a;         // bag matrix of the batch
+  std::vector<float> b;         // gathered projection rows
 };
 
 caf::error hash_embedder::validate(const model_config& cfg) {
@@ -220,28 +231,39 @@ std::string hash_embedder::name() const {
   return "hash-" + std::to_string(dim_);
 }
 
-void hash_embedder::bag_row(std::string_view text, float* row) const {
-  scratch s;
-  bag_row(text, row, s);
-}
-
-void hash_embedder::bag_row(std::string_view text, float* row, scratch& s) const {
-  // 1. Normalise; invalid UTF-8 is sanitised first.
-  size_t norm_size = 0;
-  auto norm = normalise(text.data(), text.size(), norm_size);
-  if (!norm) {
-    auto clean = sanitise_utf8(text);
-    norm = normalise(clean.data(), clean.size(), norm_size);
-  }
-  std::string_view normalised;
-  if (norm)
-    normalised = std::string_view{reinterpret_cast<const char*>(norm.get()), norm_size};
-
-  // 2. Code points and words.
+void hash_embedder::make_bag(std::string_view text, scratch& s) const {
   s.cp_offsets.clear();
   s.cp_is_word.clear();
   s.words.clear();
-  {
+  std::string_view normalised;
+  utf8proc_buffer norm;
+  const bool ascii = std::all_of(text.begin(), text.end(), [](char ch) {
+    return static_cast<unsigned char>(ch) < 0x80;
+  });
+  if (ascii) {
+    // Fast path, identical to the general one: NFKC and case folding map ASCII
+    // to itself except A-Z -> a-z, and the only ASCII letters and numbers are
+    // [A-Za-z0-9].
+    s.ascii.assign(text.data(), text.size());
+    for (size_t i = 0; i < s.ascii.size(); ++i) {
+      char& ch = s.ascii[i];
+      if (ch >= 'A' && ch <= 'Z')
+        ch = static_cast<char>(ch - 'A' + 'a');
+      s.cp_offsets.push_back(i);
+      s.cp_is_word.push_back((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9'));
+    }
+    normalised = s.ascii;
+  } else {
+    // 1. Normalise; invalid UTF-8 is sanitised first.
+    size_t norm_size = 0;
+    norm = normalise(text.data(), text.size(), norm_size);
+    if (!norm) {
+      auto clean = sanitise_utf8(text);
+      norm = normalise(clean.data(), clean.size(), norm_size);
+    }
+    if (norm)
+      normalised = std::string_view{reinterpret_cast<const char*>(norm.get()), norm_size};
+    // 2. Code points.
     auto* p = reinterpret_cast<const utf8proc_uint8_t*>(normalised.data());
     size_t i = 0;
     while (i < normalised.size()) {
@@ -253,25 +275,26 @@ void hash_embedder::bag_row(std::string_view text, float* row, scratch& s) const
       s.cp_is_word.push_back(n > 0 && is_word_codepoint(cp));
       i += step;
     }
-    s.cp_offsets.push_back(normalised.size());
-    const size_t cps = s.cp_is_word.size();
-    for (size_t c = 0; c < cps;) {
-      if (!s.cp_is_word[c]) {
-        ++c;
-        continue;
-      }
-      size_t first = c;
-      while (c < cps && s.cp_is_word[c])
-        ++c;
-      s.words.emplace_back(first, c);
+  }
+  s.cp_offsets.push_back(normalised.size());
+  // 3. Words: maximal runs of word code points.
+  const size_t cps = s.cp_is_word.size();
+  for (size_t c = 0; c < cps;) {
+    if (!s.cp_is_word[c]) {
+      ++c;
+      continue;
     }
+    size_t first = c;
+    while (c < cps && s.cp_is_word[c])
+      ++c;
+    s.words.emplace_back(first, c);
   }
   auto cp_bytes = [&](size_t first, size_t last) {
     return normalised.substr(s.cp_offsets[first],
                              s.cp_offsets[last] - s.cp_offsets[first]);
   };
 
-  // 3. Feature keys.
+  // 4. Feature keys.
   s.keys.clear();
   for (size_t w = 0; w < s.words.size(); ++w) {
     auto [first, last] = s.words[w];
@@ -310,8 +333,11 @@ void hash_embedder::bag_row(std::string_view text, float* row, scratch& s) const
   if (s.keys.empty())
     add_raw_bytes_feature();
 
-  // 4. Signed hashing with sublinear term frequency, in key order.
-  s.bag.assign(buckets_, 0.0);
+  // 5. Signed hashing with sublinear term frequency, in key order (which
+  // fixes the order of every floating-point sum below).
+  s.bag.resize(buckets_, 0.0);  // all zero between texts
+  s.is_touched.resize(buckets_, 0);
+  s.touched.clear();
   auto accumulate = [&] {
     std::sort(s.keys.begin(), s.keys.end());
     for (size_t i = 0; i < s.keys.size();) {
@@ -320,14 +346,19 @@ void hash_embedder::bag_row(std::string_view text, float* row, scratch& s) const
         ++j;
       const uint64_t key = s.keys[i];
       const double weight = kind_weight[key & 3] * std::sqrt(static_cast<double>(j - i));
-      s.bag[(key >> 2) % buckets_] += (key >> 63) ? -weight : weight;
+      const auto bucket = static_cast<uint32_t>((key >> 2) % buckets_);
+      if (!s.is_touched[bucket]) {
+        s.is_touched[bucket] = 1;
+        s.touched.push_back(bucket);
+      }
+      s.bag[bucket] += (key >> 63) ? -weight : weight;
       i = j;
     }
   };
   accumulate();
   double l1 = 0.0;
-  for (double v : s.bag)
-    l1 += std::fabs(v);
+  for (uint32_t bucket : s.touched)
+    l1 += std::fabs(s.bag[bucket]);
   if (l1 == 0.0) {  // every feature cancelled out in its bucket
     s.keys.clear();
     add_raw_bytes_feature();
@@ -335,13 +366,27 @@ void hash_embedder::bag_row(std::string_view text, float* row, scratch& s) const
     l1 = kind_weight[raw_bytes];
   }
 
-  // 5. Quantise: scale by a power of two (exact) so that l1 lands in
-  // [2^22, 2^23), then round to integers.
+  // 6. Quantise: scale by a power of two (exact) so that l1 lands in
+  // [2^22, 2^23), then round to integers. Resets the accumulators.
   int exponent = 0;
   std::frexp(l1, &exponent);
   const double scale = std::ldexp(1.0, quantised_l1_exponent - exponent);
-  for (size_t k = 0; k < buckets_; ++k)
-    row[k] = static_cast<float>(std::round(s.bag[k] * scale));
+  s.entries.clear();
+  for (uint32_t bucket : s.touched) {
+    const double q = std::round(s.bag[bucket] * scale);
+    s.bag[bucket] = 0.0;
+    s.is_touched[bucket] = 0;
+    if (q != 0.0)
+      s.entries.emplace_back(bucket, static_cast<float>(q));
+  }
+}
+
+void hash_embedder::bag_row(std::string_view text, float* row) const {
+  scratch s;
+  make_bag(text, s);
+  std::fill(row, row + buckets_, 0.0f);
+  for (auto [bucket, value] : s.entries)
+    row[bucket] = value;
 }
 
 void hash_embedder::embed(const std::vector<std::string_view>& texts,
@@ -351,16 +396,59 @@ void hash_embedder::embed(const std::vector<std::string_view>& texts,
   const size_t rows_per_call = std::max<size_t>(1, max_bag_floats / buckets_);
   const size_t n_total = texts.size();
   scratch s;
-  std::vector<float> bag(std::min(rows_per_call, n_total) * buckets_);
+  s.column.assign(buckets_, -1);
+  std::vector<std::pair<uint32_t, float>> entries;  // of all rows of a chunk
+  std::vector<size_t> row_begin;                    // rows' ranges in `entries`
   for (size_t begin = 0; begin < n_total; begin += rows_per_call) {
     const size_t n = std::min(rows_per_call, n_total - begin);
+    entries.clear();
+    row_begin.clear();
+    s.used.clear();
+    for (size_t i = 0; i < n; ++i) {
+      row_begin.push_back(entries.size());
+      make_bag(texts[begin + i], s);
+      for (const auto& entry : s.entries) {
+        entries.push_back(entry);
+        if (s.column[entry.first] < 0) {
+          s.column[entry.first] = 0;
+          s.used.push_back(entry.first);
+        }
+      }
+    }
+    row_begin.push_back(entries.size());
+    // Buckets no text of the chunk uses contribute nothing: when they are
+    // many, multiply by the gathered projection rows of the used ones instead
+    // (same products, still exact, far less memory traffic).
+    const size_t k = s.used.size();
+    const bool gather =
+        k > 0 && k * 4 <= size_t{buckets_} * 3 && k * dim_ <= max_gather_floats;
+    const float* b = projection_.data();
+    size_t depth = buckets_;
+    if (gather) {
+      std::sort(s.used.begin(), s.used.end());
+      s.b.resize(k * dim_);
+      for (size_t col = 0; col < k; ++col) {
+        s.column[s.used[col]] = static_cast<int32_t>(col);
+        std::copy_n(projection_.data() + size_t{s.used[col]} * dim_, dim_,
+                    s.b.data() + col * dim_);
+      }
+      b = s.b.data();
+      depth = k;
+    }
+    s.a.assign(n * depth, 0.0f);
     for (size_t i = 0; i < n; ++i)
-      bag_row(texts[begin + i], bag.data() + i * buckets_, s);
+      for (size_t e = row_begin[i]; e < row_begin[i + 1]; ++e) {
+        const auto [bucket, value] = entries[e];
+        const size_t col = gather ? static_cast<size_t>(s.column[bucket]) : bucket;
+        s.a[i * depth + col] = value;
+      }
+    for (uint32_t bucket : s.used)
+      s.column[bucket] = -1;
     float* c = out + begin * dim_;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<blasint>(n),
-                static_cast<blasint>(dim_), static_cast<blasint>(buckets_), 1.0f,
-                bag.data(), static_cast<blasint>(buckets_), projection_.data(),
-                static_cast<blasint>(dim_), 0.0f, c, static_cast<blasint>(dim_));
+                static_cast<blasint>(dim_), static_cast<blasint>(depth), 1.0f, s.a.data(),
+                static_cast<blasint>(depth), b, static_cast<blasint>(dim_), 0.0f, c,
+                static_cast<blasint>(dim_));
     for (size_t i = 0; i < n; ++i) {
       float* v = c + i * dim_;
       double sum_sq = 0.0;

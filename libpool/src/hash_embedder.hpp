@@ -75,7 +75,8 @@ class hash_embedder : public embedder {
  private:
   struct scratch;
 
-  void bag_row(std::string_view text, float* row, scratch& s) const;
+  // Fills s.entries with the quantised non-zero buckets of `text`.
+  void make_bag(std::string_view text, scratch& s) const;
 
   uint32_t dim_;
   uint32_t buckets_;

@@ -87,7 +87,7 @@ int run_node(const node_config& cfg) {
     scfg.make_worker = [wcfg](caf::local_actor* self, uint32_t slot) {
       auto c = wcfg;
       c.slot = slot;
-      return detail::spawn_worker(self, std::move(c), true);
+      return detail::spawn_worker(self->system(), std::move(c), true);
     };
     scfg.publish = true;
     scfg.host = cfg.node.host;

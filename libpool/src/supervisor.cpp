@@ -730,6 +730,7 @@ caf::behavior supervisor_behavior(supervisor_actor* self, supervisor_config cfg)
         return result;
       },
       [=](status_atom) { return make_status(self); },
+      [=](gateway_atom) { return self->state.gateway; },
       [=](done_atom, uint64_t did, matrix& result) {
         on_job_answer(self, did, &result, nullptr);
         check_ledger(self->state);

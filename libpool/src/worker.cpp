@@ -174,10 +174,10 @@ caf::behavior worker_behavior(worker_actor* self, worker_config cfg) {
 
 }  // namespace
 
-caf::actor spawn_worker(caf::local_actor* parent, worker_config cfg, bool detached) {
+caf::actor spawn_worker(caf::actor_system& sys, worker_config cfg, bool detached) {
   if (detached)
-    return parent->spawn<caf::detached>(worker_behavior, std::move(cfg));
-  return parent->spawn(worker_behavior, std::move(cfg));
+    return sys.spawn<caf::detached>(worker_behavior, std::move(cfg));
+  return sys.spawn(worker_behavior, std::move(cfg));
 }
 
 void release_hung_workers() {

@@ -34,5 +34,7 @@ using tick_atom = caf::atom_constant<caf::atom("tick")>;
 using restart_atom = caf::atom_constant<caf::atom("restart")>;
 using drain_atom = caf::atom_constant<caf::atom("drain")>;
 using submit_atom = caf::atom_constant<caf::atom("submit")>;
+/// `(gateway_atom)` -> `caf::actor`: the supervisor's current gateway.
+using gateway_atom = caf::atom_constant<caf::atom("gateway")>;
 
 }  // namespace pool

@@ -1,5 +1,7 @@
 #include "bert/encoder.hpp"
 
+#include "bert/kernels.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <stdexcept>
@@ -9,6 +11,11 @@
 
 namespace pool::bert {
 namespace {
+
+using detail::add_bias;
+using detail::bias_gelu;
+using detail::bias_layer_norm;
+using detail::softmax_rows;
 
 void check_size(const std::vector<float>& v, size_t expected, const std::string& name) {
   if (v.size() != expected) {
@@ -33,77 +40,6 @@ void gemm(bool b_trans, size_t m, size_t n, size_t k, float alpha, const float* 
               static_cast<blasint>(m), static_cast<blasint>(n), static_cast<blasint>(k),
               alpha, a, static_cast<blasint>(lda), b, static_cast<blasint>(ldb), beta, c,
               static_cast<blasint>(ldc));
-}
-
-void add_bias(float* m, size_t rows, size_t cols, const float* bias) {
-  for (size_t r = 0; r < rows; ++r) {
-    float* row = m + r * cols;
-    for (size_t c = 0; c < cols; ++c) {
-      row[c] += bias[c];
-    }
-  }
-}
-
-// In place on every row of x[rows x h]: y = LayerNorm(x + bias) * g + b, with
-// the biased variance like torch.nn.LayerNorm.
-void bias_layer_norm(float* x, size_t rows, size_t h, const float* bias, const float* g,
-                     const float* b, float eps) {
-  const float inv_h = 1.0f / static_cast<float>(h);
-  for (size_t r = 0; r < rows; ++r) {
-    float* row = x + r * h;
-    float sum = 0.0f;
-    if (bias != nullptr) {
-      for (size_t c = 0; c < h; ++c) {
-        row[c] += bias[c];
-        sum += row[c];
-      }
-    } else {
-      for (size_t c = 0; c < h; ++c) {
-        sum += row[c];
-      }
-    }
-    const float mean = sum * inv_h;
-    float var = 0.0f;
-    for (size_t c = 0; c < h; ++c) {
-      const float d = row[c] - mean;
-      var += d * d;
-    }
-    const float inv_std = 1.0f / std::sqrt(var * inv_h + eps);
-    for (size_t c = 0; c < h; ++c) {
-      row[c] = (row[c] - mean) * inv_std * g[c] + b[c];
-    }
-  }
-}
-
-// In place: m = gelu(m + bias) with the exact erf form.
-void bias_gelu(float* m, size_t rows, size_t cols, const float* bias) {
-  constexpr float inv_sqrt2 = 0.70710678118654752440f;
-  for (size_t r = 0; r < rows; ++r) {
-    float* row = m + r * cols;
-    for (size_t c = 0; c < cols; ++c) {
-      const float v = row[c] + bias[c];
-      row[c] = 0.5f * v * (1.0f + std::erf(v * inv_sqrt2));
-    }
-  }
-}
-
-void softmax_rows(float* s, size_t rows, size_t cols) {
-  for (size_t r = 0; r < rows; ++r) {
-    float* row = s + r * cols;
-    float mx = row[0];
-    for (size_t c = 1; c < cols; ++c) {
-      mx = std::max(mx, row[c]);
-    }
-    float sum = 0.0f;
-    for (size_t c = 0; c < cols; ++c) {
-      row[c] = std::exp(row[c] - mx);
-      sum += row[c];
-    }
-    const float inv = 1.0f / sum;
-    for (size_t c = 0; c < cols; ++c) {
-      row[c] *= inv;
-    }
-  }
 }
 
 }  // namespace

@@ -1,0 +1,303 @@
+// Deterministic tests of the worker (micro-batching, pings between chunks,
+// real queue depth, fault drills) and the gateway (validation, unexpected
+// messages, respawn) on CAF's test coordinator.
+#include <catch2/catch.hpp>
+
+#include <mutex>
+
+#include "actor_fixture.hpp"
+
+using namespace pool;
+using namespace pool::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+/// A 2-dimensional embedder that records the size of every call:
+/// row = (text length, call number).
+class recording_embedder : public embedder {
+ public:
+  std::string name() const override { return "recording"; }
+  size_t dim() const override { return 2; }
+  void embed(const std::vector<std::string_view>& texts, const std::string&,
+             float* out) const override {
+    std::lock_guard<std::mutex> guard{mtx_};
+    calls_.push_back(texts.size());
+    for (size_t i = 0; i < texts.size(); ++i) {
+      out[2 * i] = static_cast<float>(texts[i].size());
+      out[2 * i + 1] = static_cast<float>(calls_.size());
+    }
+  }
+  std::vector<size_t> calls() const {
+    std::lock_guard<std::mutex> guard{mtx_};
+    return calls_;
+  }
+
+ private:
+  mutable std::mutex mtx_;
+  mutable std::vector<size_t> calls_;
+};
+
+/// Collects what a worker sends back, in order.
+struct worker_outbox {
+  std::vector<std::string> events;  // "done:<id>", "fail:<id>", "pong:<depth>"
+  std::vector<matrix> results;
+  caf::error exit_reason;
+  bool down = false;
+};
+
+caf::behavior outbox_actor(caf::event_based_actor* self,
+                           std::shared_ptr<worker_outbox> box) {
+  self->set_down_handler([=](caf::down_msg& msg) {
+    box->down = true;
+    box->exit_reason = msg.reason;
+  });
+  return {
+      [=](caf::actor& watched) { self->monitor(watched); },
+      [=](done_atom, uint64_t id, matrix& m) {
+        box->events.push_back("done:" + std::to_string(id));
+        box->results.push_back(std::move(m));
+      },
+      [=](fail_atom, uint64_t id, caf::error&) {
+        box->events.push_back("fail:" + std::to_string(id));
+      },
+      [=](pong_atom, uint64_t, worker_report r) {
+        box->events.push_back("pong:" + std::to_string(r.queue_depth));
+      },
+  };
+}
+
+job make_job(uint64_t id, size_t texts, lane ln = lane::embed) {
+  job j;
+  j.id = id;
+  j.lane = static_cast<uint8_t>(ln);
+  for (size_t i = 0; i < texts; ++i)
+    j.texts.push_back(std::string(i % 7 + 1, 'x'));
+  return j;
+}
+
+struct worker_fixture : actor_fixture {
+  std::shared_ptr<recording_embedder> model = std::make_shared<recording_embedder>();
+  std::shared_ptr<worker_outbox> box = std::make_shared<worker_outbox>();
+  caf::actor outbox = sys.spawn(outbox_actor, box);
+  caf::actor worker;
+
+  ~worker_fixture() {
+    if (worker)
+      caf::anon_send_exit(worker, caf::exit_reason::kill);
+    caf::anon_send_exit(outbox, caf::exit_reason::kill);
+    sched.run();
+  }
+
+  void spawn(uint32_t micro_batch, fault_section fault = {}) {
+    detail::worker_config c;
+    c.model = model;
+    c.micro_batch_texts = micro_batch;
+    c.fault = fault;
+    worker = detail::spawn_worker(sys, c, false);
+    caf::anon_send(outbox, worker);  // the outbox monitors it
+    sched.run();
+  }
+
+  /// Sends from the outbox, so that replies land there.
+  template <class... Ts>
+  void tell(Ts&&... xs) {
+    caf::send_as(outbox, worker, std::forward<Ts>(xs)...);
+  }
+};
+
+}  // namespace
+
+TEST_CASE_METHOD(worker_fixture, "a worker drains queued work into micro-batches",
+                 "[worker]") {
+  spawn(8);
+  for (uint64_t id = 1; id <= 5; ++id)
+    tell(work_atom::value, make_job(id, 1));
+  tell(work_atom::value, make_job(6, 10, lane::batch));
+  sched.run();
+  CHECK(model->calls() == std::vector<size_t>{8, 7});
+  REQUIRE(box->events == std::vector<std::string>{"done:1", "done:2", "done:3", "done:4",
+                                                  "done:5", "done:6"});
+  auto& batch = box->results.back();
+  CHECK(batch.rows == 10);
+  CHECK(batch.dim == 2);
+  REQUIRE(batch.values.size() == 20);
+  for (size_t i = 0; i < 10; ++i) {
+    INFO("row " << i);
+    CHECK(batch.values[2 * i] == static_cast<float>(i % 7 + 1));
+  }
+  // Rows 0-2 of the batch were embedded in call 1, rows 3-9 in call 2.
+  CHECK(batch.values[1] == 1.0f);
+  CHECK(batch.values[2 * 3 + 1] == 2.0f);
+}
+
+TEST_CASE_METHOD(worker_fixture, "pings are answered between the chunks of a long batch",
+                 "[worker][heartbeat]") {
+  spawn(8);
+  tell(work_atom::value, make_job(1, 64, lane::batch));
+  sched.run_once();  // worker takes the job
+  sched.run_once();  // worker embeds chunk 1 of 8
+  REQUIRE(model->calls().size() == 1);
+  tell(ping_atom::value, uint64_t{7});
+  sched.run();
+  REQUIRE(box->events.size() == 2);
+  CHECK(box->events[0] == "pong:1");
+  CHECK(box->events[1] == "done:1");
+  CHECK(model->calls() == std::vector<size_t>(8, 8));
+}
+
+TEST_CASE_METHOD(worker_fixture, "a pong reports the jobs the worker holds",
+                 "[worker][heartbeat]") {
+  spawn(4);
+  for (uint64_t id = 1; id <= 5; ++id)
+    tell(work_atom::value, make_job(id, 1));
+  tell(ping_atom::value, uint64_t{1});  // high priority: handled before the work
+  sched.run();
+  REQUIRE(box->events.size() == 6);
+  CHECK(box->events[0] == "pong:5");
+  tell(ping_atom::value, uint64_t{2});
+  sched.run();
+  CHECK(box->events.back() == "pong:0");
+}
+
+TEST_CASE_METHOD(worker_fixture, "the crash drill kills the worker on every Nth job",
+                 "[worker][fault]") {
+  fault_section fault;
+  fault.crash_every = 3;
+  spawn(8, fault);
+  for (uint64_t id = 1; id <= 3; ++id)
+    tell(work_atom::value, make_job(id, 1));
+  sched.run();
+  CHECK(box->down);
+  CHECK(pool_code(box->exit_reason) == pool_errc::worker_failed);
+  CHECK(box->events.empty());
+}
+
+TEST_CASE("the UTF-8 check accepts well-formed text and refuses malformed bytes",
+          "[gateway]") {
+  using detail::is_valid_utf8;
+  CHECK(is_valid_utf8("plain ascii"));
+  CHECK(is_valid_utf8("caf\xc3\xa9 \xe6\x97\xa5\xe6\x9c\xac \xf0\x9f\x98\x80"));
+  CHECK_FALSE(is_valid_utf8("\xff\xfe"));
+  CHECK_FALSE(is_valid_utf8("\xc0\xaf"));          // overlong '/'
+  CHECK_FALSE(is_valid_utf8("\xe0\x80\xaf"));      // overlong, 3 bytes
+  CHECK_FALSE(is_valid_utf8("\xed\xa0\x80"));      // lone surrogate
+  CHECK_FALSE(is_valid_utf8("\xf4\x90\x80\x80"));  // above U+10FFFF
+  CHECK_FALSE(is_valid_utf8("abc\xe6\x97"));       // truncated
+  CHECK_FALSE(is_valid_utf8("\x80"));              // stray continuation
+}
+
+namespace {
+
+struct gateway_fixture : actor_fixture {
+  caf::actor gateway;
+
+  void start_pool(uint32_t max_text_bytes = 100, uint32_t max_batch_items = 4) {
+    auto c = fake_config(1);
+    c.pool.max_text_bytes = max_text_bytes;
+    c.pool.max_batch_items = max_batch_items;
+    start(c);
+    gateway = current_gateway();
+  }
+
+  caf::actor current_gateway() {
+    auto result = std::make_shared<caf::actor>();
+    auto target = supervisor;
+    sys.spawn([=](caf::event_based_actor* self) {
+      self->request(target, caf::infinite, gateway_atom::value).then([=](caf::actor& gw) {
+        *result = gw;
+      });
+    });
+    sched.run();
+    return *result;
+  }
+
+  /// Sends `msg` to the gateway and returns the error it answers with (none
+  /// if it answered with a value of type T).
+  template <class T>
+  std::shared_ptr<answer> ask(caf::message msg) {
+    auto a = std::make_shared<answer>();
+    auto gw = gateway;
+    sys.spawn([=](caf::event_based_actor* self) {
+      self->request(gw, caf::infinite, msg)
+          .then(
+              [=](T&) {
+                ++a->count;
+                a->value = matrix{};
+              },
+              [=](caf::error& e) {
+                ++a->count;
+                a->err = e;
+              });
+    });
+    sched.run();
+    return a;
+  }
+
+  std::shared_ptr<answer> embed_text(std::string text) {
+    return ask<std::vector<float>>(caf::make_message(embed_atom::value, std::move(text)));
+  }
+
+  std::shared_ptr<answer> batch_texts(std::vector<std::string> texts) {
+    return ask<matrix>(caf::make_message(batch_atom::value, std::move(texts)));
+  }
+};
+
+}  // namespace
+
+TEST_CASE_METHOD(gateway_fixture,
+                 "the gateway refuses bad input before anything is queued", "[gateway]") {
+  start_pool(100, 4);
+  CHECK(embed_text("")->code() == pool_errc::invalid_input);
+  CHECK(embed_text(std::string(101, 'a'))->code() == pool_errc::too_large);
+  CHECK(embed_text("bad \xff bytes")->code() == pool_errc::invalid_input);
+  CHECK(embed_text("\xed\xa0\x80")->code() == pool_errc::invalid_input);
+  CHECK(batch_texts({})->code() == pool_errc::invalid_input);
+  CHECK(batch_texts({"a", "b", "c", "d", "e"})->code() == pool_errc::too_large);
+  auto bad_item = batch_texts({"fine", ""});
+  CHECK(bad_item->code() == pool_errc::invalid_input);
+  CHECK_THAT(error_message(bad_item->err), Catch::Contains("texts[1]"));
+  auto st = status();
+  CHECK(st.ledger.accepted == 0);
+  CHECK(st.ledger.rejected == 0);
+  CHECK(current_workers()[0]->jobs_received == 0);
+  SECTION("valid input passes through to a worker") {
+    auto ok = embed_text(std::string(100, 'a'));
+    CHECK(current_workers()[0]->held.size() == 1);
+    release(current_workers()[0]);
+    CHECK(ok->ok());
+    auto batch = batch_texts({"a", "b", "c", "d"});
+    release(current_workers()[0]);
+    CHECK(batch->ok());
+  }
+}
+
+TEST_CASE_METHOD(gateway_fixture,
+                 "unexpected messages get invalid_input and the gateway keeps serving",
+                 "[gateway]") {
+  start_pool();
+  CHECK(ask<int32_t>(caf::make_message(std::string{"hello"}))->code() ==
+        pool_errc::invalid_input);
+  CHECK(ask<int32_t>(caf::make_message(int32_t{5}))->code() == pool_errc::invalid_input);
+  CHECK(ask<int32_t>(caf::make_message(embed_atom::value, int32_t{5}))->code() ==
+        pool_errc::invalid_input);
+  CHECK(ask<int32_t>(caf::make_message(caf::atom("bogus")))->code() ==
+        pool_errc::invalid_input);
+  auto ok = embed_text("still here");
+  release(current_workers()[0]);
+  CHECK(ok->ok());
+}
+
+TEST_CASE_METHOD(gateway_fixture, "a killed gateway is replaced by the supervisor",
+                 "[gateway]") {
+  start_pool();
+  auto old = gateway;
+  caf::anon_send_exit(old, caf::exit_reason::kill);
+  sched.run();
+  gateway = current_gateway();
+  REQUIRE(gateway);
+  CHECK(gateway != old);
+  auto ok = embed_text("after respawn");
+  release(current_workers()[0]);
+  CHECK(ok->ok());
+}

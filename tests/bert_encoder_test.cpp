@@ -7,6 +7,7 @@
 #include <fstream>
 #include <limits>
 #include <memory>
+#include <random>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -15,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "bert/encoder.hpp"
+#include "bert/kernels.hpp"
 #include "bert/model_loader.hpp"
 
 namespace {
@@ -196,5 +198,88 @@ TEST_CASE("an encoder refuses weights that do not fit the config", "[bert][encod
   }
   SECTION("no model at all") {
     CHECK_THROWS_AS(encoder(nullptr), std::invalid_argument);
+  }
+}
+
+TEST_CASE("the kernels' erf and exp agree with the C library", "[bert][kernels]") {
+  std::vector<float> x;
+  for (int k = -600000; k <= 600000; ++k) {
+    x.push_back(static_cast<float>(k) * 1e-5f);  // [-6, 6], tail of 1 element
+  }
+  std::vector<float> y(x.size());
+  pool::bert::detail::erf_n(x.data(), y.data(), x.size());
+  double worst_erf = 0.0;
+  for (size_t k = 0; k < x.size(); ++k) {
+    worst_erf = std::max(worst_erf, std::abs(y[k] - std::erf(static_cast<double>(x[k]))));
+  }
+  CHECK(worst_erf <= 5e-7);
+
+  x.clear();
+  for (int k = -1000000; k <= 100000; ++k) {
+    x.push_back(static_cast<float>(k) * 1e-4f);  // [-100, 10]
+  }
+  y.resize(x.size());
+  pool::bert::detail::exp_n(x.data(), y.data(), x.size());
+  double worst_rel = 0.0, worst_abs_below = 0.0;
+  for (size_t k = 0; k < x.size(); ++k) {
+    const double want = std::exp(static_cast<double>(x[k]));
+    if (x[k] >= -87.0f) {
+      worst_rel = std::max(worst_rel, std::abs(y[k] - want) / want);
+    } else {
+      worst_abs_below = std::max(worst_abs_below, std::abs(y[k] - want));
+    }
+  }
+  CHECK(worst_rel <= 4e-7);
+  CHECK(worst_abs_below <= 2e-38);
+}
+
+TEST_CASE("softmax, LayerNorm and bias+GELU kernels match double-precision formulas",
+          "[bert][kernels]") {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal(0.0f, 3.0f);
+  for (size_t cols : {1u, 2u, 15u, 16u, 17u, 37u, 128u}) {
+    INFO("width " << cols);
+    const size_t rows = 3;
+    std::vector<float> m(rows * cols), bias(cols), g(cols), b(cols);
+    for (auto* v : {&m, &bias, &g, &b}) {
+      for (auto& e : *v) {
+        e = normal(rng);
+      }
+    }
+    std::vector<float> s = m;
+    pool::bert::detail::softmax_rows(s.data(), rows, cols);
+    std::vector<float> ln = m;
+    pool::bert::detail::bias_layer_norm(ln.data(), rows, cols, bias.data(), g.data(),
+                                        b.data(), 1e-5f);
+    std::vector<float> gl = m;
+    pool::bert::detail::bias_gelu(gl.data(), rows, cols, bias.data());
+    double ws = 0.0, wl = 0.0, wg = 0.0;
+    for (size_t r = 0; r < rows; ++r) {
+      const float* row = m.data() + r * cols;
+      double mx = row[0], sum = 0.0, mean = 0.0, var = 0.0;
+      for (size_t c = 0; c < cols; ++c) {
+        mx = std::max<double>(mx, row[c]);
+        mean += static_cast<double>(row[c]) + bias[c];
+      }
+      mean /= static_cast<double>(cols);
+      for (size_t c = 0; c < cols; ++c) {
+        sum += std::exp(row[c] - mx);
+        const double d = static_cast<double>(row[c]) + bias[c] - mean;
+        var += d * d;
+      }
+      var /= static_cast<double>(cols);
+      for (size_t c = 0; c < cols; ++c) {
+        const size_t k = r * cols + c;
+        ws = std::max(ws, std::abs(s[k] - std::exp(row[c] - mx) / sum));
+        const double v = static_cast<double>(row[c]) + bias[c];
+        wl = std::max(
+            wl, std::abs(ln[k] - ((v - mean) / std::sqrt(var + 1e-5) * g[c] + b[c])));
+        wg = std::max(wg,
+                      std::abs(gl[k] - 0.5 * v * (1.0 + std::erf(v / std::sqrt(2.0)))));
+      }
+    }
+    CHECK(ws <= 1e-6);
+    CHECK(wl <= 1e-5);
+    CHECK(wg <= 2e-6);
   }
 }

@@ -34,7 +34,7 @@ EMBEDPOOL_INLINE vf load(const float* p) {
   return v;
 }
 
-EMBEDPOOL_INLINE void store(float* p, vf v) {
+EMBEDPOOL_INLINE void store(float* p, const vf& v) {
   std::memcpy(p, &v, sizeof v);
 }
 
@@ -42,15 +42,15 @@ EMBEDPOOL_INLINE vf splat(float x) {
   return vf{} + x;
 }
 
-EMBEDPOOL_INLINE vf vmin(vf a, vf b) {
+EMBEDPOOL_INLINE vf vmin(const vf& a, const vf& b) {
   return a < b ? a : b;
 }
 
-EMBEDPOOL_INLINE vf vmax(vf a, vf b) {
+EMBEDPOOL_INLINE vf vmax(const vf& a, const vf& b) {
   return a > b ? a : b;
 }
 
-EMBEDPOOL_INLINE float hsum(vf v) {
+EMBEDPOOL_INLINE float hsum(const vf& v) {
   float s = 0.0f;
   for (size_t i = 0; i < width; ++i) {
     s += v[i];
@@ -58,7 +58,7 @@ EMBEDPOOL_INLINE float hsum(vf v) {
   return s;
 }
 
-EMBEDPOOL_INLINE float hmax(vf v) {
+EMBEDPOOL_INLINE float hmax(const vf& v) {
   float m = v[0];
   for (size_t i = 1; i < width; ++i) {
     m = v[i] > m ? v[i] : m;
@@ -68,9 +68,8 @@ EMBEDPOOL_INLINE float hmax(vf v) {
 
 // exp(x), relative error below 2e-7 on [-87.3, 88.3]; 0 below that range
 // (Cephes' expf: x = n ln2 + r, degree-6 polynomial in r, scale by 2^n).
-EMBEDPOOL_INLINE vf vexp(vf x) {
-  const vf in = x;
-  x = vmin(vmax(x, splat(-87.3f)), splat(88.3f));
+EMBEDPOOL_INLINE vf vexp(const vf& in) {
+  const vf x = vmin(vmax(in, splat(-87.3f)), splat(88.3f));
   // Round x / ln2 to the nearest integer with the 1.5 * 2^23 trick.
   const vf magic = splat(12582912.0f);
   const vf fx = (x * 1.44269504088896341f + magic) - magic;
@@ -93,8 +92,8 @@ EMBEDPOOL_INLINE vf vexp(vf x) {
 // erf(x), absolute error about 1e-7: a rational approximation on [-4, 4]
 // (odd degree-13 numerator, even degree-8 denominator; erf is +-1 in float
 // beyond), the form used by Eigen and XLA.
-EMBEDPOOL_INLINE vf verf(vf x) {
-  x = vmin(vmax(x, splat(-4.0f)), splat(4.0f));
+EMBEDPOOL_INLINE vf verf(const vf& in) {
+  const vf x = vmin(vmax(in, splat(-4.0f)), splat(4.0f));
   const vf x2 = x * x;
   vf p = x2 * -2.72614225801306e-10f + 2.77068142495902e-08f;
   p = x2 * p + -2.10102402082508e-06f;
@@ -110,27 +109,41 @@ EMBEDPOOL_INLINE vf verf(vf x) {
   return p / q;
 }
 
-EMBEDPOOL_INLINE vf vgelu(vf v) {
+EMBEDPOOL_INLINE vf vgelu(const vf& v) {
   return 0.5f * v * (1.0f + verf(v * 0.70710678118654752440f));
 }
 
-// Applies `f` to n floats in place, the tail through a padded vector.
-template <class F>
-EMBEDPOOL_INLINE void map_row(float* row, const float* bias, size_t n, F f) {
+enum class unary { gelu, erf, exp };
+
+template <unary Op>
+EMBEDPOOL_INLINE vf apply(const vf& v) {
+  if constexpr (Op == unary::gelu) {
+    return vgelu(v);
+  } else if constexpr (Op == unary::erf) {
+    return verf(v);
+  } else {
+    return vexp(v);
+  }
+}
+
+// Applies `Op` to n floats (plus bias, if any) in place, the tail through a
+// padded vector.
+template <unary Op>
+EMBEDPOOL_INLINE void map_row(float* row, const float* bias, size_t n) {
   size_t c = 0;
   for (; c + width <= n; c += width) {
     vf v = load(row + c);
     if (bias != nullptr) {
       v += load(bias + c);
     }
-    store(row + c, f(v));
+    store(row + c, apply<Op>(v));
   }
   if (c < n) {
     float tmp[width] = {};
     for (size_t k = c; k < n; ++k) {
       tmp[k - c] = row[k] + (bias != nullptr ? bias[k] : 0.0f);
     }
-    store(tmp, f(load(tmp)));
+    store(tmp, apply<Op>(load(tmp)));
     std::memcpy(row + c, tmp, (n - c) * sizeof(float));
   }
 }
@@ -152,7 +165,7 @@ EMBEDPOOL_KERNEL void add_bias(float* m, size_t rows, size_t cols, const float* 
 
 EMBEDPOOL_KERNEL void bias_gelu(float* m, size_t rows, size_t cols, const float* bias) {
   for (size_t r = 0; r < rows; ++r) {
-    map_row(m + r * cols, bias, cols, [](vf v) { return vgelu(v); });
+    map_row<unary::gelu>(m + r * cols, bias, cols);
   }
 }
 
@@ -243,14 +256,14 @@ EMBEDPOOL_KERNEL void erf_n(const float* in, float* out, size_t n) {
   if (in != out) {
     std::memmove(out, in, n * sizeof(float));
   }
-  map_row(out, nullptr, n, [](vf v) { return verf(v); });
+  map_row<unary::erf>(out, nullptr, n);
 }
 
 EMBEDPOOL_KERNEL void exp_n(const float* in, float* out, size_t n) {
   if (in != out) {
     std::memmove(out, in, n * sizeof(float));
   }
-  map_row(out, nullptr, n, [](vf v) { return vexp(v); });
+  map_row<unary::exp>(out, nullptr, n);
 }
 
 }  // namespace pool::bert::detail

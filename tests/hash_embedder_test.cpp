@@ -155,6 +155,26 @@ TEST_CASE("case and Unicode variants of a text embed identically", "[hash]") {
   CHECK(embed_one(e, "cafe") != embed_one(e, "café"));
 }
 
+TEST_CASE("ASCII texts embed as if normalised by utf8proc", "[hash]") {
+  // A trailing em dash is a word separator, so it changes no feature, but it
+  // sends the text through utf8proc instead of the ASCII fast path.
+  hash_embedder e{64, 256};
+  std::string all_ascii;
+  for (int ch = 1; ch < 128; ++ch)
+    all_ascii += static_cast<char>(ch);
+  const std::vector<std::string> texts = {all_ascii,
+                                          "Hello World",
+                                          "MiXeD CaSe 123abc",
+                                          "snake_case and kebab-case",
+                                          "tabs\tand\nnewlines",
+                                          "a$b^c`d|e~f",
+                                          std::string("nul\0byte", 9)};
+  for (const auto& text : texts) {
+    INFO(text);
+    CHECK(embed_one(e, text) == embed_one(e, text + "\xE2\x80\x94"));
+  }
+}
+
 TEST_CASE("texts sharing words are clearly closer than unrelated texts", "[hash]") {
   struct triple {
     const char* anchor;

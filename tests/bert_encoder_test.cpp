@@ -15,9 +15,13 @@
 
 #include <nlohmann/json.hpp>
 
+#include "bert/bert_embedder.hpp"
 #include "bert/encoder.hpp"
 #include "bert/kernels.hpp"
 #include "bert/model_loader.hpp"
+#include "pool/config.hpp"
+#include "pool/embedder.hpp"
+#include "pool/error.hpp"
 
 namespace {
 
@@ -282,4 +286,78 @@ TEST_CASE("softmax, LayerNorm and bias+GELU kernels match double-precision formu
     CHECK(wl <= 1e-5);
     CHECK(wg <= 2e-6);
   }
+}
+
+TEST_CASE("the bert embedder tokenizes, prefixes and embeds texts like the reference",
+          "[bert][embedder]") {
+  for (const char* name : fixture_names) {
+    SECTION(name) {
+      pool::model_config cfg;
+      cfg.kind = "bert";
+      cfg.path = fixture_dir(name);
+      auto made = pool::bert::make_bert_embedder(cfg);
+      REQUIRE(made);
+      const auto& emb = **made;
+      CHECK(emb.name() == name);
+      const auto ref = read_json(fixture_dir(name) + "/reference.json");
+      CHECK(emb.dim() == ref.at("embeddings").at(0).size());
+      const auto* bert = dynamic_cast<const pool::bert::bert_embedder*>(&emb);
+      REQUIRE(bert != nullptr);
+      const auto& texts = ref.at("texts");
+      REQUIRE(!texts.empty());
+      for (const auto& t : texts) {
+        const auto text = t.at("text").get<std::string>();
+        const auto task = t.at("task").get<std::string>();
+        INFO("text \"" << text << "\" task \"" << task << "\"");
+        CHECK(bert->tokenize(text, task) == t.at("ids").get<std::vector<int32_t>>());
+        std::vector<float> out(emb.dim());
+        emb.embed({text}, task, out.data());
+        const auto cmp = compare(out.data(), t.at("embedding").get<std::vector<float>>());
+        CHECK(cmp.cosine >= 0.99999);
+        CHECK(cmp.max_abs_diff <= 1e-4);
+      }
+    }
+  }
+}
+
+TEST_CASE("a model without prompts embeds every task's text unchanged",
+          "[bert][embedder]") {
+  pool::model_config cfg;
+  cfg.kind = "bert";
+  cfg.path = fixture_dir("mini-mean");
+  auto made = pool::bert::make_bert_embedder(cfg);
+  REQUIRE(made);
+  const auto& emb = **made;
+  std::vector<float> plain(2 * emb.dim()), query(2 * emb.dim());
+  const std::vector<std::string_view> texts{"hello , world !", "the first world"};
+  emb.embed(texts, "", plain.data());
+  emb.embed(texts, "query", query.data());
+  CHECK(plain == query);
+}
+
+TEST_CASE("a missing or empty model path is a clear invalid_input error",
+          "[bert][embedder]") {
+  pool::model_config cfg;
+  cfg.kind = "bert";
+  auto empty = pool::bert::make_bert_embedder(cfg);
+  REQUIRE_FALSE(empty);
+  CHECK(pool::pool_code(empty.error()) == pool::pool_errc::invalid_input);
+  CHECK_THAT(pool::error_message(empty.error()), Catch::Contains("model.path"));
+  cfg.path = fixture_dir("no-such-model");
+  auto missing = pool::bert::make_bert_embedder(cfg);
+  REQUIRE_FALSE(missing);
+  CHECK(pool::pool_code(missing.error()) == pool::pool_errc::invalid_input);
+  CHECK_THAT(pool::error_message(missing.error()), Catch::Contains("no-such-model"));
+}
+
+TEST_CASE("make_embedder builds the bert embedder for model.kind = bert",
+          "[bert][embedder]") {
+  pool::model_config cfg;
+  cfg.kind = "bert";
+  cfg.path = fixture_dir("small-cls-norm-f16");
+  auto made = pool::make_embedder(cfg);
+  REQUIRE(made);
+  CHECK((*made)->name() == "small-cls-norm-f16");
+  CHECK((*made)->dim() == 48);
+  CHECK(dynamic_cast<const pool::bert::bert_embedder*>(made->get()) != nullptr);
 }

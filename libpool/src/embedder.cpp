@@ -6,6 +6,7 @@
 #include "pool/config.hpp"
 #include "pool/error.hpp"
 
+#include "bert/bert_embedder.hpp"
 #include "hash_embedder.hpp"
 
 #include <cblas.h>
@@ -28,8 +29,7 @@ caf::expected<std::shared_ptr<const embedder>> make_embedder(const model_config&
     }
   }
   if (cfg.kind == "bert") {
-    // TODO(bert): replace with `return bert::make_bert_embedder(cfg);`
-    return make_error(pool_errc::invalid_input, "model.kind = bert is not available yet");
+    return bert::make_bert_embedder(cfg);
   }
   return make_error(pool_errc::invalid_input, "model.kind = \"" + cfg.kind +
                                                   "\" is unknown (expected hash | bert)");

@@ -24,6 +24,11 @@ constexpr caf::timespan max_tick = std::chrono::milliseconds(100);
 constexpr caf::timespan overload_quiet = std::chrono::seconds(1);
 /// Minimum spacing of `shed` log lines during an overload episode.
 constexpr caf::timespan shed_log_interval = std::chrono::seconds(1);
+/// Republishing a replaced gateway: attempts and spacing while the
+/// middleman closes the old socket.
+constexpr int max_republish_attempts = 50;
+constexpr caf::timespan republish_delay = std::chrono::milliseconds(100);
+using publish_atom_retry = caf::atom_constant<caf::atom("republish")>;
 /// The retry hint given with `overloaded`.
 constexpr int64_t retry_after_ms = 100;
 
@@ -559,10 +564,13 @@ void finish_drain(supervisor_actor* self) {
   self->quit();
 }
 
-void publish_gateway(supervisor_actor* self, uint16_t port, bool first) {
+/// Publishes the current gateway on `port`. A republish (after the old
+/// gateway died) retries while the middleman is still closing the old socket.
+void publish_gateway(supervisor_actor* self, uint16_t port, bool first, int attempt = 0) {
   auto& st = self->state;
   auto mm = self->system().middleman().actor_handle();
   auto gw = caf::actor_cast<caf::strong_actor_ptr>(st.gateway);
+  auto gw_addr = st.gateway.address();
   self->request(mm, caf::infinite, caf::publish_atom::value, port, std::move(gw),
                 std::set<std::string>{}, st.cfg.host, true)
       .then(
@@ -576,8 +584,15 @@ void publish_gateway(supervisor_actor* self, uint16_t port, bool first) {
               s.cfg.on_listening(actual);
           },
           [=](caf::error& err) {
-            self->state.log->error("event=publish_failed host={} port={} error=\"{}\"",
-                                   self->state.cfg.host, port, describe(err));
+            auto& s = self->state;
+            if (!first && attempt < max_republish_attempts && s.gateway &&
+                s.gateway.address() == gw_addr) {
+              self->delayed_send(self, republish_delay, publish_atom_retry::value, port,
+                                 attempt + 1);
+              return;
+            }
+            s.log->error("event=publish_failed host={} port={} error=\"{}\"", s.cfg.host,
+                         port, describe(err));
             self->quit(err);
           });
 }
@@ -731,6 +746,10 @@ caf::behavior supervisor_behavior(supervisor_actor* self, supervisor_config cfg)
       },
       [=](status_atom) { return make_status(self); },
       [=](gateway_atom) { return self->state.gateway; },
+      [=](publish_atom_retry, uint16_t port, int attempt) {
+        if (self->state.gateway && !self->state.draining)
+          publish_gateway(self, port, false, attempt);
+      },
       [=](done_atom, uint64_t did, matrix& result) {
         on_job_answer(self, did, &result, nullptr);
         check_ledger(self->state);

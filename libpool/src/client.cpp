@@ -1,7 +1,10 @@
 #include "pool/client.hpp"
 
+#include <atomic>
+#include <condition_variable>
 #include <mutex>
 #include <sstream>
+#include <unordered_map>
 
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
@@ -10,6 +13,8 @@ namespace pool {
 
 namespace {
 
+using steady = std::chrono::steady_clock;
+
 /// CAF defaults for client processes: few threads, and heartbeats so that a
 /// node with middleman.connection-timeout keeps an idle client connected.
 const std::vector<std::string> default_client_caf_args = {
@@ -17,31 +22,311 @@ const std::vector<std::string> default_client_caf_args = {
     "--middleman.heartbeat-interval=1s",
 };
 
-caf::error map_error(caf::error err) {
-  if (err == caf::sec::request_timeout)
-    return make_error(pool_errc::deadline_exceeded,
-                      "no answer within the client timeout");
-  return err;
+/// Public API -> client actor: one call to issue. Client -> actor at close:
+/// fail everything pending and quit.
+using call_atom = caf::atom_constant<caf::atom("cl_call")>;
+using close_atom = caf::atom_constant<caf::atom("cl_close")>;
+
+caf::error timeout_error() {
+  return make_error(pool_errc::deadline_exceeded, "no answer within the client timeout");
+}
+
+/// The window and the counters, shared by the public API (any thread) and
+/// the client actor. Thread-safe.
+struct shared_state {
+  explicit shared_state(uint32_t w) : window(w) {}
+
+  const uint32_t window;  // 0 = unlimited
+  std::string peer;       // "host:port", for messages
+
+  std::mutex mtx;
+  std::condition_variable credit_returned;
+  uint32_t in_flight = 0;  // guarded by mtx
+  bool connected = true;   // guarded by mtx
+  bool closed = false;     // guarded by mtx
+
+  std::atomic<uint64_t> sent{0};
+  std::atomic<uint64_t> answered{0};
+  std::atomic<uint64_t> timed_out{0};
+  std::atomic<uint64_t> lost{0};
+  std::atomic<uint64_t> late_answers{0};
+
+  /// Error a call gets when the client cannot send; none if it can. Requires
+  /// mtx held.
+  caf::error refusal() const {
+    if (closed)
+      return make_error(pool_errc::unavailable, "the client was closed");
+    if (!connected)
+      return make_error(pool_errc::unavailable, "lost the connection to " + peer);
+    return caf::none;
+  }
+
+  /// Takes a window credit, waiting until `deadline` at most.
+  caf::error acquire(steady::time_point deadline) {
+    std::unique_lock<std::mutex> guard{mtx};
+    for (;;) {
+      if (auto err = refusal())
+        return err;
+      if (window == 0 || in_flight < window) {
+        ++in_flight;
+        return caf::none;
+      }
+      if (credit_returned.wait_until(guard, deadline) == std::cv_status::timeout &&
+          steady::now() >= deadline) {
+        if (auto err = refusal())
+          return err;
+        if (in_flight < window) {
+          ++in_flight;
+          return caf::none;
+        }
+        return make_error(pool_errc::deadline_exceeded,
+                          "no window credit within the client timeout (window " +
+                              std::to_string(window) + ")");
+      }
+    }
+  }
+
+  void release() {
+    {
+      std::lock_guard<std::mutex> guard{mtx};
+      --in_flight;
+    }
+    credit_returned.notify_one();
+  }
+
+  void set_disconnected() {
+    {
+      std::lock_guard<std::mutex> guard{mtx};
+      connected = false;
+    }
+    credit_returned.notify_all();
+  }
+
+  void set_closed() {
+    {
+      std::lock_guard<std::mutex> guard{mtx};
+      closed = true;
+    }
+    credit_returned.notify_all();
+  }
+};
+
+struct client_actor_state;
+using client_actor = caf::stateful_actor<client_actor_state>;
+
+/// One call on its way: its request, its remaining time and who to tell.
+/// Owned by the public API until sent, then by the client actor's pending
+/// table until settled.
+struct call_base {
+  caf::message request;
+  caf::timespan timeout{};
+  bool windowed = true;  // holds a window credit until settled
+  virtual ~call_base() = default;
+  /// Sends the request from `self`; the answer settles call `id`.
+  virtual void issue(client_actor* self, uint64_t id) = 0;
+  virtual void fail(caf::error err) = 0;
+};
+
+/// A call handed to the client actor (local messages only).
+struct call_handle {
+  std::shared_ptr<call_base> ptr;
+};
+
+}  // namespace
+
+}  // namespace pool
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(pool::call_handle)
+
+namespace pool {
+
+namespace {
+
+struct client_actor_state {
+  static inline const char* name = "embedpool.client";
+  caf::actor gateway;
+  std::shared_ptr<shared_state> shared;
+  std::unordered_map<uint64_t, std::shared_ptr<call_base>> pending;
+  uint64_t next_id = 1;
+  bool connected = true;
+};
+
+/// Removes call `id` from the pending table and returns its credit; null if
+/// it was already settled.
+std::shared_ptr<call_base> settle(client_actor* self, uint64_t id) {
+  auto& st = self->state;
+  auto i = st.pending.find(id);
+  if (i == st.pending.end())
+    return nullptr;
+  auto ptr = std::move(i->second);
+  st.pending.erase(i);
+  if (ptr->windowed)
+    st.shared->release();
+  return ptr;
+}
+
+/// Runs a user callback; an exception escaping it must not kill the actor
+/// that serves every other call.
+template <class F>
+void run_callback(F&& f) {
+  try {
+    f();
+  } catch (...) {
+  }
+}
+
+template <class T>
+struct typed_call : call_base {
+  callback<T> done;
+
+  void issue(client_actor* self, uint64_t id) override {
+    self->request(self->state.gateway, timeout, request)
+        .then(
+            [self, id](T& value) {
+              auto& sh = *self->state.shared;
+              auto c = settle(self, id);
+              if (!c) {
+                ++sh.late_answers;
+                return;
+              }
+              ++sh.answered;
+              auto& typed = static_cast<typed_call<T>&>(*c);
+              run_callback([&] { typed.done(std::move(value)); });
+            },
+            [self, id](caf::error& err) {
+              auto& sh = *self->state.shared;
+              bool expired = err == caf::sec::request_timeout;
+              auto c = settle(self, id);
+              if (!c) {
+                // CAF's own timer of a call already settled is no answer.
+                if (!expired)
+                  ++sh.late_answers;
+                return;
+              }
+              if (expired) {
+                ++sh.timed_out;
+                err = timeout_error();
+              } else {
+                ++sh.answered;
+              }
+              run_callback([&] { c->fail(std::move(err)); });
+            });
+  }
+
+  void fail(caf::error err) override {
+    run_callback([&] { done(std::move(err)); });
+  }
+};
+
+/// Settles every pending call with `err`.
+void fail_all(client_actor* self, const caf::error& err, bool count_as_lost) {
+  auto& st = self->state;
+  auto calls = std::move(st.pending);
+  st.pending.clear();
+  for (auto& [id, c] : calls) {
+    if (c->windowed)
+      st.shared->release();
+    if (count_as_lost)
+      ++st.shared->lost;
+    c->fail(err);
+  }
+}
+
+caf::behavior client_behavior(client_actor* self, caf::actor gateway,
+                              std::shared_ptr<shared_state> shared) {
+  self->state.gateway = gateway;
+  self->state.shared = std::move(shared);
+  self->monitor(gateway);
+  self->set_down_handler([self](caf::down_msg& msg) {
+    auto& st = self->state;
+    if (msg.source != st.gateway.address() || !st.connected)
+      return;
+    st.connected = false;
+    st.shared->set_disconnected();
+    fail_all(
+        self,
+        make_error(pool_errc::unavailable, "lost the connection to " + st.shared->peer +
+                                               " (" + caf::to_string(msg.reason) + ")"),
+        true);
+  });
+  return {
+      [self](call_atom, call_handle& h) {
+        auto& st = self->state;
+        auto c = std::move(h.ptr);
+        if (!st.connected) {
+          if (c->windowed)
+            st.shared->release();
+          c->fail(make_error(pool_errc::unavailable,
+                             "lost the connection to " + st.shared->peer));
+          return;
+        }
+        auto id = st.next_id++;
+        st.pending.emplace(id, c);
+        ++st.shared->sent;
+        c->issue(self, id);
+      },
+      [self](close_atom) {
+        fail_all(self, make_error(pool_errc::unavailable, "the client was closed"),
+                 false);
+        self->quit();
+      },
+  };
 }
 
 }  // namespace
 
 struct client::impl {
+  client_options opts;
   caf::actor_system_config cfg;
   std::unique_ptr<caf::actor_system> sys;
-  std::unique_ptr<caf::scoped_actor> self;
   caf::actor gateway;
-  caf::timespan timeout;
-  std::mutex mtx;
+  caf::actor actor;  // the client actor
+  std::shared_ptr<shared_state> shared;
 
-  template <class T, class... Ts>
-  caf::expected<T> call(Ts&&... xs) {
-    std::lock_guard<std::mutex> guard{mtx};
-    caf::expected<T> result{caf::error{}};
-    (*self)
-        ->request(gateway, timeout, std::forward<Ts>(xs)...)
-        .receive([&](T& value) { result = std::move(value); },
-                 [&](caf::error& err) { result = map_error(std::move(err)); });
+  /// Hands a call to the client actor after taking a window credit; `done`
+  /// runs on the calling thread if the call cannot be sent.
+  template <class T>
+  void submit(caf::message msg, callback<T> done, bool windowed) {
+    auto start = steady::now();
+    auto deadline = start + opts.timeout;
+    if (windowed) {
+      if (auto err = shared->acquire(deadline)) {
+        run_callback([&] { done(std::move(err)); });
+        return;
+      }
+    } else {
+      caf::error err;
+      {
+        std::lock_guard<std::mutex> guard{shared->mtx};
+        err = shared->refusal();
+      }
+      if (err) {
+        run_callback([&] { done(std::move(err)); });
+        return;
+      }
+    }
+    auto left = deadline - steady::now();
+    if (left <= steady::duration::zero()) {
+      if (windowed)
+        shared->release();
+      run_callback([&] { done(timeout_error()); });
+      return;
+    }
+    auto c = std::make_shared<typed_call<T>>();
+    c->request = std::move(msg);
+    c->timeout = std::chrono::duration_cast<caf::timespan>(left);
+    c->windowed = windowed;
+    c->done = std::move(done);
+    caf::anon_send(actor, call_atom::value, call_handle{std::move(c)});
+  }
+
+  template <class T>
+  std::future<caf::expected<T>> submit_future(caf::message msg, bool windowed) {
+    auto promise = std::make_shared<std::promise<caf::expected<T>>>();
+    auto result = promise->get_future();
+    submit<T>(
+        std::move(msg),
+        [promise](caf::expected<T> x) { promise->set_value(std::move(x)); }, windowed);
     return result;
   }
 };
@@ -49,15 +334,24 @@ struct client::impl {
 client::client(std::unique_ptr<impl> ptr) : impl_(std::move(ptr)) {}
 
 client::~client() {
-  if (impl_) {
-    impl_->gateway = nullptr;
-    impl_->self.reset();
-    impl_->sys.reset();
+  if (!impl_)
+    return;
+  impl_->shared->set_closed();
+  if (impl_->actor) {
+    caf::scoped_actor self{*impl_->sys};
+    self->request(impl_->actor, caf::infinite, close_atom::value)
+        .receive([] {}, [](caf::error&) {});
   }
+  impl_->actor = nullptr;
+  impl_->gateway = nullptr;
+  impl_->sys.reset();
 }
 
 caf::expected<std::unique_ptr<client>> client::connect(const client_options& opts) {
   auto ptr = std::make_unique<impl>();
+  ptr->opts = opts;
+  if (opts.timeout <= caf::timespan::zero())
+    return make_error(pool_errc::invalid_input, "client timeout must be positive");
   add_message_types(ptr->cfg);
   ptr->cfg.load<caf::io::middleman>();
   auto args = default_client_caf_args;
@@ -65,30 +359,87 @@ caf::expected<std::unique_ptr<client>> client::connect(const client_options& opt
   std::istringstream no_ini;
   if (auto err = ptr->cfg.parse(args, no_ini))
     return err;
-  ptr->timeout = opts.timeout;
   ptr->sys = std::make_unique<caf::actor_system>(ptr->cfg);
+  auto peer = opts.host + ":" + std::to_string(opts.port);
   auto gw = ptr->sys->middleman().remote_actor(opts.host, opts.port);
   if (!gw)
     return make_error(pool_errc::unavailable,
-                      "cannot connect to " + opts.host + ":" + std::to_string(opts.port) +
-                          ": " + caf::actor_system_config::render(gw.error()));
+                      "cannot connect to " + peer + ": " +
+                          caf::actor_system_config::render(gw.error()));
   ptr->gateway = std::move(*gw);
-  ptr->self = std::make_unique<caf::scoped_actor>(*ptr->sys);
+  ptr->shared = std::make_shared<shared_state>(opts.window);
+  ptr->shared->peer = peer;
+  ptr->actor = ptr->sys->spawn(client_behavior, ptr->gateway, ptr->shared);
   return std::unique_ptr<client>{new client(std::move(ptr))};
 }
 
 caf::expected<std::vector<float>> client::embed(const std::string& text,
                                                 const std::string& task) {
-  return impl_->call<std::vector<float>>(embed_atom::value, text, task);
+  return embed_future(text, task).get();
 }
 
 caf::expected<matrix> client::embed_batch(const std::vector<std::string>& texts,
                                           const std::string& task) {
-  return impl_->call<matrix>(batch_atom::value, texts, task);
+  return embed_batch_future(texts, task).get();
 }
 
 caf::expected<pool_status> client::status() {
-  return impl_->call<pool_status>(status_atom::value);
+  return impl_->submit_future<pool_status>(caf::make_message(status_atom::value), false)
+      .get();
+}
+
+void client::embed_async(std::string text, callback<std::vector<float>> done,
+                         std::string task) {
+  impl_->submit<std::vector<float>>(
+      caf::make_message(embed_atom::value, std::move(text), std::move(task)),
+      std::move(done), true);
+}
+
+void client::embed_batch_async(std::vector<std::string> texts, callback<matrix> done,
+                               std::string task) {
+  impl_->submit<matrix>(
+      caf::make_message(batch_atom::value, std::move(texts), std::move(task)),
+      std::move(done), true);
+}
+
+void client::status_async(callback<pool_status> done) {
+  impl_->submit<pool_status>(caf::make_message(status_atom::value), std::move(done),
+                             false);
+}
+
+std::future<caf::expected<std::vector<float>>> client::embed_future(std::string text,
+                                                                    std::string task) {
+  return impl_->submit_future<std::vector<float>>(
+      caf::make_message(embed_atom::value, std::move(text), std::move(task)), true);
+}
+
+std::future<caf::expected<matrix>> client::embed_batch_future(
+    std::vector<std::string> texts, std::string task) {
+  return impl_->submit_future<matrix>(
+      caf::make_message(batch_atom::value, std::move(texts), std::move(task)), true);
+}
+
+client_stats client::stats() const {
+  auto& sh = *impl_->shared;
+  client_stats result;
+  result.sent = sh.sent.load();
+  result.answered = sh.answered.load();
+  result.timed_out = sh.timed_out.load();
+  result.lost = sh.lost.load();
+  result.late_answers = sh.late_answers.load();
+  std::lock_guard<std::mutex> guard{sh.mtx};
+  result.in_flight = sh.in_flight;
+  result.connected = sh.connected;
+  return result;
+}
+
+bool client::connected() const {
+  std::lock_guard<std::mutex> guard{impl_->shared->mtx};
+  return impl_->shared->connected;
+}
+
+const client_options& client::options() const {
+  return impl_->opts;
 }
 
 }  // namespace pool

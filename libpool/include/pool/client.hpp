@@ -1,10 +1,25 @@
 // A C++ peer of a node: connect, then make typed requests. Every call returns
-// a result or an error (`pool` category for the node's answers; CAF's
-// `system` category for connection problems), never hangs past its timeout.
+// (or calls back with) exactly one result or error, never hangs past its
+// timeout. Errors: the `pool` category for the node's answers and for the
+// client's own verdicts (`deadline_exceeded` when a call's timeout passes,
+// `unavailable` when the connection to the node is lost or the client is
+// closed); other categories only for unexpected CAF failures.
+//
+// Client-side credit window: at most `client_options::window` embed/batch
+// calls are in flight at once. A further call waits in the calling thread
+// until an answer returns a credit (or its timeout passes). This is "the
+// sender waits" end to end; the node's network reader never blocks.
+//
+// Lost connection: the client monitors the node's gateway. When the node
+// vanishes (process killed, connection dropped, gateway gone), every pending
+// call fails at once with `unavailable` and every later call fails
+// immediately the same way; the client does not reconnect (make a new one).
 #pragma once
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
+#include <future>
 #include <memory>
 #include <string>
 #include <vector>
@@ -20,23 +35,56 @@ namespace pool {
 struct client_options {
   std::string host = "127.0.0.1";
   uint16_t port = 4242;
-  /// Per-call timeout; a call without an answer by then fails with
-  /// `deadline_exceeded`.
+  /// Per-call timeout, waiting for a window credit included; a call without an
+  /// answer by then fails with `deadline_exceeded`.
   caf::timespan timeout = std::chrono::seconds(60);
-  /// Extra `--section.key=value` options for the client's CAF actor system.
+  /// Most embed/batch calls in flight at once; further calls wait for a
+  /// credit. 0 disables the window (no limit: only for load generators that
+  /// bound their own outstanding calls). `status()` never counts.
+  uint32_t window = 64;
+  /// Extra `--section.key=value` options for the client's CAF actor system
+  /// (defaults: `scheduler.max-threads=2`, `middleman.heartbeat-interval=1s`).
   std::vector<std::string> caf_args;
 };
 
-/// Thread-safety: calls may come from several threads; they are serialised.
-/// Owns its own CAF actor system; destroy it to disconnect.
+/// Counters of one client, read with `client::stats()`.
+struct client_stats {
+  uint64_t sent = 0;       // requests handed to the network
+  uint64_t answered = 0;   // calls settled by an answer from the node
+  uint64_t timed_out = 0;  // calls settled by the client timeout
+  uint64_t lost = 0;       // calls settled `unavailable` by a lost connection
+  /// Answers that arrived for calls already settled (by timeout or loss);
+  /// they are dropped, so every call still completes exactly once.
+  uint64_t late_answers = 0;
+  uint32_t in_flight = 0;  // embed/batch calls holding a window credit
+  bool connected = true;   // false once the node's gateway is gone
+};
+
+template <class T>
+using callback = std::function<void(caf::expected<T>)>;
+
+/// Thread-safety: every member function may be called from any number of
+/// threads at once (the window bounds how many calls proceed). Callbacks run
+/// on one of the client's internal threads, one at a time, or — when a call
+/// fails before it is sent (no credit within the timeout, disconnected) — on
+/// the calling thread before the call returns. A callback must not block and
+/// must not call this client (a call could wait for a credit that only the
+/// callback's thread can return).
+///
+/// Owns its own CAF actor system; destroying it fails every pending call with
+/// `unavailable` and disconnects. Do not destroy it while other threads are
+/// inside its member functions.
 class client {
  public:
-  /// Connects to the gateway at opts.host:opts.port.
+  /// Connects to the gateway at opts.host:opts.port; `unavailable` if the node
+  /// cannot be reached, `invalid_input` for bad options.
   static caf::expected<std::unique_ptr<client>> connect(const client_options& opts);
 
   ~client();
   client(const client&) = delete;
   client& operator=(const client&) = delete;
+
+  // -- blocking ---------------------------------------------------------------
 
   /// One text -> its embedding.
   caf::expected<std::vector<float>> embed(const std::string& text,
@@ -46,8 +94,38 @@ class client {
   caf::expected<matrix> embed_batch(const std::vector<std::string>& texts,
                                     const std::string& task = "");
 
-  /// The node's pool status.
+  /// The node's pool status (outside the window).
   caf::expected<pool_status> status();
+
+  // -- callbacks (waits only for a window credit) ------------------------------
+
+  /// Sends `(embed, text, task)`; `done` is called exactly once.
+  void embed_async(std::string text, callback<std::vector<float>> done,
+                   std::string task = "");
+
+  /// Sends `(batch, texts, task)`; `done` is called exactly once.
+  void embed_batch_async(std::vector<std::string> texts, callback<matrix> done,
+                         std::string task = "");
+
+  /// Asks for the status (outside the window); `done` is called exactly once.
+  void status_async(callback<pool_status> done);
+
+  // -- futures (waits only for a window credit) --------------------------------
+
+  std::future<caf::expected<std::vector<float>>> embed_future(std::string text,
+                                                              std::string task = "");
+
+  std::future<caf::expected<matrix>> embed_batch_future(std::vector<std::string> texts,
+                                                        std::string task = "");
+
+  // -- state ------------------------------------------------------------------
+
+  client_stats stats() const;
+
+  /// False once the connection to the node is lost.
+  bool connected() const;
+
+  const client_options& options() const;
 
  private:
   struct impl;

@@ -1,0 +1,92 @@
+// The "direct" half of the pool-overhead benchmark (tools/bench/pool_overhead.sh):
+// the node's default embedder (hash-384) called in this process, one thread,
+// on the same texts the load generator sends — one text per call (like an
+// embed request) and --batch-size texts per call (like a batch request).
+// Prints one JSON line: {"embed_rps":..., "batch_rps":..., "batch_texts_per_s":...}.
+//
+// usage: pool_overhead_direct [--text-bytes=N] [--batch-size=K] [--seconds=S]
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "../loadgen/texts.hpp"
+#include "pool/config.hpp"
+#include "pool/embedder.hpp"
+#include "pool/error.hpp"
+
+namespace {
+
+using steady = std::chrono::steady_clock;
+
+/// Calls per second of `groups` texts per call over at least `seconds`.
+double calls_per_second(const pool::embedder& model,
+                        const std::vector<std::string>& texts, size_t group,
+                        double seconds, float& checksum) {
+  std::vector<float> out(group * model.dim());
+  std::vector<std::string_view> views(group);
+  uint64_t calls = 0;
+  size_t next = 0;
+  auto start = steady::now();
+  auto end = start + std::chrono::duration_cast<steady::duration>(
+                         std::chrono::duration<double>(seconds));
+  steady::time_point now;
+  do {
+    for (int rep = 0; rep < 16; ++rep) {
+      for (size_t k = 0; k < group; ++k)
+        views[k] = texts[(next++) % texts.size()];
+      model.embed(views, "", out.data());
+      checksum += out[0];
+      ++calls;
+    }
+    now = steady::now();
+  } while (now < end);
+  return static_cast<double>(calls) / std::chrono::duration<double>(now - start).count();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  size_t text_bytes = 64;
+  size_t batch_size = 16;
+  double seconds = 3;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    auto value = arg.substr(arg.find('=') + 1);
+    if (arg.rfind("--text-bytes=", 0) == 0)
+      text_bytes = std::strtoul(value.c_str(), nullptr, 10);
+    else if (arg.rfind("--batch-size=", 0) == 0)
+      batch_size = std::strtoul(value.c_str(), nullptr, 10);
+    else if (arg.rfind("--seconds=", 0) == 0)
+      seconds = std::strtod(value.c_str(), nullptr);
+    else {
+      std::fprintf(stderr,
+                   "usage: pool_overhead_direct [--text-bytes=N] [--batch-size=K] "
+                   "[--seconds=S]\n");
+      return 2;
+    }
+  }
+  if (text_bytes == 0 || batch_size == 0 || !(seconds > 0)) {
+    std::fprintf(stderr, "pool_overhead_direct: values must be positive\n");
+    return 2;
+  }
+  auto model = pool::make_embedder(pool::model_config{});
+  if (!model) {
+    std::fprintf(stderr, "pool_overhead_direct: %s\n",
+                 pool::describe(model.error()).c_str());
+    return 1;
+  }
+  pool::set_blas_threads(1);
+  auto texts = pool::loadgen::make_texts(1024, text_bytes, 42);
+  float checksum = 0;
+  auto embed_rps = calls_per_second(**model, texts, 1, seconds, checksum);
+  auto batch_rps = calls_per_second(**model, texts, batch_size, seconds, checksum);
+  std::printf(
+      "{\"model\":\"%s\",\"text_bytes\":%zu,\"batch_size\":%zu,\"embed_rps\":%.1f,"
+      "\"batch_rps\":%.1f,\"batch_texts_per_s\":%.1f,\"checksum\":%.3f}\n",
+      (*model)->name().c_str(), text_bytes, batch_size, embed_rps, batch_rps,
+      batch_rps * static_cast<double>(batch_size), static_cast<double>(checksum));
+  return 0;
+}

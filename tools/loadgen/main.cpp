@@ -1,0 +1,618 @@
+// embedpool-loadgen: drives a node (or anything answering the embedpool
+// protocol) with a fixed offered rate (open loop) or a fixed concurrency
+// (closed loop, the client's credit window), checks that every request was
+// answered exactly once and prints one JSON summary on stdout.
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <future>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "pool/client.hpp"
+#include "pool/error.hpp"
+#include "texts.hpp"
+
+namespace {
+
+using steady = std::chrono::steady_clock;
+
+constexpr const char* usage_text =
+    R"(usage: embedpool-loadgen --host=H --port=P --mode=embed|batch
+         (--rate=R | --window=W) --duration=SECONDS --text-bytes=N [--batch-size=K]
+         [--node-pid=PID] [--csv=FILE] [OPTIONS]
+
+  --host=H               node address (default 127.0.0.1)
+  --port=P               node port (default 4242)
+  --mode=embed|batch     one text per request, or --batch-size texts per request
+  --rate=R               open loop: offer R requests/s, no client window; each
+                         request has its own timeout (overload shows up as
+                         `overloaded` answers)
+  --window=W             closed loop: W requests in flight (the client's window)
+  --duration=SECONDS     stop sending after this long (default 10)
+  --count=N              stop sending after N requests (whichever comes first)
+  --text-bytes=N         generated texts of N bytes (default 1024)
+  --texts-file=FILE      texts from FILE, one per line, instead of generated ones
+  --batch-size=K         texts per batch request (default 16)
+  --task=T               task prefix sent with every request
+  --timeout=SECONDS      per-request timeout (default 30)
+  --max-outstanding=N    open loop: never more than N unanswered requests; what
+                         could not be sent is counted as `unsent` (default 100000)
+  --node-pid=PID         sample the node's VmRSS from /proc/PID/status
+  --warmup=SECONDS       when the "after warm-up" RSS sample is taken (default 5)
+  --status-interval=MS   poll the node's status every MS ms for the queue depth
+                         (default 100; 0 = never, e.g. for peers without status)
+  --csv=FILE             per-second time series
+  -h, --help             this text
+
+Prints one JSON object: sent, completed, errors (code -> count), missing,
+duplicates, throughput_rps, latency_ms {p50,p90,p99,max} (of completed
+requests), node_rss_kb {start,after_warmup,peak,end} (with --node-pid), and more.
+Exit status: 0 if every sent request was answered exactly once, 1 if not,
+2 for usage errors or when the node cannot be reached.
+)";
+
+struct options {
+  std::string host = "127.0.0.1";
+  uint16_t port = 4242;
+  std::string mode = "embed";
+  double rate = 0;
+  uint32_t window = 0;
+  double duration = 10;
+  uint64_t count = 0;
+  size_t text_bytes = 1024;
+  std::string texts_file;
+  uint32_t batch_size = 16;
+  std::string task;
+  double timeout = 30;
+  uint64_t max_outstanding = 100000;
+  long node_pid = 0;
+  double warmup = 5;
+  double status_interval_ms = 100;
+  std::string csv;
+  bool help = false;
+};
+
+bool parse_double(const std::string& s, double& out) {
+  try {
+    size_t pos = 0;
+    out = std::stod(s, &pos);
+    return pos == s.size() && std::isfinite(out);
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
+bool parse_uint(const std::string& s, uint64_t& out) {
+  if (s.empty() || s.find_first_not_of("0123456789") != std::string::npos ||
+      s.size() > 18)
+    return false;
+  out = std::stoull(s);
+  return true;
+}
+
+/// Parses `--key=value` arguments; returns an error message or "".
+std::string parse(int argc, char** argv, options& o) {
+  bool have_rate = false;
+  bool have_window = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "-h" || arg == "--help") {
+      o.help = true;
+      continue;
+    }
+    auto eq = arg.find('=');
+    if (arg.rfind("--", 0) != 0 || eq == std::string::npos)
+      return "expected --key=value, got \"" + arg + "\"";
+    auto key = arg.substr(2, eq - 2);
+    auto value = arg.substr(eq + 1);
+    double d = 0;
+    uint64_t u = 0;
+    auto bad = [&](const char* what) {
+      return "--" + key + ": expected " + what + ", got \"" + value + "\"";
+    };
+    if (key == "host") {
+      o.host = value;
+    } else if (key == "port") {
+      if (!parse_uint(value, u) || u == 0 || u > 65535)
+        return bad("a port in [1, 65535]");
+      o.port = static_cast<uint16_t>(u);
+    } else if (key == "mode") {
+      if (value != "embed" && value != "batch")
+        return bad("embed or batch");
+      o.mode = value;
+    } else if (key == "rate") {
+      if (!parse_double(value, d) || d <= 0 || d > 1e7)
+        return bad("requests per second in (0, 1e7]");
+      o.rate = d;
+      have_rate = true;
+    } else if (key == "window") {
+      if (!parse_uint(value, u) || u == 0 || u > 1000000)
+        return bad("a window in [1, 1000000]");
+      o.window = static_cast<uint32_t>(u);
+      have_window = true;
+    } else if (key == "duration") {
+      if (!parse_double(value, d) || d <= 0)
+        return bad("a positive number of seconds");
+      o.duration = d;
+    } else if (key == "count") {
+      if (!parse_uint(value, u) || u == 0)
+        return bad("a positive request count");
+      o.count = u;
+    } else if (key == "text-bytes") {
+      if (!parse_uint(value, u) || u == 0 || u > (64u << 20))
+        return bad("a byte count in [1, 64 MiB]");
+      o.text_bytes = u;
+    } else if (key == "texts-file") {
+      o.texts_file = value;
+    } else if (key == "batch-size") {
+      if (!parse_uint(value, u) || u == 0 || u > 1000000)
+        return bad("a positive batch size");
+      o.batch_size = static_cast<uint32_t>(u);
+    } else if (key == "task") {
+      o.task = value;
+    } else if (key == "timeout") {
+      if (!parse_double(value, d) || d <= 0)
+        return bad("a positive number of seconds");
+      o.timeout = d;
+    } else if (key == "max-outstanding") {
+      if (!parse_uint(value, u) || u == 0)
+        return bad("a positive count");
+      o.max_outstanding = u;
+    } else if (key == "node-pid") {
+      if (!parse_uint(value, u) || u == 0 || u > 0x3fffffff)
+        return bad("a process id");
+      o.node_pid = static_cast<long>(u);
+    } else if (key == "warmup") {
+      if (!parse_double(value, d) || d < 0)
+        return bad("a number of seconds >= 0");
+      o.warmup = d;
+    } else if (key == "status-interval") {
+      if (!parse_double(value, d) || d < 0)
+        return bad("milliseconds >= 0");
+      o.status_interval_ms = d;
+    } else if (key == "csv") {
+      o.csv = value;
+    } else {
+      return "unknown option --" + key;
+    }
+  }
+  if (o.help)
+    return {};
+  if (have_rate == have_window)
+    return "give exactly one of --rate=R (open loop) and --window=W (closed loop)";
+  return {};
+}
+
+/// VmRSS of `pid` in KiB, or -1 if it cannot be read.
+int64_t read_rss_kb(long pid) {
+  std::ifstream in{"/proc/" + std::to_string(pid) + "/status"};
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("VmRSS:", 0) == 0)
+      return std::strtoll(line.c_str() + 6, nullptr, 10);
+  return -1;
+}
+
+struct second_bucket {
+  uint64_t offered = 0;
+  uint64_t completed = 0;
+  uint64_t rejected = 0;  // `overloaded` answers
+  uint64_t errors = 0;    // every other error
+  uint64_t unsent = 0;
+  int64_t rss_kb = -1;
+  int64_t max_queue_depth = -1;
+  int64_t max_pending = -1;
+};
+
+/// Everything the sender, the callbacks and the sampler record. Thread-safe.
+class recorder {
+ public:
+  explicit recorder(steady::time_point start) : start_(start) {}
+
+  /// Registers a request about to be sent; returns its index.
+  size_t begin_send() {
+    std::lock_guard<std::mutex> guard{mtx_};
+    auto now = steady::now();
+    auto idx = sent_at_.size();
+    sent_at_.push_back(now);
+    answers_.push_back(0);
+    ++bucket(now).offered;
+    ++outstanding_;
+    return idx;
+  }
+
+  void unsent() {
+    std::lock_guard<std::mutex> guard{mtx_};
+    ++unsent_;
+    ++bucket(steady::now()).unsent;
+  }
+
+  /// One answer for request `idx`: none for success, else the error.
+  void answer(size_t idx, const caf::error& err) {
+    std::lock_guard<std::mutex> guard{mtx_};
+    if (frozen_ || idx >= answers_.size())
+      return;
+    auto now = steady::now();
+    if (answers_[idx]++ > 0) {
+      ++duplicates_;
+      return;
+    }
+    --outstanding_;
+    auto& b = bucket(now);
+    if (!err) {
+      ++completed_;
+      ++b.completed;
+      last_completion_ = now;
+      auto us =
+          std::chrono::duration_cast<std::chrono::microseconds>(now - sent_at_[idx]);
+      latency_us_.push_back(
+          static_cast<uint32_t>(std::min<int64_t>(us.count(), UINT32_MAX)));
+    } else {
+      auto code = pool::pool_code(err);
+      std::string name = code ? pool::to_string(*code) : "other";
+      ++errors_[name];
+      if (code == pool::pool_errc::overloaded)
+        ++b.rejected;
+      else
+        ++b.errors;
+    }
+    if (outstanding_ == 0)
+      drained_.notify_all();
+  }
+
+  uint64_t outstanding() {
+    std::lock_guard<std::mutex> guard{mtx_};
+    return outstanding_;
+  }
+
+  /// Waits until every sent request is answered or `deadline` passes.
+  void wait_drained(steady::time_point deadline) {
+    std::unique_lock<std::mutex> guard{mtx_};
+    drained_.wait_until(guard, deadline, [this] { return outstanding_ == 0; });
+  }
+
+  void sample_rss(int64_t kb, bool after_warmup) {
+    std::lock_guard<std::mutex> guard{mtx_};
+    if (kb < 0)
+      return;
+    if (rss_start_ < 0)
+      rss_start_ = kb;
+    if (after_warmup && rss_after_warmup_ < 0)
+      rss_after_warmup_ = kb;
+    rss_peak_ = std::max(rss_peak_, kb);
+    rss_end_ = kb;
+    auto& b = bucket(steady::now());
+    b.rss_kb = std::max(b.rss_kb, kb);
+  }
+
+  void sample_status(const pool::pool_status& st) {
+    std::lock_guard<std::mutex> guard{mtx_};
+    int64_t depth = 0;
+    for (const auto& w : st.workers)
+      depth = std::max(depth, static_cast<int64_t>(w.queue_depth));
+    auto& b = bucket(steady::now());
+    b.max_queue_depth = std::max(b.max_queue_depth, depth);
+    b.max_pending = std::max(b.max_pending, static_cast<int64_t>(st.pending));
+    max_queue_depth_ = std::max(max_queue_depth_, depth);
+    max_pending_ = std::max(max_pending_, static_cast<int64_t>(st.pending));
+    ++status_samples_;
+  }
+
+  void status_failed() {
+    std::lock_guard<std::mutex> guard{mtx_};
+    ++status_errors_;
+  }
+
+  /// Stops recording (answers after this are ignored) and builds the summary.
+  nlohmann::ordered_json finish(const options& o, const pool::client_stats& cs,
+                                const nlohmann::json& ledger_delta) {
+    std::lock_guard<std::mutex> guard{mtx_};
+    frozen_ = true;
+    uint64_t sent = sent_at_.size();
+    uint64_t missing = 0;
+    for (auto n : answers_)
+      if (n == 0)
+        ++missing;
+    std::sort(latency_us_.begin(), latency_us_.end());
+    auto pct = [&](double p) -> double {
+      if (latency_us_.empty())
+        return 0.0;
+      auto rank =
+          static_cast<size_t>(std::ceil(p * static_cast<double>(latency_us_.size())));
+      rank = std::clamp<size_t>(rank, 1, latency_us_.size());
+      return latency_us_[rank - 1] / 1000.0;
+    };
+    double elapsed = 0;
+    if (completed_ > 0)
+      elapsed = std::chrono::duration<double>(last_completion_ - start_).count();
+    double send_elapsed = std::chrono::duration<double>(send_end_ - start_).count();
+    nlohmann::ordered_json j;
+    j["mode"] = o.mode;
+    j["loop"] = o.rate > 0 ? "open" : "closed";
+    if (o.rate > 0)
+      j["rate"] = o.rate;
+    else
+      j["window"] = o.window;
+    if (o.mode == "batch")
+      j["batch_size"] = o.batch_size;
+    j["text_bytes"] = o.text_bytes;
+    j["duration_s"] = send_elapsed;
+    j["sent"] = sent;
+    j["completed"] = completed_;
+    nlohmann::ordered_json errs = nlohmann::ordered_json::object();
+    for (const auto& [name, n] : errors_)
+      errs[name] = n;
+    j["errors"] = errs;
+    j["missing"] = missing;
+    j["duplicates"] = duplicates_;
+    j["unsent"] = unsent_;
+    j["offered_rps"] = send_elapsed > 0 ? static_cast<double>(sent) / send_elapsed : 0.0;
+    j["throughput_rps"] = elapsed > 0 ? static_cast<double>(completed_) / elapsed : 0.0;
+    if (o.mode == "batch")
+      j["throughput_texts_per_s"] =
+          elapsed > 0 ? static_cast<double>(completed_) * o.batch_size / elapsed : 0.0;
+    j["latency_ms"] = {{"p50", pct(0.50)},
+                       {"p90", pct(0.90)},
+                       {"p99", pct(0.99)},
+                       {"max", latency_us_.empty() ? 0.0 : latency_us_.back() / 1000.0}};
+    if (o.node_pid > 0)
+      j["node_rss_kb"] = {
+          {"start", rss_start_},
+          {"after_warmup", rss_after_warmup_ >= 0 ? rss_after_warmup_ : rss_start_},
+          {"peak", rss_peak_},
+          {"end", rss_end_}};
+    if (o.status_interval_ms > 0) {
+      j["max_queue_depth"] = max_queue_depth_;
+      j["max_pending"] = max_pending_;
+      j["status_samples"] = status_samples_;
+      j["status_errors"] = status_errors_;
+    }
+    if (!ledger_delta.is_null())
+      j["node_ledger_delta"] = ledger_delta;
+    j["client"] = {{"late_answers", cs.late_answers},
+                   {"timed_out", cs.timed_out},
+                   {"lost", cs.lost}};
+    return j;
+  }
+
+  void mark_send_end() {
+    std::lock_guard<std::mutex> guard{mtx_};
+    send_end_ = steady::now();
+  }
+
+  bool write_csv(const std::string& path) {
+    std::lock_guard<std::mutex> guard{mtx_};
+    std::ofstream out{path};
+    out << "second,offered,completed,rejected,errors,unsent,node_rss_kb,max_queue_depth,"
+           "max_pending\n";
+    for (size_t s = 0; s < seconds_.size(); ++s) {
+      const auto& b = seconds_[s];
+      out << s << ',' << b.offered << ',' << b.completed << ',' << b.rejected << ','
+          << b.errors << ',' << b.unsent << ',' << b.rss_kb << ',' << b.max_queue_depth
+          << ',' << b.max_pending << '\n';
+    }
+    return static_cast<bool>(out);
+  }
+
+ private:
+  second_bucket& bucket(steady::time_point t) {
+    auto s =
+        t <= start_
+            ? 0
+            : static_cast<size_t>(
+                  std::chrono::duration_cast<std::chrono::seconds>(t - start_).count());
+    if (s >= seconds_.size())
+      seconds_.resize(s + 1);
+    return seconds_[s];
+  }
+
+  std::mutex mtx_;
+  std::condition_variable drained_;
+  steady::time_point start_;
+  steady::time_point send_end_;
+  steady::time_point last_completion_;
+  std::vector<steady::time_point> sent_at_;
+  std::vector<uint8_t> answers_;  // answers per request (saturates at 255)
+  std::vector<uint32_t> latency_us_;
+  std::map<std::string, uint64_t> errors_;
+  std::vector<second_bucket> seconds_;
+  uint64_t completed_ = 0;
+  uint64_t duplicates_ = 0;
+  uint64_t unsent_ = 0;
+  uint64_t outstanding_ = 0;
+  bool frozen_ = false;
+  int64_t rss_start_ = -1;
+  int64_t rss_after_warmup_ = -1;
+  int64_t rss_peak_ = -1;
+  int64_t rss_end_ = -1;
+  int64_t max_queue_depth_ = -1;
+  int64_t max_pending_ = -1;
+  uint64_t status_samples_ = 0;
+  uint64_t status_errors_ = 0;
+};
+
+/// The node's status within `wait`, or none.
+caf::optional<pool::pool_status> status_within(pool::client& cl,
+                                               std::chrono::seconds wait) {
+  auto promise = std::make_shared<std::promise<caf::expected<pool::pool_status>>>();
+  auto fut = promise->get_future();
+  cl.status_async([promise](caf::expected<pool::pool_status> x) {
+    promise->set_value(std::move(x));
+  });
+  if (fut.wait_for(wait) != std::future_status::ready)
+    return caf::none;
+  auto st = fut.get();
+  if (!st)
+    return caf::none;
+  return std::move(*st);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  options o;
+  if (auto err = parse(argc, argv, o); !err.empty()) {
+    std::fprintf(stderr, "embedpool-loadgen: %s\n%s", err.c_str(), usage_text);
+    return 2;
+  }
+  if (o.help) {
+    std::fputs(usage_text, stdout);
+    return 0;
+  }
+  std::vector<std::string> texts;
+  if (!o.texts_file.empty()) {
+    texts = pool::loadgen::read_texts(o.texts_file);
+    if (texts.empty()) {
+      std::fprintf(stderr, "embedpool-loadgen: no texts in %s\n", o.texts_file.c_str());
+      return 2;
+    }
+  } else {
+    texts = pool::loadgen::make_texts(1024, o.text_bytes, 42);
+  }
+
+  pool::client_options copts;
+  copts.host = o.host;
+  copts.port = o.port;
+  copts.timeout =
+      std::chrono::duration_cast<caf::timespan>(std::chrono::duration<double>(o.timeout));
+  copts.window = o.rate > 0 ? 0 : o.window;
+  auto conn = pool::client::connect(copts);
+  if (!conn) {
+    std::fprintf(stderr, "embedpool-loadgen: %s\n", pool::describe(conn.error()).c_str());
+    return 2;
+  }
+  auto& cl = **conn;
+  bool poll_status = o.status_interval_ms > 0;
+  caf::optional<pool::pool_status> status_before;
+  if (poll_status)
+    status_before = status_within(cl, std::chrono::seconds(5));
+
+  auto start = steady::now();
+  recorder rec{start};
+  std::atomic<bool> stop_sampling{false};
+  std::atomic<bool> status_outstanding{false};
+
+  // Sampler: node RSS and (one request at a time) the node's status.
+  std::thread sampler{[&] {
+    auto period = std::chrono::duration_cast<steady::duration>(
+        std::chrono::duration<double, std::milli>(poll_status ? o.status_interval_ms
+                                                              : 100));
+    auto next = steady::now();
+    while (!stop_sampling.load()) {
+      auto now = steady::now();
+      if (o.node_pid > 0)
+        rec.sample_rss(read_rss_kb(o.node_pid),
+                       std::chrono::duration<double>(now - start).count() >= o.warmup);
+      if (poll_status && !status_outstanding.exchange(true)) {
+        cl.status_async([&](caf::expected<pool::pool_status> st) {
+          if (st)
+            rec.sample_status(*st);
+          else
+            rec.status_failed();
+          status_outstanding = false;
+        });
+      }
+      next += period;
+      std::this_thread::sleep_until(std::max(next, steady::now()));
+    }
+  }};
+
+  auto send_one = [&](uint64_t n) {
+    auto idx = rec.begin_send();
+    if (o.mode == "embed") {
+      cl.embed_async(
+          texts[n % texts.size()],
+          [&rec, idx](caf::expected<std::vector<float>> x) {
+            if (x && x->empty())
+              rec.answer(idx, pool::make_error(pool::pool_errc::invalid_input,
+                                               "empty embedding"));
+            else
+              rec.answer(idx, x ? caf::error{} : x.error());
+          },
+          o.task);
+    } else {
+      std::vector<std::string> batch;
+      batch.reserve(o.batch_size);
+      for (uint32_t k = 0; k < o.batch_size; ++k)
+        batch.push_back(texts[(n * o.batch_size + k) % texts.size()]);
+      auto rows = o.batch_size;
+      cl.embed_batch_async(
+          std::move(batch),
+          [&rec, idx, rows](caf::expected<pool::matrix> x) {
+            if (x && x->rows != rows)
+              rec.answer(idx, pool::make_error(pool::pool_errc::invalid_input,
+                                               "batch answer with wrong row count"));
+            else
+              rec.answer(idx, x ? caf::error{} : x.error());
+          },
+          o.task);
+    }
+  };
+
+  auto send_deadline = start + std::chrono::duration_cast<steady::duration>(
+                                   std::chrono::duration<double>(o.duration));
+  uint64_t attempts = 0;
+  auto more = [&] { return o.count == 0 || attempts < o.count; };
+  if (o.rate > 0) {
+    // Open loop: request k is due at start + k / rate, whatever the answers do.
+    for (;;) {
+      auto now = steady::now();
+      if (now >= send_deadline || !more())
+        break;
+      auto due = static_cast<uint64_t>(
+                     std::chrono::duration<double>(now - start).count() * o.rate) +
+                 1;
+      while (attempts < due && more()) {
+        if (rec.outstanding() >= o.max_outstanding)
+          rec.unsent();
+        else
+          send_one(attempts);
+        ++attempts;
+      }
+      auto next = start + std::chrono::duration_cast<steady::duration>(
+                              std::chrono::duration<double>(attempts / o.rate));
+      std::this_thread::sleep_until(std::min(next, send_deadline));
+    }
+  } else {
+    // Closed loop: each call waits for a window credit.
+    while (steady::now() < send_deadline && more())
+      send_one(attempts++);
+  }
+  rec.mark_send_end();
+  rec.wait_drained(steady::now() + copts.timeout + std::chrono::seconds(5));
+  stop_sampling = true;
+  sampler.join();
+
+  nlohmann::json ledger_delta;
+  if (status_before) {
+    if (auto after = status_within(cl, std::chrono::seconds(5))) {
+      auto& a = after->ledger;
+      auto& b = status_before->ledger;
+      ledger_delta = {
+          {"accepted", a.accepted - b.accepted}, {"completed", a.completed - b.completed},
+          {"failed", a.failed - b.failed},       {"rejected", a.rejected - b.rejected},
+          {"expired", a.expired - b.expired},    {"in_flight", a.in_flight}};
+    }
+  }
+  auto summary = rec.finish(o, cl.stats(), ledger_delta);
+  if (!o.csv.empty() && !rec.write_csv(o.csv))
+    std::fprintf(stderr, "embedpool-loadgen: cannot write %s\n", o.csv.c_str());
+  std::printf("%s\n", summary.dump().c_str());
+  std::fflush(stdout);
+  // Close the client while `rec` still exists: closing settles any status
+  // call still pending, and its callback records into `rec`.
+  conn->reset();
+  bool exactly_once = summary["missing"] == 0 && summary["duplicates"] == 0;
+  return exactly_once ? 0 : 1;
+}

@@ -23,9 +23,9 @@ JOBS="${JOBS:-2}"
 PACKAGES=(
   build-essential cmake pkg-config
   libcaf-dev libopenblas-dev catch2 libspdlog-dev libfmt-dev
-  libutf8proc-dev nlohmann-json3-dev
+  libutf8proc-dev nlohmann-json3-dev libssl-dev openssl
   clang libclang-rt-dev
-  jq procps
+  jq procps gnuplot-nox
 )
 
 install_missing() {

@@ -46,6 +46,9 @@ constexpr const char* usage_text =
   --batch-size=K         texts per batch request (default 16)
   --task=T               task prefix sent with every request
   --timeout=SECONDS      per-request timeout (default 30)
+  --drain-wait=SECONDS   after sending stops, wait at most this long for the
+                         remaining answers; unanswered ones count as `missing`
+                         (default: --timeout plus 5)
   --max-outstanding=N    open loop: never more than N unanswered requests; what
                          could not be sent is counted as `unsent` (default 100000)
   --node-pid=PID         sample the node's VmRSS from /proc/PID/status
@@ -75,6 +78,7 @@ struct options {
   uint32_t batch_size = 16;
   std::string task;
   double timeout = 30;
+  double drain_wait = -1;  // < 0: timeout + 5
   uint64_t max_outstanding = 100000;
   long node_pid = 0;
   double warmup = 5;
@@ -165,6 +169,10 @@ std::string parse(int argc, char** argv, options& o) {
       if (!parse_double(value, d) || d <= 0)
         return bad("a positive number of seconds");
       o.timeout = d;
+    } else if (key == "drain-wait") {
+      if (!parse_double(value, d) || d < 0)
+        return bad("a number of seconds >= 0");
+      o.drain_wait = d;
     } else if (key == "max-outstanding") {
       if (!parse_uint(value, u) || u == 0)
         return bad("a positive count");
@@ -590,7 +598,9 @@ int main(int argc, char** argv) {
       send_one(attempts++);
   }
   rec.mark_send_end();
-  rec.wait_drained(steady::now() + copts.timeout + std::chrono::seconds(5));
+  auto drain_wait = o.drain_wait >= 0 ? o.drain_wait : o.timeout + 5;
+  rec.wait_drained(steady::now() + std::chrono::duration_cast<steady::duration>(
+                                       std::chrono::duration<double>(drain_wait)));
   stop_sampling = true;
   sampler.join();
 

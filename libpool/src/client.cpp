@@ -3,6 +3,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
+#include <set>
 #include <sstream>
 #include <unordered_map>
 
@@ -26,6 +27,14 @@ const std::vector<std::string> default_client_caf_args = {
 /// fail everything pending and quit.
 using call_atom = caf::atom_constant<caf::atom("cl_call")>;
 using close_atom = caf::atom_constant<caf::atom("cl_close")>;
+/// Client actor -> itself while calls are pending: expire overdue calls.
+using expire_atom = caf::atom_constant<caf::atom("cl_expire")>;
+
+/// How often the client actor looks for overdue calls (the precision of the
+/// per-call timeout). Calls carry no CAF request timeout: in CAF 0.17 each one
+/// would hold an entry in the actor clock until it fires, even after the
+/// answer came, so memory would grow with rate x timeout.
+constexpr auto expire_interval = std::chrono::milliseconds(10);
 
 caf::error timeout_error() {
   return make_error(pool_errc::deadline_exceeded, "no answer within the client timeout");
@@ -119,7 +128,7 @@ using client_actor = caf::stateful_actor<client_actor_state>;
 /// table until settled.
 struct call_base {
   caf::message request;
-  caf::timespan timeout{};
+  steady::time_point deadline;
   bool windowed = true;  // holds a window credit until settled
   virtual ~call_base() = default;
   /// Sends the request from `self`; the answer settles call `id`.
@@ -147,6 +156,9 @@ struct client_actor_state {
   caf::actor gateway;
   std::shared_ptr<shared_state> shared;
   std::unordered_map<uint64_t, std::shared_ptr<call_base>> pending;
+  /// The deadlines of the pending calls, earliest first.
+  std::set<std::pair<steady::time_point, uint64_t>> deadlines;
+  bool expire_scheduled = false;
   uint64_t next_id = 1;
   bool connected = true;
 };
@@ -160,9 +172,18 @@ std::shared_ptr<call_base> settle(client_actor* self, uint64_t id) {
     return nullptr;
   auto ptr = std::move(i->second);
   st.pending.erase(i);
+  st.deadlines.erase({ptr->deadline, id});
   if (ptr->windowed)
     st.shared->release();
   return ptr;
+}
+
+void schedule_expiry(client_actor* self) {
+  auto& st = self->state;
+  if (st.expire_scheduled || st.deadlines.empty())
+    return;
+  st.expire_scheduled = true;
+  self->delayed_send(self, expire_interval, expire_atom::value);
 }
 
 /// Runs a user callback; an exception escaping it must not kill the actor
@@ -180,7 +201,7 @@ struct typed_call : call_base {
   callback<T> done;
 
   void issue(client_actor* self, uint64_t id) override {
-    self->request(self->state.gateway, timeout, request)
+    self->request(self->state.gateway, caf::infinite, request)
         .then(
             [self, id](T& value) {
               auto& sh = *self->state.shared;
@@ -195,20 +216,12 @@ struct typed_call : call_base {
             },
             [self, id](caf::error& err) {
               auto& sh = *self->state.shared;
-              bool expired = err == caf::sec::request_timeout;
               auto c = settle(self, id);
               if (!c) {
-                // CAF's own timer of a call already settled is no answer.
-                if (!expired)
-                  ++sh.late_answers;
+                ++sh.late_answers;
                 return;
               }
-              if (expired) {
-                ++sh.timed_out;
-                err = timeout_error();
-              } else {
-                ++sh.answered;
-              }
+              ++sh.answered;
               run_callback([&] { c->fail(std::move(err)); });
             });
   }
@@ -223,6 +236,7 @@ void fail_all(client_actor* self, const caf::error& err, bool count_as_lost) {
   auto& st = self->state;
   auto calls = std::move(st.pending);
   st.pending.clear();
+  st.deadlines.clear();
   for (auto& [id, c] : calls) {
     if (c->windowed)
       st.shared->release();
@@ -260,10 +274,34 @@ caf::behavior client_behavior(client_actor* self, caf::actor gateway,
                              "lost the connection to " + st.shared->peer));
           return;
         }
+        if (c->deadline <= steady::now()) {
+          if (c->windowed)
+            st.shared->release();
+          ++st.shared->timed_out;
+          c->fail(timeout_error());
+          return;
+        }
         auto id = st.next_id++;
         st.pending.emplace(id, c);
+        st.deadlines.emplace(c->deadline, id);
         ++st.shared->sent;
         c->issue(self, id);
+        schedule_expiry(self);
+      },
+      [self](expire_atom) {
+        auto& st = self->state;
+        st.expire_scheduled = false;
+        auto now = steady::now();
+        while (!st.deadlines.empty() && st.deadlines.begin()->first <= now) {
+          auto first = *st.deadlines.begin();
+          auto c = settle(self, first.second);
+          st.deadlines.erase(first);  // in case the tables disagreed
+          if (c) {
+            ++st.shared->timed_out;
+            c->fail(timeout_error());
+          }
+        }
+        schedule_expiry(self);
       },
       [self](close_atom) {
         fail_all(self, make_error(pool_errc::unavailable, "the client was closed"),
@@ -305,8 +343,7 @@ struct client::impl {
         return;
       }
     }
-    auto left = deadline - steady::now();
-    if (left <= steady::duration::zero()) {
+    if (deadline <= steady::now()) {
       if (windowed)
         shared->release();
       run_callback([&] { done(timeout_error()); });
@@ -314,7 +351,7 @@ struct client::impl {
     }
     auto c = std::make_shared<typed_call<T>>();
     c->request = std::move(msg);
-    c->timeout = std::chrono::duration_cast<caf::timespan>(left);
+    c->deadline = deadline;
     c->windowed = windowed;
     c->done = std::move(done);
     caf::anon_send(actor, call_atom::value, call_handle{std::move(c)});

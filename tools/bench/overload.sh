@@ -64,7 +64,8 @@ run_pool() {  # run_pool POLICY
   echo "overload.sh: embedpool policy=$policy pid=$pid port=$port: $RATE req/s for ${DURATION}s" >&2
   "$LOADGEN" --host=127.0.0.1 --port="$port" --mode=embed --rate="$RATE" \
     --duration="$DURATION" --text-bytes="$TEXT_BYTES" --node-pid="$pid" \
-    --warmup="$WARMUP" --csv="$OUT/overload_$policy.csv" >"$OUT/overload_$policy.json"
+    --warmup="$WARMUP" --csv="$OUT/overload_$policy.csv" >"$OUT/overload_$policy.json" ||
+    echo "overload.sh: policy=$policy: exactly-once check FAILED (see missing/duplicates)" >&2
   kill -TERM "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
 }

@@ -36,7 +36,8 @@ struct client_options {
   std::string host = "127.0.0.1";
   uint16_t port = 4242;
   /// Per-call timeout, waiting for a window credit included; a call without an
-  /// answer by then fails with `deadline_exceeded`.
+  /// answer by then fails with `deadline_exceeded` (checked every 10 ms). A
+  /// pending call costs memory only until it is settled, whatever the timeout.
   caf::timespan timeout = std::chrono::seconds(60);
   /// Most embed/batch calls in flight at once; further calls wait for a
   /// credit. 0 disables the window (no limit: only for load generators that

@@ -1,0 +1,243 @@
+// The client library against real node processes on loopback: the credit
+// window, the per-call timeout, lost connections; and the load generator's
+// exactly-once accounting.
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <future>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+#include "pool/client.hpp"
+#include "pool/error.hpp"
+#include "process_helpers.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using pool::test::node_process;
+using steady = std::chrono::steady_clock;
+
+std::unique_ptr<pool::client> connect_to(
+    const node_process& node, uint32_t window,
+    caf::timespan timeout = std::chrono::seconds(30)) {
+  pool::client_options opts;
+  opts.port = node.port();
+  opts.window = window;
+  opts.timeout = timeout;
+  auto cl = pool::client::connect(opts);
+  if (!cl)
+    throw std::runtime_error("cannot connect: " + pool::describe(cl.error()));
+  return std::move(*cl);
+}
+
+caf::optional<pool::pool_errc> code_of(const caf::error& err) {
+  return pool::pool_code(err);
+}
+
+}  // namespace
+
+TEST_CASE("A client never has more requests in flight at the node than its window",
+          "[client]") {
+  node_process node{{"--pool.workers=1", "--fault.compute-delay=10ms"}};
+  auto cl = connect_to(node, 4);
+  auto observer = connect_to(node, 1);
+  constexpr int calls = 40;
+  std::atomic<int> ok{0};
+  std::atomic<int> answered{0};
+  std::atomic<uint32_t> max_client_in_flight{0};
+  std::thread sender{[&] {
+    for (int i = 0; i < calls; ++i) {
+      cl->embed_async("text number " + std::to_string(i),
+                      [&](caf::expected<std::vector<float>> x) {
+                        if (x && !x->empty())
+                          ++ok;
+                        ++answered;
+                      });
+      auto now_in_flight = cl->stats().in_flight;
+      auto seen = max_client_in_flight.load();
+      while (now_in_flight > seen &&
+             !max_client_in_flight.compare_exchange_weak(seen, now_in_flight)) {
+      }
+    }
+  }};
+  // Watch the node's ledger while the calls run: nobody else talks to it.
+  uint64_t max_node_in_flight = 0;
+  auto deadline = steady::now() + 30s;
+  while (answered.load() < calls && steady::now() < deadline) {
+    auto st = observer->status();
+    REQUIRE(st);
+    max_node_in_flight = std::max(max_node_in_flight, st->ledger.in_flight);
+  }
+  sender.join();
+  CHECK(answered.load() == calls);
+  CHECK(ok.load() == calls);
+  CHECK(max_node_in_flight <= 4);
+  CHECK(max_node_in_flight >= 2);  // the window was actually used
+  CHECK(max_client_in_flight.load() <= 4);
+  auto stats = cl->stats();
+  CHECK(stats.sent == calls);
+  CHECK(stats.answered == calls);
+  CHECK(stats.in_flight == 0);
+}
+
+TEST_CASE("A call without an answer within its timeout fails with deadline_exceeded",
+          "[client]") {
+  node_process node{{"--pool.workers=1", "--fault.compute-delay=2s"}};
+  auto cl = connect_to(node, 1, std::chrono::milliseconds(300));
+  SECTION("waiting for the node") {
+    auto start = steady::now();
+    auto x = cl->embed("slow text");
+    auto elapsed = steady::now() - start;
+    REQUIRE_FALSE(x);
+    CHECK(code_of(x.error()) == pool::pool_errc::deadline_exceeded);
+    CHECK(elapsed >= 250ms);
+    CHECK(elapsed < 1500ms);
+    CHECK(cl->stats().timed_out == 1);
+  }
+  SECTION("waiting for a window credit") {
+    auto first = cl->embed_future("holds the only credit");
+    auto start = steady::now();
+    auto second = cl->embed("waits for a credit");
+    auto elapsed = steady::now() - start;
+    REQUIRE_FALSE(second);
+    CHECK(code_of(second.error()) == pool::pool_errc::deadline_exceeded);
+    CHECK(elapsed < 1500ms);
+    auto x = first.get();
+    REQUIRE_FALSE(x);
+    CHECK(code_of(x.error()) == pool::pool_errc::deadline_exceeded);
+    CHECK(cl->stats().sent == 1);  // the second call never left the client
+  }
+  // The client still works for calls that fit their timeout.
+  auto st = cl->status();
+  CHECK(st);
+}
+
+TEST_CASE("Every pending call fails with unavailable at once when the node is killed",
+          "[client]") {
+  node_process node{{"--pool.workers=1", "--fault.compute-delay=500ms"}};
+  auto cl = connect_to(node, 8, std::chrono::seconds(60));
+  std::vector<std::future<caf::expected<std::vector<float>>>> embeds;
+  for (int i = 0; i < 6; ++i)
+    embeds.push_back(cl->embed_future("pending text " + std::to_string(i)));
+  auto batch = cl->embed_batch_future({"a", "b"});
+  // Wait until the node has accepted all seven requests.
+  auto deadline = steady::now() + 20s;
+  for (;;) {
+    auto st = cl->status();
+    REQUIRE(st);
+    if (st->ledger.accepted >= 7)
+      break;
+    REQUIRE(steady::now() < deadline);
+  }
+  auto killed_at = steady::now();
+  node.process().signal(SIGKILL);
+  for (auto& f : embeds) {
+    REQUIRE(f.wait_for(10s) == std::future_status::ready);
+    auto x = f.get();
+    REQUIRE_FALSE(x);
+    CHECK(code_of(x.error()) == pool::pool_errc::unavailable);
+  }
+  REQUIRE(batch.wait_for(10s) == std::future_status::ready);
+  auto b = batch.get();
+  REQUIRE_FALSE(b);
+  CHECK(code_of(b.error()) == pool::pool_errc::unavailable);
+  // Far below the 60 s call timeout; at most the first text could have finished.
+  CHECK(steady::now() - killed_at < 10s);
+  CHECK_FALSE(cl->connected());
+  auto stats = cl->stats();
+  CHECK(stats.lost >= 6);
+  CHECK(stats.in_flight == 0);
+  // Later calls fail at once instead of waiting.
+  auto start = steady::now();
+  auto later = cl->embed("after the node is gone");
+  REQUIRE_FALSE(later);
+  CHECK(code_of(later.error()) == pool::pool_errc::unavailable);
+  CHECK(steady::now() - start < 1s);
+}
+
+TEST_CASE("Connecting to a port where nothing listens fails with unavailable",
+          "[client]") {
+  uint16_t port = 0;
+  {
+    node_process node{{}};
+    port = node.port();
+  }  // killed: the port is free again
+  pool::client_options opts;
+  opts.port = port;
+  auto cl = pool::client::connect(opts);
+  REQUIRE_FALSE(cl);
+  CHECK(code_of(cl.error()) == pool::pool_errc::unavailable);
+}
+
+#ifdef EMBEDPOOL_LOADGEN_BIN
+
+namespace {
+
+nlohmann::json run_loadgen(const node_process& node, std::vector<std::string> args) {
+  std::vector<std::string> argv = {EMBEDPOOL_LOADGEN_BIN, "--host=127.0.0.1",
+                                   "--port=" + std::to_string(node.port())};
+  argv.insert(argv.end(), args.begin(), args.end());
+  auto res = pool::test::run_command(argv, std::chrono::seconds(60));
+  INFO("stderr: " << res.err);
+  INFO("stdout: " << res.out);
+  REQUIRE(res.status.exited);
+  REQUIRE(res.status.code == 0);
+  return nlohmann::json::parse(res.out);
+}
+
+uint64_t error_total(const nlohmann::json& j) {
+  uint64_t total = 0;
+  for (const auto& [code, n] : j.at("errors").items())
+    total += n.get<uint64_t>();
+  return total;
+}
+
+}  // namespace
+
+TEST_CASE("The load generator accounts for every request exactly once",
+          "[client][loadgen]") {
+  SECTION("closed loop, embed") {
+    node_process node{{"--pool.workers=1"}};
+    auto j = run_loadgen(
+        node, {"--mode=embed", "--window=8", "--duration=1", "--text-bytes=64"});
+    INFO(j.dump());
+    auto sent = j.at("sent").get<uint64_t>();
+    CHECK(sent > 0);
+    CHECK(sent == j.at("completed").get<uint64_t>() + error_total(j) +
+                      j.at("missing").get<uint64_t>());
+    CHECK(j.at("missing") == 0);
+    CHECK(j.at("duplicates") == 0);
+    CHECK(j.at("completed").get<uint64_t>() == sent);
+    CHECK(j.at("node_ledger_delta").at("accepted").get<uint64_t>() == sent);
+    CHECK(j.at("latency_ms").at("p50").get<double>() > 0);
+  }
+  SECTION("open loop into an overloaded node, batch") {
+    node_process node{{"--pool.workers=1", "--fault.compute-delay=5ms",
+                       "--pool.overload-policy=reject", "--pool.batch-queue-capacity=2"}};
+    auto j = run_loadgen(
+        node, {"--mode=batch", "--batch-size=4", "--rate=400", "--duration=1",
+               "--text-bytes=32", "--node-pid=" + std::to_string(node.process().pid())});
+    INFO(j.dump());
+    auto sent = j.at("sent").get<uint64_t>();
+    CHECK(sent > 200);
+    CHECK(sent == j.at("completed").get<uint64_t>() + error_total(j) +
+                      j.at("missing").get<uint64_t>());
+    CHECK(j.at("missing") == 0);
+    CHECK(j.at("duplicates") == 0);
+    CHECK(j.at("errors").value("overloaded", 0) > 0);
+    CHECK(j.at("completed").get<uint64_t>() > 0);
+    // The node saw exactly what was sent: accepted or rejected, once each.
+    auto& ledger = j.at("node_ledger_delta");
+    CHECK(ledger.at("accepted").get<uint64_t>() + ledger.at("rejected").get<uint64_t>() ==
+          sent);
+    CHECK(j.at("node_rss_kb").at("peak").get<int64_t>() > 0);
+  }
+}
+
+#endif  // EMBEDPOOL_LOADGEN_BIN

@@ -8,11 +8,16 @@
 //   (embed_atom, text [, task])   -> std::vector<float>   validated, then submitted
 //   (batch_atom, texts [, task])  -> matrix               validated, then submitted
 //   (status_atom)                 -> pool_status          forwarded
+//   (join_atom, node, workers)    -> uint32_t             delegated (worker nodes)
+//   (leave_atom, node)            -> uint32_t             delegated (worker nodes)
 //   anything else                 -> pool error invalid_input (logged, bounded)
 // supervisor
 //   (submit_atom, uint8_t lane, texts, task) -> matrix | pool error
 //   (status_atom)                            -> pool_status
 //   (gateway_atom)                           -> caf::actor (current gateway)
+//   (join_atom, node, std::vector<actor>)    -> uint32_t: lent workers added
+//   (leave_atom, node)                       -> uint32_t once the node's
+//                                               workers hold no work
 //   (drain_atom)                             -> starts the graceful drain; the
 //                                               actor quits when it is done
 //   (tick_atom), (restart_atom, slot, generation): internal timers
@@ -30,6 +35,8 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <caf/actor.hpp>
 #include <caf/behavior.hpp>
@@ -78,9 +85,32 @@ struct supervisor_config {
   bool publish = true;
   std::string host = "127.0.0.1";
   uint16_t port = 4242;
+  /// Publish through CAF's openssl manager (mutual TLS) instead of plain BASP.
+  bool tls = false;
   /// Called once with the bound port after the first successful publish.
   std::function<void(uint16_t)> on_listening;
 };
+
+// -- lender (worker nodes) ------------------------------------------------------
+
+/// A worker node's agent: spawns the node's workers, lends them to a remote
+/// supervisor (join through its gateway), replaces local workers that die,
+/// reconnects with backoff when the supervisor is lost (trying each listed
+/// supervisor in turn), and on `(drain_atom)` takes its workers back (leave,
+/// waiting until they hold no work) and quits.
+struct lender_config {
+  std::vector<std::pair<std::string, uint16_t>> supervisors;  // at least one
+  std::string node_name;
+  uint32_t workers = 1;
+  worker_config worker;
+  bool detach_workers = true;
+  bool tls = false;  // connect through the openssl manager
+  caf::timespan retry_min = std::chrono::milliseconds(100);
+  caf::timespan retry_max = std::chrono::seconds(5);
+  caf::timespan leave_timeout = std::chrono::seconds(30);
+};
+
+caf::actor spawn_lender(caf::actor_system& sys, lender_config cfg);
 
 /// Spawns the supervisor (which spawns and publishes the gateway).
 caf::actor spawn_supervisor(caf::actor_system& sys, supervisor_config cfg);

@@ -414,7 +414,7 @@ class scanner {
 
 // -- schema -------------------------------------------------------------------
 
-enum class key_type { integer, duration, boolean, string, choice };
+enum class key_type { integer, duration, boolean, string, choice, string_list };
 
 /// Lower bound of a duration key.
 enum class duration_bound { non_negative, positive };
@@ -433,6 +433,7 @@ struct key_spec {
   std::function<void(node_config&, caf::timespan)> set_duration;
   std::function<void(node_config&, bool)> set_boolean;
   std::function<void(node_config&, const std::string&)> set_string;
+  std::function<void(node_config&, std::vector<std::string>)> set_list;
   std::function<std::string(const node_config&)> render;  // current value
 };
 
@@ -507,6 +508,26 @@ key_spec boolean_key(std::string name, Section node_config::*section,
   return spec;
 }
 
+/// A list of strings: `["a", "b"]`, or one string whose commas separate items.
+template <class Section>
+key_spec list_key(std::string name, Section node_config::*section,
+                  std::vector<std::string> Section::*member, std::string doc) {
+  auto spec = make_spec(std::move(name), key_type::string_list, std::move(doc));
+  spec.set_list = [=](node_config& cfg, std::vector<std::string> v) {
+    (cfg.*section).*member = std::move(v);
+  };
+  spec.render = [=](const node_config& cfg) {
+    std::string out;
+    for (const auto& item : (cfg.*section).*member) {
+      if (!out.empty())
+        out += ',';
+      out += item;
+    }
+    return out;
+  };
+  return spec;
+}
+
 key_spec overload_policy_key() {
   auto spec =
       make_spec("pool.overload-policy", key_type::choice,
@@ -535,6 +556,15 @@ const std::vector<key_spec>& schema() {
                  "address the gateway binds; keep it on loopback unless TLS is set up"),
       integer_key("node.port", &nc::node, &node_section::port, 0, 65535,
                   "TCP port of the gateway; 0 picks a free port"),
+      choice_key("node.role", &nc::node, &node_section::role, {"standalone", "worker"},
+                 "standalone serves requests; worker lends its workers to node.join"),
+      list_key("node.join", &nc::node, &node_section::join,
+               "supervisors (HOST:PORT, comma-separated or a list) a worker node joins, "
+               "tried in turn"),
+      string_key("node.name", &nc::node, &node_section::name, false,
+                 "name of a worker node in the supervisor's status; \"\" = host-pid"),
+      boolean_key("node.allow-insecure", &nc::node, &node_section::allow_insecure,
+                  "allow a non-loopback node.host without TLS (logs a warning)"),
       integer_key("pool.workers", &nc::pool, &pool_section::workers, 1, 256,
                   "worker actors (threads) per node"),
       integer_key("pool.embed-queue-capacity", &nc::pool,
@@ -602,6 +632,14 @@ const std::vector<key_spec>& schema() {
                   "drill: a worker crashes on every Nth job; 0 = off"),
       string_key("fault.hang-marker", &nc::fault, &fault_section::hang_marker, false,
                  "drill: a text containing it hangs its worker; \"\" = off"),
+      string_key("tls.certificate", &nc::tls, &tls_section::certificate, false,
+                 "PEM certificate of this process; setting it turns mutual TLS on"),
+      string_key("tls.key", &nc::tls, &tls_section::key, false,
+                 "PEM private key of tls.certificate"),
+      string_key("tls.ca-file", &nc::tls, &tls_section::ca_file, false,
+                 "PEM CA certificate; only peers it signed are accepted"),
+      string_key("tls.passphrase", &nc::tls, &tls_section::passphrase, false,
+                 "passphrase of tls.key, if it is encrypted"),
   };
   return specs;
 }
@@ -651,6 +689,8 @@ std::string expectation(const key_spec& spec) {
       return spec.non_empty ? "a non-empty string" : "a string";
     case key_type::choice:
       return "one of " + choices_text(spec);
+    case key_type::string_list:
+      return "HOST:PORT entries, comma-separated or a list of strings";
   }
   return "a value";
 }
@@ -701,6 +741,37 @@ void apply(const key_spec& spec, const value& v, node_config& cfg,
         refuse(expectation(spec));
       spec.set_string(cfg, v.str);
       return;
+    case key_type::string_list: {
+      std::vector<std::string> items;
+      auto add_split = [&](const std::string& text) {
+        size_t start = 0;
+        while (start <= text.size()) {
+          auto comma = text.find(',', start);
+          auto item = text.substr(
+              start, comma == std::string::npos ? std::string::npos : comma - start);
+          auto b = item.find_first_not_of(" \t");
+          auto e = item.find_last_not_of(" \t");
+          if (b != std::string::npos)
+            items.push_back(item.substr(b, e - b + 1));
+          if (comma == std::string::npos)
+            break;
+          start = comma + 1;
+        }
+      };
+      if (v.kind == value_kind::list) {
+        for (const auto& item : v.items) {
+          if (!is_stringish(item))
+            refuse(expectation(spec));
+          add_split(item.str);
+        }
+      } else if (is_stringish(v)) {
+        add_split(v.str);
+      } else {
+        refuse(expectation(spec));
+      }
+      spec.set_list(cfg, std::move(items));
+      return;
+    }
   }
 }
 

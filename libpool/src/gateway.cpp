@@ -131,6 +131,15 @@ caf::behavior gateway_behavior(gateway_actor* self, caf::actor supervisor,
       [=](batch_atom, std::vector<std::string>& texts, std::string& task) {
         return handle_batch(self, texts, task);
       },
+      // Worker nodes lend and take back their workers through the gateway; the
+      // supervisor itself is never reachable from peers.
+      [=](join_atom a, std::string& node, std::vector<caf::actor>& workers) {
+        return self->delegate(self->state.supervisor, a, std::move(node),
+                              std::move(workers));
+      },
+      [=](leave_atom a, std::string& node) {
+        return self->delegate(self->state.supervisor, a, std::move(node));
+      },
       [=](status_atom) -> caf::result<pool_status> {
         auto rp = self->make_response_promise<pool_status>();
         self->request(self->state.supervisor, supervisor_grace, status_atom::value)

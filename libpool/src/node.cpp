@@ -12,6 +12,9 @@
 #include "logging.hpp"
 #include "pool/embedder.hpp"
 #include "pool/protocol.hpp"
+#include "pool/tls.hpp"
+
+#include <unistd.h>
 
 namespace pool {
 
@@ -24,6 +27,54 @@ int wait_for_signal(const sigset_t& signals, std::chrono::milliseconds timeout) 
   ts.tv_nsec = static_cast<long>((timeout.count() % 1000) * 1000000);
   int sig = sigtimedwait(&signals, nullptr, &ts);
   return sig > 0 ? sig : 0;
+}
+
+bool is_loopback(const std::string& host) {
+  return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
+}
+
+/// Parses "HOST:PORT" (IPv6 hosts in brackets: "[::1]:4242").
+caf::expected<std::pair<std::string, uint16_t>> parse_endpoint(const std::string& text) {
+  auto colon = text.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == text.size())
+    return make_error(pool_errc::invalid_input,
+                      "node.join: expected HOST:PORT, got \"" + text + "\"");
+  auto host = text.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
+  char* end = nullptr;
+  auto port = std::strtoul(text.c_str() + colon + 1, &end, 10);
+  if (*end != '\0' || port == 0 || port > 65535)
+    return make_error(pool_errc::invalid_input,
+                      "node.join: bad port in \"" + text + "\"");
+  return std::make_pair(host, static_cast<uint16_t>(port));
+}
+
+std::string default_node_name() {
+  char host[256] = {0};
+  if (gethostname(host, sizeof(host) - 1) != 0)
+    std::snprintf(host, sizeof(host), "node");
+  return std::string{host} + "-" + std::to_string(getpid());
+}
+
+/// Checks the node-level rules that span several keys; an error names a key.
+caf::error check_node_rules(const node_config& cfg) {
+  if (cfg.node.role != "standalone" && cfg.node.role != "worker")
+    return make_error(
+        pool_errc::invalid_input,
+        "node.role: expected standalone or worker, got \"" + cfg.node.role + "\"");
+  if (cfg.node.role == "worker" && cfg.node.join.empty())
+    return make_error(pool_errc::invalid_input,
+                      "node.join: a worker node needs at least one HOST:PORT");
+  if (auto err = validate_tls(cfg.tls))
+    return err;
+  if (cfg.node.role == "standalone" && !is_loopback(cfg.node.host) &&
+      !cfg.tls.enabled() && !cfg.node.allow_insecure)
+    return make_error(pool_errc::invalid_input,
+                      "node.host: binding " + cfg.node.host +
+                          " (not loopback) without TLS is refused: set tls.certificate, "
+                          "tls.key and tls.ca-file, or node.allow-insecure = true");
+  return caf::none;
 }
 
 const char* signal_name(int sig) {
@@ -48,6 +99,29 @@ int run_node(const node_config& cfg) {
     return 2;
   }
   auto log = detail::get_logger("node");
+  if (auto err = check_node_rules(cfg)) {
+    log->error("event=config_refused error=\"{}\"", describe(err));
+    std::fprintf(stderr, "embedpool-node: %s\n", describe(err).c_str());
+    detail::shutdown_logging();
+    return 2;
+  }
+  std::vector<std::pair<std::string, uint16_t>> supervisors;
+  for (auto& entry : cfg.node.join) {
+    auto ep = parse_endpoint(entry);
+    if (!ep) {
+      std::fprintf(stderr, "embedpool-node: %s\n", describe(ep.error()).c_str());
+      detail::shutdown_logging();
+      return 2;
+    }
+    supervisors.push_back(*ep);
+  }
+  if (cfg.node.role == "standalone" && !is_loopback(cfg.node.host) && !cfg.tls.enabled())
+    log_event("insecure_bind")
+        .add("host", cfg.node.host)
+        .add("warning",
+             "BASP without TLS on a non-loopback address: any peer that "
+             "reaches the port can use and disrupt this node")
+        .write(*log, spdlog::level::warn);
   auto model = make_embedder(cfg.model);
   if (!model) {
     log->error("event=model_failed error=\"{}\"", describe(model.error()));
@@ -65,6 +139,8 @@ int run_node(const node_config& cfg) {
   caf::actor_system_config sys_cfg;
   add_message_types(sys_cfg);
   sys_cfg.load<caf::io::middleman>();
+  if (cfg.tls.enabled())
+    enable_tls(sys_cfg, cfg.tls);
   std::istringstream no_ini;
   if (auto err = sys_cfg.parse(cfg.caf_args, no_ini)) {
     log->error("event=config_failed error=\"{}\"", caf::actor_system_config::render(err));
@@ -92,9 +168,26 @@ int run_node(const node_config& cfg) {
     scfg.publish = true;
     scfg.host = cfg.node.host;
     scfg.port = cfg.node.port;
-    auto supervisor = detail::spawn_supervisor(sys, std::move(scfg));
+    scfg.tls = cfg.tls.enabled();
+    caf::actor root;  // the supervisor, or the lender of a worker node
+    if (cfg.node.role == "worker") {
+      detail::lender_config lcfg;
+      lcfg.supervisors = supervisors;
+      lcfg.node_name = cfg.node.name.empty() ? default_node_name() : cfg.node.name;
+      lcfg.workers = cfg.pool.workers;
+      lcfg.worker = wcfg;
+      lcfg.tls = cfg.tls.enabled();
+      lcfg.leave_timeout = cfg.pool.drain_timeout;
+      log_event("worker_node_starting")
+          .add("node", lcfg.node_name)
+          .add("supervisors", static_cast<uint64_t>(supervisors.size()))
+          .write(*log, spdlog::level::info);
+      root = detail::spawn_lender(sys, std::move(lcfg));
+    } else {
+      root = detail::spawn_supervisor(sys, std::move(scfg));
+    }
     caf::scoped_actor self{sys};
-    self->monitor(supervisor);
+    self->monitor(root);
     bool draining = false;
     bool done = false;
     while (!done) {
@@ -102,7 +195,7 @@ int run_node(const node_config& cfg) {
           [&](caf::down_msg& msg) {
             done = true;
             if (msg.reason && msg.reason != caf::exit_reason::user_shutdown) {
-              log->error("event=supervisor_failed reason=\"{}\"", describe(msg.reason));
+              log->error("event=node_failed reason=\"{}\"", describe(msg.reason));
               exit_code = 1;
             }
           },
@@ -121,7 +214,7 @@ int run_node(const node_config& cfg) {
         log_event("signal_received")
             .add("signal", signal_name(sig))
             .write(*log, spdlog::level::info);
-        self->send(supervisor, drain_atom::value);
+        self->send(root, drain_atom::value);
       }
     }
     detail::release_hung_workers();

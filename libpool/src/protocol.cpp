@@ -1,5 +1,6 @@
 #include "pool/protocol.hpp"
 
+#include <caf/actor.hpp>
 #include <caf/actor_system_config.hpp>
 #include <nlohmann/json.hpp>
 
@@ -15,6 +16,9 @@ void add_message_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<worker_report>("pool.worker_report");
   cfg.add_message_type<worker_status>("pool.worker_status");
   cfg.add_message_type<std::vector<worker_status>>("std::vector<pool.worker_status>");
+  cfg.add_message_type<node_status>("pool.node_status");
+  cfg.add_message_type<std::vector<node_status>>("std::vector<pool.node_status>");
+  cfg.add_message_type<std::vector<caf::actor>>("std::vector<caf::actor>");
   cfg.add_message_type<ledger_counters>("pool.ledger");
   cfg.add_message_type<pool_status>("pool.status");
   cfg.add_error_category(
@@ -45,6 +49,18 @@ std::string to_json(const pool_status& st) {
         {"restarts", w.restarts},
     });
   }
+  nlohmann::json nodes = nlohmann::json::array();
+  for (const auto& n : st.nodes) {
+    nlohmann::json ids = nlohmann::json::array();
+    for (const auto& w : st.workers)
+      if (w.node == n.node)
+        ids.push_back(w.id);
+    nodes.push_back({{"node", n.node},
+                     {"state", n.state},
+                     {"workers", n.workers},
+                     {"ready", n.ready},
+                     {"worker_ids", std::move(ids)}});
+  }
   nlohmann::json ledger = {
       {"accepted", st.ledger.accepted}, {"completed", st.ledger.completed},
       {"failed", st.ledger.failed},     {"rejected", st.ledger.rejected},
@@ -56,6 +72,7 @@ std::string to_json(const pool_status& st) {
       {"policy", st.policy},
       {"draining", st.draining},
       {"workers", std::move(workers)},
+      {"nodes", std::move(nodes)},
       {"ledger", std::move(ledger)},
       {"restarts", st.restarts},
       {"abandoned", st.abandoned},

@@ -7,6 +7,7 @@
 #include <caf/all.hpp>
 #include <caf/io/middleman.hpp>
 #include <caf/io/middleman_actor.hpp>
+#include <caf/openssl/manager.hpp>
 
 #include "actors.hpp"
 #include "logging.hpp"
@@ -29,10 +30,24 @@ constexpr caf::timespan shed_log_interval = std::chrono::seconds(1);
 constexpr int max_republish_attempts = 50;
 constexpr caf::timespan republish_delay = std::chrono::milliseconds(100);
 using publish_atom_retry = caf::atom_constant<caf::atom("republish")>;
+/// Most worker slots (local and lent) one supervisor keeps.
+constexpr size_t max_slots = 4096;
 /// The retry hint given with `overloaded`.
 constexpr int64_t retry_after_ms = 100;
 
-enum class slot_state { ready, stuck, restarting, given_up, stopped };
+/// Local slots: ready -> (died) restarting -> ready | given_up; (stuck) ->
+/// replaced at once. Remote slots (lent by worker nodes): ready -> leaving ->
+/// left, or -> lost when the worker or its node dies or goes silent.
+enum class slot_state {
+  ready,
+  stuck,
+  restarting,
+  given_up,
+  stopped,
+  leaving,
+  left,
+  lost
+};
 
 const char* to_string(slot_state x) {
   switch (x) {
@@ -46,6 +61,12 @@ const char* to_string(slot_state x) {
       return "given_up";
     case slot_state::stopped:
       return "stopped";
+    case slot_state::leaving:
+      return "leaving";
+    case slot_state::left:
+      return "left";
+    case slot_state::lost:
+      return "lost";
   }
   return "unknown";
 }
@@ -56,6 +77,8 @@ int64_t to_ms(caf::timespan d) {
 
 struct worker_slot {
   uint32_t id = 0;
+  bool remote = false;  // lent by a worker node
+  std::string node = "local";
   caf::actor handle;
   uint32_t generation = 0;
   slot_state state = slot_state::stopped;
@@ -117,11 +140,13 @@ struct supervisor_state {
   time_point last_shed;
   time_point last_shed_log;
   time_point last_stats;
+  /// Worker nodes leaving: answered once none of their workers holds a job.
+  std::unordered_map<std::string, caf::response_promise> leaving_nodes;
   std::shared_ptr<spdlog::logger> log = get_logger("supervisor");
 
   ~supervisor_state() {
     for (auto& s : slots)
-      if (s.handle)
+      if (s.handle && !s.remote)
         caf::anon_send_exit(s.handle, caf::exit_reason::kill);
     if (gateway)
       caf::anon_send_exit(gateway, caf::exit_reason::kill);
@@ -201,6 +226,7 @@ void check_ledger(const supervisor_state& st) {
 }
 
 void finish_drain(supervisor_actor* self);
+void check_leaving(supervisor_actor* self);
 
 /// Dispatches parked requests while workers have credit.
 void pump(supervisor_actor* self) {
@@ -283,9 +309,10 @@ void requeue_jobs(supervisor_actor* self, worker_slot& slot, const std::string& 
                    .add("count", static_cast<uint64_t>(retry.size())));
 }
 
-void spawn_into(supervisor_actor* self, worker_slot& slot) {
+/// Puts `handle` into `slot` with full credits, ready for work and pings.
+void attach_worker(supervisor_actor* self, worker_slot& slot, caf::actor handle) {
   auto& st = self->state;
-  slot.handle = st.cfg.make_worker(self, slot.id);
+  slot.handle = std::move(handle);
   self->monitor(slot.handle);
   st.slot_by_addr[slot.handle.address()] = slot.id;
   slot.credits[0] = st.cfg.pool.embed_queue_capacity;
@@ -299,12 +326,47 @@ void spawn_into(supervisor_actor* self, worker_slot& slot) {
   slot.ping_sent = slot.last_pong - st.cfg.heartbeat.interval;  // ping at next tick
 }
 
+void spawn_into(supervisor_actor* self, worker_slot& slot) {
+  attach_worker(self, slot, self->state.cfg.make_worker(self, slot.id));
+}
+
 /// Removes a worker's handle from the routing tables.
 void detach_handle(supervisor_actor* self, worker_slot& slot) {
   if (!slot.handle)
     return;
   self->state.slot_by_addr.erase(slot.handle.address());
   slot.handle = nullptr;
+}
+
+/// Answers every leaving node none of whose workers holds a job any more,
+/// marking those workers left.
+void check_leaving(supervisor_actor* self) {
+  auto& st = self->state;
+  for (auto it = st.leaving_nodes.begin(); it != st.leaving_nodes.end();) {
+    bool busy = false;
+    uint32_t count = 0;
+    for (auto& s : st.slots) {
+      if (!s.remote || s.node != it->first)
+        continue;
+      if (s.state == slot_state::leaving && !s.jobs.empty())
+        busy = true;
+    }
+    if (busy) {
+      ++it;
+      continue;
+    }
+    for (auto& s : st.slots) {
+      if (s.remote && s.node == it->first && s.state == slot_state::leaving) {
+        self->demonitor(s.handle);
+        detach_handle(self, s);
+        s.state = slot_state::left;
+        ++count;
+      }
+    }
+    info(self, log_event("node_left").add("node", it->first).add("workers", count));
+    it->second.deliver(count);
+    it = st.leaving_nodes.erase(it);
+  }
 }
 
 void give_up(supervisor_actor* self, worker_slot& slot, const char* reason) {
@@ -349,6 +411,15 @@ void replace_stuck(supervisor_actor* self, worker_slot& slot, caf::timespan sile
   self->demonitor(slot.handle);
   self->send_exit(slot.handle, caf::exit_reason::kill);
   detach_handle(self, slot);
+  if (slot.remote) {
+    // A silent remote worker (or a frozen node): its node replaces it if it
+    // is alive; here it only stops receiving work.
+    slot.state = slot_state::lost;
+    requeue_jobs(self, slot, "remote worker silent (no pong within heartbeat.timeout)");
+    pump(self);
+    maybe_finish_drain(self);
+    return;
+  }
   ++st.abandoned;
   slot.state = slot_state::stuck;
   requeue_jobs(self, slot, "worker stuck (no pong within heartbeat.timeout)");
@@ -371,7 +442,7 @@ void replace_stuck(supervisor_actor* self, worker_slot& slot, caf::timespan sile
 void heartbeat(supervisor_actor* self, time_point now) {
   auto& st = self->state;
   for (auto& slot : st.slots) {
-    if (slot.state != slot_state::ready)
+    if (slot.state != slot_state::ready && slot.state != slot_state::leaving)
       continue;
     if (slot.ping_outstanding) {
       auto silent = now - slot.ping_sent;
@@ -474,7 +545,7 @@ pool_status make_status(supervisor_actor* self) {
   for (auto& s : st.slots) {
     worker_status w;
     w.id = s.id;
-    w.node = "local";
+    w.node = s.node;
     w.state = to_string(s.state);
     w.queue_depth = s.report.queue_depth;
     w.credits_embed = s.credits[0];
@@ -484,6 +555,24 @@ pool_status make_status(supervisor_actor* self) {
     w.failed = s.failed;
     w.restarts = s.restarts;
     result.workers.push_back(std::move(w));
+  }
+  for (auto& s : st.slots) {
+    auto i = std::find_if(result.nodes.begin(), result.nodes.end(),
+                          [&](const node_status& n) { return n.node == s.node; });
+    if (i == result.nodes.end()) {
+      result.nodes.push_back(node_status{s.node, {}, 0, 0});
+      i = result.nodes.end() - 1;
+    }
+    ++i->workers;
+    if (s.state == slot_state::ready)
+      ++i->ready;
+    // up: some worker serves; leaving; otherwise the state all workers share.
+    if (s.state == slot_state::ready)
+      i->state = "up";
+    else if (s.state == slot_state::leaving && i->state != "up")
+      i->state = "leaving";
+    else if (i->state.empty())
+      i->state = s.node == "local" ? "up" : to_string(s.state);
   }
   result.ledger = st.ledger;
   result.ledger.in_flight = st.requests.size();
@@ -564,11 +653,18 @@ void finish_drain(supervisor_actor* self) {
   self->quit();
 }
 
+/// The middleman that publishes the gateway: plain BASP or TLS.
+caf::io::middleman_actor publisher(supervisor_actor* self) {
+  if (self->state.cfg.tls)
+    return self->system().openssl_manager().actor_handle();
+  return self->system().middleman().actor_handle();
+}
+
 /// Publishes the current gateway on `port`. A republish (after the old
 /// gateway died) retries while the middleman is still closing the old socket.
 void publish_gateway(supervisor_actor* self, uint16_t port, bool first, int attempt = 0) {
   auto& st = self->state;
-  auto mm = self->system().middleman().actor_handle();
+  auto mm = publisher(self);
   auto gw = caf::actor_cast<caf::strong_actor_ptr>(st.gateway);
   auto gw_addr = st.gateway.address();
   self->request(mm, caf::infinite, caf::publish_atom::value, port, std::move(gw),
@@ -612,8 +708,7 @@ void on_down(supervisor_actor* self, caf::down_msg& msg) {
       return;
     start_gateway(self);
     if (st.cfg.publish && st.bound_port != 0) {
-      auto mm = self->system().middleman().actor_handle();
-      self->send(mm, caf::close_atom::value, st.bound_port);
+      self->send(publisher(self), caf::close_atom::value, st.bound_port);
       publish_gateway(self, st.bound_port, false);
     }
     return;
@@ -629,7 +724,10 @@ void on_down(supervisor_actor* self, caf::down_msg& msg) {
                  .add("jobs", static_cast<uint64_t>(slot.jobs.size())));
   detach_handle(self, slot);
   requeue_jobs(self, slot, "worker died: " + why);
-  if (st.draining) {
+  if (slot.remote) {
+    slot.state = slot.state == slot_state::leaving ? slot_state::left : slot_state::lost;
+    check_leaving(self);
+  } else if (st.draining) {
     slot.state = slot_state::stopped;
   } else {
     schedule_restart(self, slot);
@@ -676,6 +774,8 @@ void on_job_answer(supervisor_actor* self, uint64_t did, matrix* result,
       }
     }
   }
+  if (slot.state == slot_state::leaving)
+    check_leaving(self);
   pump(self);
   maybe_finish_drain(self);
 }
@@ -746,6 +846,62 @@ caf::behavior supervisor_behavior(supervisor_actor* self, supervisor_config cfg)
       },
       [=](status_atom) { return make_status(self); },
       [=](gateway_atom) { return self->state.gateway; },
+      [=](join_atom, std::string& node,
+          std::vector<caf::actor>& workers) -> caf::result<uint32_t> {
+        auto& s = self->state;
+        if (s.draining)
+          return make_error(pool_errc::shutting_down, "supervisor is draining");
+        if (node.empty() || node == "local")
+          return make_error(pool_errc::invalid_input, "a joining node needs a name");
+        uint32_t added = 0;
+        for (auto& w : workers) {
+          if (!w || s.slot_by_addr.count(w.address()) > 0)
+            continue;
+          // Reuse a slot this node held before (lost or left), else add one.
+          worker_slot* slot = nullptr;
+          for (auto& candidate : s.slots)
+            if (candidate.remote && candidate.node == node && !candidate.handle &&
+                (candidate.state == slot_state::lost ||
+                 candidate.state == slot_state::left)) {
+              slot = &candidate;
+              break;
+            }
+          if (slot == nullptr) {
+            if (s.slots.size() >= max_slots)
+              return make_error(pool_errc::too_large,
+                                "supervisor holds too many workers");
+            s.slots.emplace_back();
+            slot = &s.slots.back();
+            slot->id = static_cast<uint32_t>(s.slots.size() - 1);
+            slot->remote = true;
+            slot->node = node;
+          }
+          attach_worker(self, *slot, w);
+          ++added;
+          info(self,
+               log_event("worker_joined").add("node", node).add("worker", slot->id));
+        }
+        pump(self);
+        return added;
+      },
+      [=](leave_atom, std::string& node) -> caf::result<uint32_t> {
+        auto& s = self->state;
+        bool known = false;
+        for (auto& slot : s.slots) {
+          if (!slot.remote || slot.node != node)
+            continue;
+          known = true;
+          if (slot.state == slot_state::ready)
+            slot.state = slot_state::leaving;
+        }
+        if (!known)
+          return make_error(pool_errc::invalid_input, "unknown node " + node);
+        info(self, log_event("node_leaving").add("node", node));
+        auto rp = self->make_response_promise();
+        s.leaving_nodes[node] = rp;
+        check_leaving(self);
+        return caf::delegated<uint32_t>{};
+      },
       [=](publish_atom_retry, uint16_t port, int attempt) {
         if (self->state.gateway && !self->state.draining)
           publish_gateway(self, port, false, attempt);

@@ -34,6 +34,12 @@ using tick_atom = caf::atom_constant<caf::atom("tick")>;
 using restart_atom = caf::atom_constant<caf::atom("restart")>;
 using drain_atom = caf::atom_constant<caf::atom("drain")>;
 using submit_atom = caf::atom_constant<caf::atom("submit")>;
+/// Worker node -> gateway -> supervisor:
+/// `(join_atom, std::string node, std::vector<caf::actor> workers)` -> `uint32_t`
+/// (workers added); `(leave_atom, std::string node)` -> `uint32_t` once none of
+/// the node's workers holds work any more.
+using join_atom = caf::atom_constant<caf::atom("join")>;
+using leave_atom = caf::atom_constant<caf::atom("leave")>;
 /// `(gateway_atom)` -> `caf::actor`: the supervisor's current gateway.
 using gateway_atom = caf::atom_constant<caf::atom("gateway")>;
 

@@ -17,8 +17,26 @@ namespace pool {
 
 /// `[node]`
 struct node_section {
-  std::string host = "127.0.0.1";  // node.host: address the gateway binds
-  uint16_t port = 4242;            // node.port: 0 picks a free port
+  std::string host = "127.0.0.1";   // node.host: address the gateway binds
+  uint16_t port = 4242;             // node.port: 0 picks a free port
+  std::string role = "standalone";  // node.role: standalone | worker
+  /// node.join: supervisors a worker node lends its workers to, as
+  /// "HOST:PORT" entries tried in turn (one string with commas, or a list).
+  std::vector<std::string> join;
+  std::string name;  // node.name: how supervisors call this worker node ("" = host-pid)
+  /// node.allow-insecure: permit a non-loopback node.host without TLS.
+  bool allow_insecure = false;
+};
+
+/// `[tls]`: mutual TLS between nodes and peers through CAF's openssl module.
+/// TLS is on when `certificate` is set; then `key` and `ca-file` are required
+/// and peers must present a certificate signed by that CA.
+struct tls_section {
+  std::string certificate;  // tls.certificate: PEM certificate (chain) of this process
+  std::string key;          // tls.key: PEM private key of that certificate
+  std::string ca_file;      // tls.ca-file: PEM CA that signs every trusted peer
+  std::string passphrase;   // tls.passphrase: of the key, if encrypted
+  bool enabled() const { return !certificate.empty(); }
 };
 
 /// What the supervisor does with a request when no worker has credit.
@@ -93,6 +111,7 @@ struct node_config {
   model_config model;
   log_section log;
   fault_section fault;
+  tls_section tls;
   /// Options of CAF's own sections (`scheduler`, `middleman`, ...) as
   /// `--section.key=value` arguments for `caf::actor_system_config::parse`.
   std::vector<std::string> caf_args;

@@ -90,6 +90,19 @@ typename Inspector::result_type inspect(Inspector& f, worker_status& x) {
            x.failed, x.restarts);
 }
 
+/// One node's workers as the supervisor sees them.
+struct node_status {
+  std::string node;   // "local" or the worker node's name
+  std::string state;  // up | leaving | left | lost
+  uint32_t workers = 0;
+  uint32_t ready = 0;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, node_status& x) {
+  return f(caf::meta::type_name("pool.node_status"), x.node, x.state, x.workers, x.ready);
+}
+
 /// The supervisor's request ledger. Invariant at every instant:
 /// accepted == completed + failed + expired + in_flight. Rejected requests were
 /// never accepted.
@@ -115,6 +128,7 @@ struct pool_status {
   std::string policy;  // wait | reject
   bool draining = false;
   std::vector<worker_status> workers;
+  std::vector<node_status> nodes;  // workers grouped by node
   ledger_counters ledger;
   uint64_t restarts = 0;   // worker restarts since start
   uint64_t abandoned = 0;  // stuck workers whose threads were abandoned
@@ -125,7 +139,8 @@ struct pool_status {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, pool_status& x) {
   return f(caf::meta::type_name("pool.status"), x.model, x.dim, x.policy, x.draining,
-           x.workers, x.ledger, x.restarts, x.abandoned, x.pending, x.pending_capacity);
+           x.workers, x.nodes, x.ledger, x.restarts, x.abandoned, x.pending,
+           x.pending_capacity);
 }
 
 /// Registers every non-builtin type of this protocol and the `pool` error

@@ -1,0 +1,202 @@
+#include <caf/all.hpp>
+#include <caf/io/middleman.hpp>
+#include <caf/io/middleman_actor.hpp>
+#include <caf/openssl/manager.hpp>
+
+#include "actors.hpp"
+#include "logging.hpp"
+
+namespace pool::detail {
+
+namespace {
+
+/// Bound on one connect attempt (a frozen supervisor never answers).
+constexpr caf::timespan connect_timeout = std::chrono::seconds(10);
+/// Bound on the join handshake.
+constexpr caf::timespan join_timeout = std::chrono::seconds(10);
+
+using connect_retry_atom = caf::atom_constant<caf::atom("reconnect")>;
+
+struct lender_state {
+  static inline const char* name = "embedpool.lender";
+  lender_config cfg;
+  std::vector<caf::actor> workers;
+  caf::actor gateway;
+  size_t endpoint = 0;
+  uint32_t failures = 0;
+  bool connecting = false;
+  bool leaving = false;
+  std::shared_ptr<spdlog::logger> log = get_logger("node");
+
+  ~lender_state() {
+    for (auto& w : workers)
+      if (w)
+        caf::anon_send_exit(w, caf::exit_reason::kill);
+  }
+};
+
+using lender_actor = caf::stateful_actor<lender_state>;
+
+void info(lender_actor* self, const log_event& ev) {
+  ev.write(*self->state.log, spdlog::level::info);
+}
+
+void warn(lender_actor* self, const log_event& ev) {
+  ev.write(*self->state.log, spdlog::level::warn);
+}
+
+std::string endpoint_name(const lender_config& cfg, size_t i) {
+  return cfg.supervisors[i].first + ":" + std::to_string(cfg.supervisors[i].second);
+}
+
+void schedule_connect(lender_actor* self) {
+  auto& st = self->state;
+  if (st.leaving)
+    return;
+  auto exponent = std::min<uint32_t>(st.failures, 16);
+  auto delay = std::min(st.cfg.retry_min * (int64_t{1} << exponent), st.cfg.retry_max);
+  ++st.failures;
+  // Try the next supervisor in the list on every failure.
+  st.endpoint = (st.endpoint + 1) % st.cfg.supervisors.size();
+  self->delayed_send(self, delay, connect_retry_atom::value);
+}
+
+void join(lender_actor* self, std::vector<caf::actor> workers) {
+  auto& st = self->state;
+  auto gw = st.gateway;
+  self->request(gw, join_timeout, join_atom::value, st.cfg.node_name, std::move(workers))
+      .then(
+          [=](uint32_t added) {
+            auto& s = self->state;
+            s.failures = 0;
+            info(self, log_event("joined")
+                           .add("supervisor", endpoint_name(s.cfg, s.endpoint))
+                           .add("node", s.cfg.node_name)
+                           .add("workers", added));
+          },
+          [=](caf::error& err) {
+            auto& s = self->state;
+            warn(self, log_event("join_refused")
+                           .add("supervisor", endpoint_name(s.cfg, s.endpoint))
+                           .add("error", describe(err)));
+            if (s.gateway == gw) {
+              self->demonitor(gw);
+              s.gateway = nullptr;
+              schedule_connect(self);
+            }
+          });
+}
+
+void connect(lender_actor* self) {
+  auto& st = self->state;
+  if (st.leaving || st.gateway || st.connecting)
+    return;
+  st.connecting = true;
+  auto [host, port] = st.cfg.supervisors[st.endpoint];
+  auto mm = st.cfg.tls ? self->system().openssl_manager().actor_handle()
+                       : self->system().middleman().actor_handle();
+  self->request(mm, connect_timeout, caf::connect_atom::value, host, port)
+      .then(
+          [=](caf::node_id&, caf::strong_actor_ptr& ptr, std::set<std::string>&) {
+            auto& s = self->state;
+            s.connecting = false;
+            if (!ptr || s.leaving) {
+              schedule_connect(self);
+              return;
+            }
+            s.gateway = caf::actor_cast<caf::actor>(ptr);
+            self->monitor(s.gateway);
+            join(self, s.workers);
+          },
+          [=](caf::error& err) {
+            auto& s = self->state;
+            s.connecting = false;
+            warn(self, log_event("supervisor_unreachable")
+                           .add("supervisor", endpoint_name(s.cfg, s.endpoint))
+                           .add("error", describe(err))
+                           .add("attempt", s.failures + 1));
+            schedule_connect(self);
+          });
+}
+
+caf::actor spawn_local_worker(lender_actor* self, uint32_t slot) {
+  auto c = self->state.cfg.worker;
+  c.slot = slot;
+  auto w = spawn_worker(self->system(), std::move(c), self->state.cfg.detach_workers);
+  self->monitor(w);
+  return w;
+}
+
+caf::behavior lender_behavior(lender_actor* self, lender_config cfg) {
+  auto& st = self->state;
+  st.cfg = std::move(cfg);
+  for (uint32_t i = 0; i < st.cfg.workers; ++i)
+    st.workers.push_back(spawn_local_worker(self, i));
+  self->set_down_handler([=](caf::down_msg& msg) {
+    auto& s = self->state;
+    if (s.gateway && msg.source == s.gateway.address()) {
+      warn(self, log_event("supervisor_lost")
+                     .add("supervisor", endpoint_name(s.cfg, s.endpoint))
+                     .add("reason", describe(msg.reason)));
+      s.gateway = nullptr;
+      if (s.leaving) {
+        self->quit();
+        return;
+      }
+      s.failures = 0;
+      s.endpoint = s.cfg.supervisors.size() - 1;  // schedule_connect advances to 0
+      schedule_connect(self);
+      return;
+    }
+    for (uint32_t i = 0; i < s.workers.size(); ++i) {
+      if (s.workers[i].address() != msg.source)
+        continue;
+      if (s.leaving)
+        return;
+      warn(self, log_event("local_worker_died")
+                     .add("worker", i)
+                     .add("reason", describe(msg.reason)));
+      s.workers[i] = spawn_local_worker(self, i);
+      if (s.gateway)
+        join(self, {s.workers[i]});
+      return;
+    }
+  });
+  self->send(self, connect_retry_atom::value);
+  return {
+      [=](connect_retry_atom) { connect(self); },
+      [=](drain_atom) {
+        auto& s = self->state;
+        if (s.leaving)
+          return;
+        s.leaving = true;
+        if (!s.gateway) {
+          info(self,
+               log_event("left").add("node", s.cfg.node_name).add("supervisor", "none"));
+          self->quit();
+          return;
+        }
+        info(self, log_event("leaving").add("node", s.cfg.node_name));
+        self->request(s.gateway, s.cfg.leave_timeout, leave_atom::value, s.cfg.node_name)
+            .then(
+                [=](uint32_t released) {
+                  info(self, log_event("left")
+                                 .add("node", self->state.cfg.node_name)
+                                 .add("workers", released));
+                  self->quit();
+                },
+                [=](caf::error& err) {
+                  warn(self, log_event("leave_failed").add("error", describe(err)));
+                  self->quit();
+                });
+      },
+  };
+}
+
+}  // namespace
+
+caf::actor spawn_lender(caf::actor_system& sys, lender_config cfg) {
+  return sys.spawn(lender_behavior, std::move(cfg));
+}
+
+}  // namespace pool::detail

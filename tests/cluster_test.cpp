@@ -1,0 +1,286 @@
+// A real cluster on 127.0.0.1: a head node, worker nodes that lend it their
+// workers, and clients. Node loss loses nothing; leaving and rejoining work.
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <future>
+#include <mutex>
+
+#include <nlohmann/json.hpp>
+
+#include "pool/client.hpp"
+#include "process_helpers.hpp"
+
+using namespace std::chrono_literals;
+using nlohmann::json;
+using pool::test::child_process;
+using pool::test::node_process;
+using pool::test::redirections;
+using pool::test::slurp;
+using pool::test::temp_dir;
+
+namespace {
+
+/// An `embedpool-node --node.role=worker` process joined to a head node.
+class worker_node {
+ public:
+  worker_node(uint16_t head_port, const std::string& name,
+              std::vector<std::string> extra) {
+    log_ = (dir_.path() / "worker.log").string();
+    std::vector<std::string> argv = {EMBEDPOOL_NODE_BIN, "--node.role=worker",
+                                     "--node.join=127.0.0.1:" + std::to_string(head_port),
+                                     "--node.name=" + name, "--log.file=" + log_};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    redirections io;
+    io.stdout_file = (dir_.path() / "stdout.txt").string();
+    io.stderr_file = (dir_.path() / "stderr.txt").string();
+    proc_.emplace(argv, io);
+  }
+
+  bool wait_for_log(const std::string& needle, std::chrono::milliseconds timeout) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (slurp(log_).find(needle) != std::string::npos)
+        return true;
+      std::this_thread::sleep_for(20ms);
+    }
+    return false;
+  }
+
+  child_process& process() { return *proc_; }
+  std::string log() const { return slurp(log_); }
+
+ private:
+  temp_dir dir_;
+  std::string log_;
+  std::optional<child_process> proc_;
+};
+
+std::unique_ptr<pool::client> connect(uint16_t port) {
+  pool::client_options opts;
+  opts.port = port;
+  opts.timeout = 60s;
+  auto cl = pool::client::connect(opts);
+  if (!cl)
+    throw std::runtime_error("cannot connect: " + pool::describe(cl.error()));
+  return std::move(*cl);
+}
+
+json status_of(pool::client& cl) {
+  auto st = cl.status();
+  if (!st)
+    throw std::runtime_error("status failed: " + pool::describe(st.error()));
+  return json::parse(pool::to_json(*st));
+}
+
+json node_entry(const json& st, const std::string& name) {
+  for (auto& n : st.at("nodes"))
+    if (n.at("node") == name)
+      return n;
+  return json{};
+}
+
+/// Polls status until `pred` holds (bounded); returns whether it did.
+template <class Pred>
+bool wait_status(pool::client& cl, std::chrono::milliseconds timeout, Pred pred) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (pred(status_of(cl)))
+      return true;
+    std::this_thread::sleep_for(50ms);
+  }
+  return false;
+}
+
+bool balanced(const json& st) {
+  auto& l = st.at("ledger");
+  return l.at("accepted").get<uint64_t>() ==
+         l.at("completed").get<uint64_t>() + l.at("failed").get<uint64_t>() +
+             l.at("expired").get<uint64_t>() + l.at("in_flight").get<uint64_t>();
+}
+
+uint64_t remote_completed(const json& st, const std::string& name) {
+  uint64_t n = 0;
+  for (auto& w : st.at("workers"))
+    if (w.at("node") == name)
+      n += w.at("completed").get<uint64_t>();
+  return n;
+}
+
+/// Sends `count` embed requests from `threads` clients; counts the outcomes.
+struct load_result {
+  std::atomic<int> ok{0};
+  std::atomic<int> failed{0};
+  std::mutex mtx;
+  std::vector<std::string> errors;
+};
+
+void run_load(uint16_t port, int threads, int per_thread, load_result& out,
+              std::atomic<int>* started = nullptr) {
+  std::vector<std::thread> ts;
+  for (int t = 0; t < threads; ++t)
+    ts.emplace_back([&, t] {
+      auto cl = connect(port);
+      for (int i = 0; i < per_thread; ++i) {
+        if (started)
+          ++*started;
+        auto text = "cluster text " + std::to_string(t) + " " + std::to_string(i);
+        caf::error err;
+        if (i % 3 == 0) {
+          auto r = cl->embed_batch({text, text + " b"});
+          if (!r)
+            err = r.error();
+          else if (r->rows != 2)
+            err = pool::make_error(pool::pool_errc::invalid_input, "wrong row count");
+        } else {
+          auto r = cl->embed(text);
+          if (!r)
+            err = r.error();
+        }
+        if (!err) {
+          ++out.ok;
+        } else {
+          ++out.failed;
+          std::lock_guard<std::mutex> guard{out.mtx};
+          out.errors.push_back(pool::describe(err));
+        }
+      }
+    });
+  for (auto& t : ts)
+    t.join();
+}
+
+}  // namespace
+
+TEST_CASE("work flows through a worker node and its SIGKILL loses no request",
+          "[cluster]") {
+  node_process head{
+      {"--pool.workers=1", "--fault.compute-delay=5ms", "--pool.request-timeout=60s"}};
+  worker_node w1{head.port(), "w1", {"--pool.workers=2", "--fault.compute-delay=5ms"}};
+  REQUIRE(w1.wait_for_log("event=joined", 15s));
+  auto cl = connect(head.port());
+  REQUIRE(wait_status(*cl, 10s, [](const json& st) {
+    auto n = node_entry(st, "w1");
+    return !n.is_null() && n.at("ready") == 2;
+  }));
+  load_result load;
+  std::atomic<int> started{0};
+  auto sender = std::async(std::launch::async,
+                           [&] { run_load(head.port(), 4, 60, load, &started); });
+  // Kill the worker node once it has done real work.
+  REQUIRE(wait_status(*cl, 30s,
+                      [](const json& st) { return remote_completed(st, "w1") >= 10; }));
+  w1.process().signal(SIGKILL);
+  auto killed_at = std::chrono::steady_clock::now();
+  REQUIRE(sender.wait_for(60s) == std::future_status::ready);
+  auto drained_in = std::chrono::steady_clock::now() - killed_at;
+  INFO("errors: " << (load.errors.empty() ? "" : load.errors.front()));
+  CHECK(load.ok == 240);
+  CHECK(load.failed == 0);
+  // Re-dispatch happened at the down message, not at a request timeout (60s).
+  CHECK(drained_in < 30s);
+  auto st = status_of(*cl);
+  CHECK(node_entry(st, "w1").at("state") == "lost");
+  CHECK(st.at("ledger").at("in_flight") == 0);
+  CHECK(st.at("ledger").at("completed") == 240);
+  CHECK(balanced(st));
+  CHECK_THAT(head.log(), Catch::Contains("event=worker_died"));
+  SECTION("a restarted worker node rejoins and receives work again") {
+    worker_node again{head.port(), "w1", {"--pool.workers=2"}};
+    REQUIRE(again.wait_for_log("event=joined", 15s));
+    REQUIRE(wait_status(
+        *cl, 10s, [](const json& s) { return node_entry(s, "w1").at("state") == "up"; }));
+    auto before = remote_completed(status_of(*cl), "w1");
+    load_result more;
+    run_load(head.port(), 2, 20, more);
+    CHECK(more.ok == 40);
+    CHECK(remote_completed(status_of(*cl), "w1") > before);
+    // The slots of the lost node were reused, not piled up.
+    CHECK(node_entry(status_of(*cl), "w1").at("workers") == 2);
+  }
+}
+
+TEST_CASE("a frozen worker node (SIGSTOP) is detected within the heartbeat bound",
+          "[cluster]") {
+  // Bound: heartbeat.timeout + heartbeat.interval + one supervisor tick (100ms).
+  node_process head{
+      {"--pool.workers=1", "--heartbeat.interval=200ms", "--heartbeat.timeout=1s"}};
+  worker_node w1{head.port(), "frozen", {"--pool.workers=1"}};
+  REQUIRE(w1.wait_for_log("event=joined", 15s));
+  auto cl = connect(head.port());
+  REQUIRE(wait_status(*cl, 10s, [](const json& st) {
+    auto n = node_entry(st, "frozen");
+    return !n.is_null() && n.at("ready") == 1;
+  }));
+  w1.process().signal(SIGSTOP);
+  auto stopped_at = std::chrono::steady_clock::now();
+  REQUIRE(wait_status(*cl, 10s, [](const json& st) {
+    return node_entry(st, "frozen").at("state") == "lost";
+  }));
+  auto detected_in = std::chrono::steady_clock::now() - stopped_at;
+  CHECK(detected_in < 1300ms + 1500ms);  // the bound plus polling and scheduling slack
+  // The head keeps serving with its own worker.
+  CHECK(cl->embed("still serving"));
+  w1.process().signal(SIGCONT);
+}
+
+TEST_CASE("a worker node on SIGTERM finishes its work, leaves and exits 0", "[cluster]") {
+  node_process head{{"--pool.workers=1", "--fault.compute-delay=20ms"}};
+  worker_node w1{
+      head.port(), "leaver", {"--pool.workers=2", "--fault.compute-delay=20ms"}};
+  REQUIRE(w1.wait_for_log("event=joined", 15s));
+  auto cl = connect(head.port());
+  REQUIRE(wait_status(*cl, 10s, [](const json& st) {
+    auto n = node_entry(st, "leaver");
+    return !n.is_null() && n.at("ready") == 2;
+  }));
+  load_result load;
+  auto sender =
+      std::async(std::launch::async, [&] { run_load(head.port(), 4, 25, load); });
+  REQUIRE(wait_status(
+      *cl, 30s, [](const json& st) { return remote_completed(st, "leaver") >= 5; }));
+  w1.process().signal(SIGTERM);
+  auto exit = w1.process().wait_exit(30s);
+  REQUIRE(exit);
+  CHECK(exit->exited);
+  CHECK(exit->code == 0);
+  REQUIRE(sender.wait_for(60s) == std::future_status::ready);
+  CHECK(load.ok == 100);
+  CHECK(load.failed == 0);
+  auto st = status_of(*cl);
+  CHECK(node_entry(st, "leaver").at("state") == "left");
+  CHECK(balanced(st));
+  CHECK_THAT(w1.log(), Catch::Contains("event=left"));
+}
+
+TEST_CASE("a worker node whose supervisor goes away rejoins when it returns",
+          "[cluster]") {
+  uint16_t port = 0;
+  std::unique_ptr<worker_node> w1;
+  {
+    node_process head{{"--pool.workers=1"}};
+    port = head.port();
+    w1 = std::make_unique<worker_node>(port, "patient", std::vector<std::string>{});
+    REQUIRE(w1->wait_for_log("event=joined", 15s));
+    head.process().signal(SIGKILL);
+    REQUIRE(w1->wait_for_log("event=supervisor_lost", 15s));
+  }
+  node_process head{{"--pool.workers=1", "--node.port=" + std::to_string(port)}};
+  auto cl = connect(head.port());
+  CHECK(wait_status(*cl, 20s, [](const json& st) {
+    auto n = node_entry(st, "patient");
+    return !n.is_null() && n.at("state") == "up";
+  }));
+}
+
+TEST_CASE("a non-loopback bind without TLS is refused naming the key", "[cluster][tls]") {
+  temp_dir dir;
+  auto r = pool::test::run_command(
+      {EMBEDPOOL_NODE_BIN, "--node.host=0.0.0.0", "--node.port=0", "--log.console=false",
+       "--log.file=" + (dir.path() / "n.log").string()},
+      20s);
+  CHECK(r.status.exited);
+  CHECK(r.status.code == 2);
+  CHECK_THAT(r.err, Catch::Contains("node.host"));
+  CHECK_THAT(r.err, Catch::Contains("node.allow-insecure"));
+}

@@ -12,10 +12,8 @@ namespace {
 /// Longest description of an unexpected message that goes into the log.
 constexpr size_t max_logged_message = 200;
 
-/// Extra time the gateway gives the supervisor beyond pool.request-timeout;
-/// the supervisor answers every request by its deadline, so this only
-/// matters if the supervisor itself is gone.
-constexpr caf::timespan supervisor_grace = std::chrono::seconds(10);
+/// Bound on a status query to the supervisor.
+constexpr caf::timespan status_timeout = std::chrono::seconds(10);
 
 struct gateway_state {
   static inline const char* name = "embedpool.gateway";
@@ -59,16 +57,14 @@ template <class Reply, class Convert>
 caf::result<Reply> submit(gateway_actor* self, lane ln, std::vector<std::string> texts,
                           std::string task, Convert convert) {
   auto rp = self->make_response_promise<Reply>();
-  auto timeout = self->state.limits.request_timeout + supervisor_grace;
-  self->request(self->state.supervisor, timeout, submit_atom::value,
+  // No CAF timeout per request: CAF 0.17 keeps every request timeout in the
+  // actor clock until it fires, which would hold memory proportional to the
+  // offered rate for pool.request-timeout. The supervisor answers every
+  // request by its deadline, and the gateway quits when the supervisor dies.
+  self->request(self->state.supervisor, caf::infinite, submit_atom::value,
                 static_cast<uint8_t>(ln), std::move(texts), std::move(task))
-      .then(
-          [rp, convert](matrix& result) mutable { rp.deliver(convert(result)); },
-          [rp](caf::error& err) mutable {
-            if (err.category() == caf::atom("system") && err == caf::sec::request_timeout)
-              err = make_error(pool_errc::unavailable, "supervisor did not answer");
-            rp.deliver(std::move(err));
-          });
+      .then([rp, convert](matrix& result) mutable { rp.deliver(convert(result)); },
+            [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
   return rp;
 }
 
@@ -102,6 +98,12 @@ caf::behavior gateway_behavior(gateway_actor* self, caf::actor supervisor,
                                pool_section limits) {
   self->state.supervisor = std::move(supervisor);
   self->state.limits = limits;
+  // Without its supervisor the gateway could never answer: go down with it.
+  self->monitor(self->state.supervisor);
+  self->set_down_handler([=](caf::down_msg& msg) {
+    if (msg.source == self->state.supervisor.address())
+      self->quit(msg.reason);
+  });
   self->set_default_handler([self](caf::scheduled_actor*,
                                    caf::message_view& view) -> caf::result<caf::message> {
     auto& st = self->state;
@@ -142,7 +144,7 @@ caf::behavior gateway_behavior(gateway_actor* self, caf::actor supervisor,
       },
       [=](status_atom) -> caf::result<pool_status> {
         auto rp = self->make_response_promise<pool_status>();
-        self->request(self->state.supervisor, supervisor_grace, status_atom::value)
+        self->request(self->state.supervisor, status_timeout, status_atom::value)
             .then([rp](pool_status& st) mutable { rp.deliver(std::move(st)); },
                   [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
         return rp;

@@ -284,3 +284,115 @@ TEST_CASE("a non-loopback bind without TLS is refused naming the key", "[cluster
   CHECK_THAT(r.err, Catch::Contains("node.host"));
   CHECK_THAT(r.err, Catch::Contains("node.allow-insecure"));
 }
+
+namespace {
+
+/// A private CA and certificates made with the `openssl` command.
+struct test_pki {
+  temp_dir dir;
+  std::string path(const std::string& name) const { return (dir.path() / name).string(); }
+
+  void run(const std::vector<std::string>& argv) {
+    auto r = pool::test::run_command(argv, 60s);
+    if (!r.status.exited || r.status.code != 0)
+      throw std::runtime_error("openssl failed: " + r.err);
+  }
+
+  void self_signed(const std::string& name) {
+    run({"/usr/bin/openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+         "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", path(name + ".key"), "-out",
+         path(name + ".pem"), "-days", "2", "-subj", "/CN=" + name});
+  }
+
+  void signed_by_ca(const std::string& name) {
+    run({"/usr/bin/openssl", "req", "-newkey", "ec", "-pkeyopt",
+         "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", path(name + ".key"), "-out",
+         path(name + ".csr"), "-subj", "/CN=" + name});
+    run({"/usr/bin/openssl", "x509", "-req", "-in", path(name + ".csr"), "-CA",
+         path("ca.pem"), "-CAkey", path("ca.key"), "-CAcreateserial", "-out",
+         path(name + ".pem"), "-days", "2"});
+  }
+
+  test_pki() {
+    self_signed("ca");
+    signed_by_ca("node");
+    signed_by_ca("client");
+    signed_by_ca("worker");
+    self_signed("rogue");
+  }
+
+  std::vector<std::string> args(const std::string& who) const {
+    return {"--tls.certificate=" + path(who + ".pem"), "--tls.key=" + path(who + ".key"),
+            "--tls.ca-file=" + path("ca.pem")};
+  }
+};
+
+pool::test::run_result cli_embed(uint16_t port, std::vector<std::string> tls_args) {
+  std::vector<std::string> argv = {EMBEDPOOL_CLI_BIN, "--port=" + std::to_string(port),
+                                   "--timeout=10"};
+  argv.insert(argv.end(), tls_args.begin(), tls_args.end());
+  argv.push_back("embed");
+  argv.push_back("over tls");
+  return pool::test::run_command(argv, 30s);
+}
+
+}  // namespace
+
+TEST_CASE("with mutual TLS only peers with a CA-signed certificate are served",
+          "[cluster][tls]") {
+  test_pki pki;
+  auto node_args = pki.args("node");
+  node_args.push_back("--pool.workers=1");
+  node_process head{node_args};
+  auto good = cli_embed(head.port(), pki.args("client"));
+  INFO("good client stderr: " << good.err);
+  CHECK(good.status.code == 0);
+  CHECK_THAT(good.out, Catch::StartsWith("{\"dim\":384"));
+  auto anonymous = cli_embed(head.port(), {});
+  CHECK(anonymous.status.code != 0);
+  CHECK_THAT(anonymous.err, Catch::Contains("error: unavailable"));
+  auto rogue = cli_embed(head.port(), {"--tls.certificate=" + pki.path("rogue.pem"),
+                                       "--tls.key=" + pki.path("rogue.key"),
+                                       "--tls.ca-file=" + pki.path("ca.pem")});
+  CHECK(rogue.status.code != 0);
+  CHECK_THAT(rogue.err, Catch::Contains("error: unavailable"));
+  // A key that does not match its certificate is refused before connecting.
+  auto mismatch = cli_embed(head.port(), {"--tls.certificate=" + pki.path("client.pem"),
+                                          "--tls.key=" + pki.path("node.key"),
+                                          "--tls.ca-file=" + pki.path("ca.pem")});
+  CHECK(mismatch.status.code != 0);
+  CHECK_THAT(mismatch.err, Catch::Contains("tls.key"));
+  // The node kept serving the good client throughout.
+  auto again = cli_embed(head.port(), pki.args("client"));
+  CHECK(again.status.code == 0);
+  SECTION("a worker node joins over TLS and serves") {
+    auto wargs = pki.args("worker");
+    wargs.push_back("--pool.workers=1");
+    worker_node w{head.port(), "tls-worker", wargs};
+    REQUIRE(w.wait_for_log("event=joined", 20s));
+    pool::client_options opts;
+    opts.port = head.port();
+    opts.tls.certificate = pki.path("client.pem");
+    opts.tls.key = pki.path("client.key");
+    opts.tls.ca_file = pki.path("ca.pem");
+    auto cl = pool::client::connect(opts);
+    REQUIRE(cl);
+    for (int i = 0; i < 20; ++i)
+      REQUIRE((*cl)->embed("tls text " + std::to_string(i)));
+    CHECK(remote_completed(status_of(**cl), "tls-worker") > 0);
+  }
+}
+
+TEST_CASE("a node with a key that does not match its certificate refuses to start",
+          "[cluster][tls]") {
+  test_pki pki;
+  temp_dir dir;
+  auto r = pool::test::run_command(
+      {EMBEDPOOL_NODE_BIN, "--node.port=0", "--log.console=false",
+       "--log.file=" + (dir.path() / "n.log").string(),
+       "--tls.certificate=" + pki.path("node.pem"), "--tls.key=" + pki.path("client.key"),
+       "--tls.ca-file=" + pki.path("ca.pem")},
+      20s);
+  CHECK(r.status.code == 2);
+  CHECK_THAT(r.err, Catch::Contains("tls.key"));
+}

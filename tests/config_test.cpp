@@ -27,6 +27,10 @@ namespace {
 const std::vector<std::string> all_keys = {
     "node.host",
     "node.port",
+    "node.role",
+    "node.join",
+    "node.name",
+    "node.allow-insecure",
     "pool.workers",
     "pool.embed-queue-capacity",
     "pool.batch-queue-capacity",
@@ -50,6 +54,10 @@ const std::vector<std::string> all_keys = {
     "model.dim",
     "model.hash-buckets",
     "model.blas-threads",
+    "tls.certificate",
+    "tls.key",
+    "tls.ca-file",
+    "tls.passphrase",
     "log.level",
     "log.file",
     "log.format",
@@ -108,6 +116,14 @@ std::string file_error(const std::string& ini_text) {
 void check_same(const pool::node_config& a, const pool::node_config& b) {
   CHECK(a.node.host == b.node.host);
   CHECK(a.node.port == b.node.port);
+  CHECK(a.node.role == b.node.role);
+  CHECK(a.node.join == b.node.join);
+  CHECK(a.node.name == b.node.name);
+  CHECK(a.node.allow_insecure == b.node.allow_insecure);
+  CHECK(a.tls.certificate == b.tls.certificate);
+  CHECK(a.tls.key == b.tls.key);
+  CHECK(a.tls.ca_file == b.tls.ca_file);
+  CHECK(a.tls.passphrase == b.tls.passphrase);
   CHECK(a.pool.workers == b.pool.workers);
   CHECK(a.pool.embed_queue_capacity == b.pool.embed_queue_capacity);
   CHECK(a.pool.batch_queue_capacity == b.pool.batch_queue_capacity);
@@ -700,4 +716,19 @@ TEST_CASE("Mangled configuration files are answered with a value or an error",
   }
   // Most mutations of a file full of values must be noticed.
   CHECK(errors > rounds / 2);
+}
+
+TEST_CASE("node.join takes HOST:PORT entries as one comma-separated string or a list",
+          "[config]") {
+  auto from_cli = pool::parse_node_args({"--node.role=worker", "--node.join=a:1, b:2"});
+  REQUIRE(from_cli);
+  CHECK(from_cli->config.node.role == "worker");
+  CHECK(from_cli->config.node.join == std::vector<std::string>{"a:1", "b:2"});
+  temp_ini file{"[node]\nrole = worker\njoin = [\"h1:4242\", \"h2:4243\"]\n"};
+  auto from_file = pool::parse_node_args({"--config-file=" + file.path()});
+  REQUIRE(from_file);
+  CHECK(from_file->config.node.join == std::vector<std::string>{"h1:4242", "h2:4243"});
+  auto bad = pool::parse_node_args({"--node.role=boss"});
+  REQUIRE_FALSE(bad);
+  CHECK_THAT(pool::describe(bad.error()), Catch::Contains("node.role"));
 }

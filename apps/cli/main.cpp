@@ -22,7 +22,12 @@ Commands:
 Options:
   --host=H             node address (default 127.0.0.1, or node.host of --config-file)
   --port=P             node port (default 4242, or node.port of --config-file)
-  --config-file=PATH   read node.host and node.port from a node configuration file
+  --config-file=PATH   read node.host, node.port and [tls] from a node configuration file
+  --fallback=H:P       another node to try when the first cannot be reached (repeatable)
+  --tls.certificate=F  PEM certificate of this client (turns mutual TLS on)
+  --tls.key=F          its PEM private key
+  --tls.ca-file=F      PEM CA that signed the node's certificate
+  --tls.passphrase=S   passphrase of an encrypted key
   --task=T             task prefix for embed/batch (e.g. query, passage)
   --timeout=SECONDS    per-request timeout (default 60)
   -h, --help           show this help
@@ -50,6 +55,7 @@ std::string value_of(const std::string& arg) {
 /// Parses the command line; returns an error message or "".
 std::string parse(int argc, char** argv, cli_args& out) {
   std::string host, port, config_file;
+  pool::tls_section tls_args;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (!out.command.empty() && !starts_with(arg, "--")) {
@@ -62,6 +68,16 @@ std::string parse(int argc, char** argv, cli_args& out) {
       port = value_of(arg);
     } else if (starts_with(arg, "--config-file=")) {
       config_file = value_of(arg);
+    } else if (starts_with(arg, "--fallback=")) {
+      out.client.fallbacks.push_back(value_of(arg));
+    } else if (starts_with(arg, "--tls.certificate=")) {
+      tls_args.certificate = value_of(arg);
+    } else if (starts_with(arg, "--tls.key=")) {
+      tls_args.key = value_of(arg);
+    } else if (starts_with(arg, "--tls.ca-file=")) {
+      tls_args.ca_file = value_of(arg);
+    } else if (starts_with(arg, "--tls.passphrase=")) {
+      tls_args.passphrase = value_of(arg);
     } else if (starts_with(arg, "--task=")) {
       out.task = value_of(arg);
     } else if (starts_with(arg, "--timeout=")) {
@@ -86,7 +102,16 @@ std::string parse(int argc, char** argv, cli_args& out) {
       return pool::describe(parsed.error());
     out.client.host = parsed->config.node.host;
     out.client.port = parsed->config.node.port;
+    out.client.tls = parsed->config.tls;
   }
+  if (!tls_args.certificate.empty())
+    out.client.tls.certificate = tls_args.certificate;
+  if (!tls_args.key.empty())
+    out.client.tls.key = tls_args.key;
+  if (!tls_args.ca_file.empty())
+    out.client.tls.ca_file = tls_args.ca_file;
+  if (!tls_args.passphrase.empty())
+    out.client.tls.passphrase = tls_args.passphrase;
   if (!host.empty())
     out.client.host = host;
   if (!port.empty()) {

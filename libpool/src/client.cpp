@@ -9,6 +9,9 @@
 
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
+#include <caf/openssl/all.hpp>
+
+#include "pool/tls.hpp"
 
 namespace pool {
 
@@ -389,21 +392,47 @@ caf::expected<std::unique_ptr<client>> client::connect(const client_options& opt
   ptr->opts = opts;
   if (opts.timeout <= caf::timespan::zero())
     return make_error(pool_errc::invalid_input, "client timeout must be positive");
+  if (auto err = validate_tls(opts.tls))
+    return err;
   add_message_types(ptr->cfg);
   ptr->cfg.load<caf::io::middleman>();
+  if (opts.tls.enabled())
+    enable_tls(ptr->cfg, opts.tls);
   auto args = default_client_caf_args;
   args.insert(args.end(), opts.caf_args.begin(), opts.caf_args.end());
   std::istringstream no_ini;
   if (auto err = ptr->cfg.parse(args, no_ini))
     return err;
   ptr->sys = std::make_unique<caf::actor_system>(ptr->cfg);
-  auto peer = opts.host + ":" + std::to_string(opts.port);
-  auto gw = ptr->sys->middleman().remote_actor(opts.host, opts.port);
-  if (!gw)
-    return make_error(pool_errc::unavailable,
-                      "cannot connect to " + peer + ": " +
-                          caf::actor_system_config::render(gw.error()));
-  ptr->gateway = std::move(*gw);
+  std::vector<std::pair<std::string, uint16_t>> endpoints{{opts.host, opts.port}};
+  for (const auto& entry : opts.fallbacks) {
+    auto colon = entry.rfind(':');
+    char* end = nullptr;
+    auto port = colon == std::string::npos
+                    ? 0ul
+                    : std::strtoul(entry.c_str() + colon + 1, &end, 10);
+    if (colon == std::string::npos || colon == 0 || port == 0 || port > 65535 ||
+        *end != '\0')
+      return make_error(pool_errc::invalid_input,
+                        "bad node endpoint \"" + entry + "\", expected HOST:PORT");
+    endpoints.emplace_back(entry.substr(0, colon), static_cast<uint16_t>(port));
+  }
+  std::string peer;
+  std::string failures;
+  for (const auto& [host, port] : endpoints) {
+    peer = host + ":" + std::to_string(port);
+    auto gw = opts.tls.enabled() ? caf::openssl::remote_actor(*ptr->sys, host, port)
+                                 : ptr->sys->middleman().remote_actor(host, port);
+    if (gw) {
+      ptr->gateway = std::move(*gw);
+      break;
+    }
+    if (!failures.empty())
+      failures += "; ";
+    failures += peer + ": " + caf::actor_system_config::render(gw.error());
+  }
+  if (!ptr->gateway)
+    return make_error(pool_errc::unavailable, "cannot connect to " + failures);
   ptr->shared = std::make_shared<shared_state>(opts.window);
   ptr->shared->peer = peer;
   ptr->actor = ptr->sys->spawn(client_behavior, ptr->gateway, ptr->shared);

@@ -28,6 +28,7 @@
 #include <caf/message.hpp>
 #include <caf/timespan.hpp>
 
+#include "pool/config.hpp"
 #include "pool/protocol.hpp"
 
 namespace pool {
@@ -35,6 +36,11 @@ namespace pool {
 struct client_options {
   std::string host = "127.0.0.1";
   uint16_t port = 4242;
+  /// More nodes as "HOST:PORT": `connect` tries host:port first, then these in
+  /// order, and uses the first that answers.
+  std::vector<std::string> fallbacks;
+  /// Mutual TLS (`[tls]` keys); on when `tls.certificate` is set.
+  tls_section tls;
   /// Per-call timeout, waiting for a window credit included; a call without an
   /// answer by then fails with `deadline_exceeded` (checked every 10 ms). A
   /// pending call costs memory only until it is settled, whatever the timeout.

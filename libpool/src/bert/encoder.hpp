@@ -23,10 +23,10 @@ namespace pool::bert {
 class encoder {
  public:
   /// Most tokens packed into one forward pass; larger calls are cut into
-  /// chunks of whole sequences, which bounds scratch memory (about
-  /// `(6H + I) * 4` bytes per token, ~40 MiB for MiniLM-L6 shapes). A single
-  /// sequence longer than this still runs as its own chunk.
-  static constexpr size_t default_chunk_tokens = 8192;
+  /// chunks of whole sequences, which bounds scratch memory to about
+  /// `(5H + I) * 4` bytes per token (54 MiB for MiniLM-L6 shapes at 4096
+  /// tokens). A single sequence longer than this still runs as its own chunk.
+  static constexpr size_t default_chunk_tokens = 4096;
 
   /// Shares `model`. Throws std::invalid_argument naming the first config
   /// value or tensor whose size does not match the config.

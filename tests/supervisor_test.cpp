@@ -416,3 +416,103 @@ TEST_CASE_METHOD(actor_fixture, "the ledger balances after every step of a mixed
   CHECK(ledger_balances(end));
   CHECK(end.ledger.accepted + end.ledger.rejected == as.size());
 }
+
+TEST_CASE_METHOD(actor_fixture, "lent workers join, take work, and leave once idle",
+                 "[supervisor][cluster]") {
+  auto c = fake_config(1);
+  start(c);
+  // Two workers of a worker node "w1", made here as fakes.
+  std::vector<std::shared_ptr<fake_worker_probe>> lent;
+  std::vector<caf::actor> handles;
+  for (int i = 0; i < 2; ++i) {
+    auto p = std::make_shared<fake_worker_probe>();
+    p->slot = 100 + i;
+    p->handle = sys.spawn(fake_worker, p);
+    lent.push_back(p);
+    handles.push_back(p->handle);
+  }
+  auto joined = std::make_shared<uint32_t>(0);
+  auto target = supervisor;
+  sys.spawn([=](caf::event_based_actor* self) {
+    self->request(target, caf::infinite, join_atom::value, std::string{"w1"}, handles)
+        .then([=](uint32_t n) { *joined = n; });
+  });
+  sched.run();
+  CHECK(*joined == 2);
+  auto st = status();
+  REQUIRE(st.workers.size() == 3);
+  CHECK(st.workers[1].node == "w1");
+  REQUIRE(st.nodes.size() == 2);
+  CHECK(st.nodes[1].node == "w1");
+  CHECK(st.nodes[1].state == "up");
+  CHECK(st.nodes[1].ready == 2);
+  std::vector<std::shared_ptr<answer>> as;
+  for (int i = 0; i < 9; ++i)
+    as.push_back(embed("spread " + std::to_string(i)));
+  sched.run();
+  CHECK(lent[0]->held.size() == 3);
+  CHECK(lent[1]->held.size() == 3);
+  auto left = std::make_shared<int>(-1);
+  sys.spawn([=](caf::event_based_actor* self) {
+    self->request(target, caf::infinite, leave_atom::value, std::string{"w1"})
+        .then([=](uint32_t n) { *left = static_cast<int>(n); });
+  });
+  sched.run();
+  CHECK(*left == -1);  // still busy
+  CHECK(status().nodes[1].state == "leaving");
+  // New work goes to the local worker only.
+  auto local = current_workers()[0];
+  release(local);
+  auto extra = embed("after leave");
+  sched.run();
+  CHECK(lent[0]->jobs_received == 3);
+  CHECK(lent[1]->jobs_received == 3);
+  release(lent[0]);
+  CHECK(*left == -1);
+  release(lent[1]);
+  CHECK(*left == 2);
+  release(local);
+  CHECK(all_answered_once(as));
+  CHECK(count_ok(as) == 9);
+  CHECK(extra->ok());
+  auto end = status();
+  CHECK(end.nodes[1].state == "left");
+  CHECK(ledger_balances(end));
+  for (auto& p : lent)
+    caf::anon_send_exit(p->handle, caf::exit_reason::kill);
+}
+
+TEST_CASE_METHOD(actor_fixture,
+                 "a lost worker node's work is re-dispatched at its down message",
+                 "[supervisor][cluster]") {
+  auto c = fake_config(1);
+  c.pool.request_timeout = std::chrono::minutes(10);
+  start(c);
+  auto p = std::make_shared<fake_worker_probe>();
+  p->slot = 100;
+  p->handle = sys.spawn(fake_worker, p);
+  auto target = supervisor;
+  std::vector<caf::actor> handles{p->handle};
+  sys.spawn([=](caf::event_based_actor* self) {
+    self->request(target, caf::infinite, join_atom::value, std::string{"w2"}, handles)
+        .then([](uint32_t) {});
+  });
+  sched.run();
+  std::vector<std::shared_ptr<answer>> as;
+  for (int i = 0; i < 6; ++i)
+    as.push_back(embed("x" + std::to_string(i)));
+  sched.run();
+  REQUIRE(p->held.size() == 3);
+  caf::anon_send(p->handle, crash_atom::value);  // what a SIGKILLed node looks like
+  sched.run();
+  auto st = status();
+  CHECK(st.nodes[1].state == "lost");
+  CHECK(st.workers[1].state == "lost");
+  CHECK(st.restarts == 0);  // lent workers are replaced by their node, not here
+  auto local = current_workers()[0];
+  for (int i = 0; i < 3; ++i)
+    release(local);
+  CHECK(all_answered_once(as));
+  CHECK(count_ok(as) == 6);
+  CHECK(ledger_balances(status()));
+}

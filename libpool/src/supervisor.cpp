@@ -416,6 +416,7 @@ void replace_stuck(supervisor_actor* self, worker_slot& slot, caf::timespan sile
     // is alive; here it only stops receiving work.
     slot.state = slot_state::lost;
     requeue_jobs(self, slot, "remote worker silent (no pong within heartbeat.timeout)");
+    check_leaving(self);
     pump(self);
     maybe_finish_drain(self);
     return;
@@ -632,7 +633,9 @@ void finish_drain(supervisor_actor* self) {
   for (auto& slot : st.slots) {
     if (slot.handle) {
       self->demonitor(slot.handle);
-      self->send_exit(slot.handle, caf::exit_reason::user_shutdown);
+      // Lent workers belong to their worker node, which outlives us.
+      if (!slot.remote)
+        self->send_exit(slot.handle, caf::exit_reason::user_shutdown);
       detach_handle(self, slot);
     }
     slot.state = slot_state::stopped;

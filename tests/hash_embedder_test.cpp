@@ -381,11 +381,12 @@ TEST_CASE("make_embedder validates the model section and names the key", "[hash]
     CHECK_THROWS_AS((hash_embedder{0, 4096}), std::invalid_argument);
     CHECK_THROWS_AS((hash_embedder{384, 8}), std::invalid_argument);
   }
-  SECTION("bert is not available yet") {
+  SECTION("bert without a model directory names model.path") {
     cfg.kind = "bert";
+    cfg.path.clear();
     auto e = pool::make_embedder(cfg);
     REQUIRE_FALSE(e);
-    CHECK_THAT(error_text(e.error()), Catch::Contains("model.kind"));
+    CHECK_THAT(error_text(e.error()), Catch::Contains("model.path"));
   }
   SECTION("an unknown kind names the key and the value") {
     cfg.kind = "word2vec";

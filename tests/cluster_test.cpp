@@ -396,3 +396,58 @@ TEST_CASE("a node with a key that does not match its certificate refuses to star
   CHECK(r.status.code == 2);
   CHECK_THAT(r.err, Catch::Contains("tls.key"));
 }
+
+TEST_CASE("the client fails over to the next node when the first is unreachable",
+          "[cluster][client]") {
+  node_process node{{"--pool.workers=1"}};
+  uint16_t dead_port = 0;
+  {
+    // A port that was just free: nothing listens there now.
+    node_process gone{{"--pool.workers=1"}};
+    dead_port = gone.port();
+    gone.process().signal(SIGKILL);
+    REQUIRE(gone.process().wait_exit(10s));
+  }
+  pool::client_options opts;
+  opts.port = dead_port;
+  opts.fallbacks = {"127.0.0.1:" + std::to_string(node.port())};
+  auto cl = pool::client::connect(opts);
+  REQUIRE(cl);
+  CHECK((*cl)->embed("served by the fallback"));
+  pool::client_options none;
+  none.port = dead_port;
+  auto refused = pool::client::connect(none);
+  REQUIRE_FALSE(refused);
+  CHECK(pool::pool_code(refused.error()) == pool::pool_errc::unavailable);
+}
+
+TEST_CASE("node.allow-insecure permits a non-loopback bind and logs a warning",
+          "[cluster][tls]") {
+  // Binds all interfaces; the test only talks to 127.0.0.1.
+  node_process node{{"--node.host=0.0.0.0", "--node.allow-insecure", "--pool.workers=1"}};
+  CHECK_THAT(node.log(), Catch::Contains("event=insecure_bind"));
+  auto cl = connect(node.port());
+  CHECK(cl->embed("loopback still works"));
+}
+
+#ifdef EMBEDPOOL_LOADGEN_BIN
+TEST_CASE("the load generator takes the same [tls] keys as the node", "[cluster][tls]") {
+  test_pki pki;
+  auto node_args = pki.args("node");
+  node_args.push_back("--pool.workers=1");
+  node_process head{node_args};
+  std::vector<std::string> argv = {
+      EMBEDPOOL_LOADGEN_BIN, "--port=" + std::to_string(head.port()),
+      "--mode=embed",        "--window=4",
+      "--duration=1",        "--text-bytes=64",
+      "--status-interval=0"};
+  for (auto& a : pki.args("client"))
+    argv.push_back(a);
+  auto r = pool::test::run_command(argv, 60s);
+  INFO("stderr: " << r.err);
+  REQUIRE(r.status.code == 0);
+  auto summary = json::parse(r.out);
+  CHECK(summary.at("completed").get<uint64_t>() > 0);
+  CHECK(summary.at("missing") == 0);
+}
+#endif

@@ -20,6 +20,7 @@
 #include <nlohmann/json.hpp>
 
 #include "pool/client.hpp"
+#include "pool/config.hpp"
 #include "pool/error.hpp"
 #include "texts.hpp"
 
@@ -56,6 +57,8 @@ constexpr const char* usage_text =
   --status-interval=MS   poll the node's status every MS ms for the queue depth
                          (default 100; 0 = never, e.g. for peers without status)
   --csv=FILE             per-second time series
+  --tls.certificate=F, --tls.key=F, --tls.ca-file=F, --tls.passphrase=S
+                         mutual TLS, the same keys as the node's [tls] section
   -h, --help             this text
 
 Prints one JSON object: sent, completed, errors (code -> count), missing,
@@ -84,6 +87,7 @@ struct options {
   double warmup = 5;
   double status_interval_ms = 100;
   std::string csv;
+  pool::tls_section tls;  // --tls.certificate/key/ca-file/passphrase, as for the node
   bool help = false;
 };
 
@@ -191,6 +195,14 @@ std::string parse(int argc, char** argv, options& o) {
       o.status_interval_ms = d;
     } else if (key == "csv") {
       o.csv = value;
+    } else if (key == "tls.certificate") {
+      o.tls.certificate = value;
+    } else if (key == "tls.key") {
+      o.tls.key = value;
+    } else if (key == "tls.ca-file") {
+      o.tls.ca_file = value;
+    } else if (key == "tls.passphrase") {
+      o.tls.passphrase = value;
     } else {
       return "unknown option --" + key;
     }
@@ -492,6 +504,7 @@ int main(int argc, char** argv) {
   pool::client_options copts;
   copts.host = o.host;
   copts.port = o.port;
+  copts.tls = o.tls;
   copts.timeout =
       std::chrono::duration_cast<caf::timespan>(std::chrono::duration<double>(o.timeout));
   copts.window = o.rate > 0 ? 0 : o.window;

@@ -10,11 +10,11 @@
 
 #include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <optional>
-#include <regex>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -324,16 +324,33 @@ class node_process {
   }
 
  private:
+  /// The N of the first complete `event=listening ... port=N` line, or 0 if
+  /// there is none yet.
+  static unsigned long listening_port(const std::string& text) {
+    auto ev = text.find("event=listening ");
+    if (ev == std::string::npos)
+      return 0;
+    auto eol = text.find('\n', ev);
+    if (eol == std::string::npos)
+      return 0;  // the line is still being written
+    auto line = text.substr(ev, eol - ev);
+    auto key = line.find(" port=");
+    if (key == std::string::npos)
+      return 0;
+    auto digits = line.c_str() + key + 6;
+    char* end = nullptr;
+    auto port = std::strtoul(digits, &end, 10);
+    return end != digits ? port : 0;
+  }
+
   uint16_t wait_for_port(std::chrono::milliseconds timeout) {
-    static const std::regex listening{R"(event=listening host=\S+ port=(\d+))"};
     auto deadline = std::chrono::steady_clock::now() + timeout;
     for (;;) {
-      std::smatch m;
       auto text = log();
-      if (std::regex_search(text, m, listening)) {
-        auto port = std::stoul(m[1].str());
-        if (port == 0 || port > 65535)
-          throw std::runtime_error("node logged an invalid port: " + m[0].str());
+      if (auto port = listening_port(text)) {
+        if (port > 65535)
+          throw std::runtime_error("node logged an invalid port: " +
+                                   std::to_string(port));
         return static_cast<uint16_t>(port);
       }
       if (auto st = proc_->poll_exit())

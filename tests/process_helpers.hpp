@@ -24,12 +24,10 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-extern char** environ;
 
 namespace pool::test {
 
@@ -107,57 +105,49 @@ struct redirections {
   std::string stderr_file;
 };
 
-/// A child process started with posix_spawn. Owns the pid: the destructor
+/// A child process started with fork + execv. Owns the pid: the destructor
 /// SIGKILLs the process if it is still running and reaps it, so a failing
-/// test never leaves a process behind.
+/// test never leaves a process behind. The child also gets SIGKILL when the
+/// thread that started it ends (PR_SET_PDEATHSIG), which covers a test
+/// process that is itself killed: start children from the test's main thread.
 class child_process {
  public:
   child_process(const std::vector<std::string>& argv, const redirections& io) {
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    auto add_open = [&](int fd, const std::string& file, int flags) {
-      if (!file.empty())
-        posix_spawn_file_actions_addopen(&actions, fd, file.c_str(), flags, 0644);
-    };
-    add_open(STDIN_FILENO, io.stdin_file, O_RDONLY);
-    add_open(STDOUT_FILENO, io.stdout_file, O_WRONLY | O_CREAT | O_TRUNC);
-    add_open(STDERR_FILENO, io.stderr_file, O_WRONLY | O_CREAT | O_TRUNC);
-    spawn(argv, actions);
-    posix_spawn_file_actions_destroy(&actions);
+    spawn(argv, io, -1, -1);
   }
 
   /// Spawns with stdout and stderr connected to pipes the caller reads via
   /// `stdout_fd()` / `stderr_fd()` (owned by this object).
   child_process(const std::vector<std::string>& argv, const std::string& stdin_file,
                 bool capture) {
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, stdin_file.c_str(), O_RDONLY,
-                                     0);
+    redirections io;
+    io.stdin_file = stdin_file;
+    if (!capture) {
+      spawn(argv, io, -1, -1);
+      return;
+    }
     int out_pipe[2] = {-1, -1};
     int err_pipe[2] = {-1, -1};
-    if (capture) {
-      if (pipe2(out_pipe, O_CLOEXEC) != 0 || pipe2(err_pipe, O_CLOEXEC) != 0)
-        throw std::runtime_error("pipe2 failed: " + std::string{std::strerror(errno)});
-      posix_spawn_file_actions_adddup2(&actions, out_pipe[1], STDOUT_FILENO);
-      posix_spawn_file_actions_adddup2(&actions, err_pipe[1], STDERR_FILENO);
-    }
-    try {
-      spawn(argv, actions);
-    } catch (...) {
+    auto close_all = [&] {
       for (int fd : {out_pipe[0], out_pipe[1], err_pipe[0], err_pipe[1]})
         if (fd >= 0)
           close(fd);
-      posix_spawn_file_actions_destroy(&actions);
+    };
+    if (pipe2(out_pipe, O_CLOEXEC) != 0 || pipe2(err_pipe, O_CLOEXEC) != 0) {
+      auto err = std::string{std::strerror(errno)};
+      close_all();
+      throw std::runtime_error("pipe2 failed: " + err);
+    }
+    try {
+      spawn(argv, io, out_pipe[1], err_pipe[1]);
+    } catch (...) {
+      close_all();
       throw;
     }
-    posix_spawn_file_actions_destroy(&actions);
-    if (capture) {
-      close(out_pipe[1]);
-      close(err_pipe[1]);
-      out_fd_ = out_pipe[0];
-      err_fd_ = err_pipe[0];
-    }
+    close(out_pipe[1]);
+    close(err_pipe[1]);
+    out_fd_ = out_pipe[0];
+    err_fd_ = err_pipe[0];
   }
 
   ~child_process() {
@@ -204,15 +194,71 @@ class child_process {
   }
 
  private:
-  void spawn(const std::vector<std::string>& argv, posix_spawn_file_actions_t& actions) {
+  /// Forks and execs `argv`. Redirects stdin/stdout/stderr to the files of
+  /// `io` (empty: inherit), or stdout/stderr to `out_fd`/`err_fd` if >= 0.
+  /// Throws if fork or exec fails.
+  void spawn(const std::vector<std::string>& argv, const redirections& io, int out_fd,
+             int err_fd) {
+    // Everything the child touches is prepared before fork: after it, the
+    // child may only make async-signal-safe calls.
     std::vector<char*> args;
     for (const auto& a : argv)
       args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
-    int rc = posix_spawn(&pid_, args[0], &actions, nullptr, args.data(), environ);
-    if (rc != 0)
-      throw std::runtime_error("posix_spawn " + argv[0] +
-                               " failed: " + std::strerror(rc));
+    const char* in_file = io.stdin_file.empty() ? nullptr : io.stdin_file.c_str();
+    const char* out_file = io.stdout_file.empty() ? nullptr : io.stdout_file.c_str();
+    const char* err_file = io.stderr_file.empty() ? nullptr : io.stderr_file.c_str();
+    int exec_pipe[2];  // the child reports a failed exec through it
+    if (pipe2(exec_pipe, O_CLOEXEC) != 0)
+      throw std::runtime_error("pipe2 failed: " + std::string{std::strerror(errno)});
+    pid_t parent = getpid();
+    pid_ = fork();
+    if (pid_ < 0) {
+      auto err = std::string{std::strerror(errno)};
+      close(exec_pipe[0]);
+      close(exec_pipe[1]);
+      throw std::runtime_error("fork failed: " + err);
+    }
+    if (pid_ == 0) {
+      auto fail = [&] {
+        int e = errno;
+        (void)!write(exec_pipe[1], &e, sizeof(e));
+        _exit(127);
+      };
+      if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
+        _exit(127);  // the parent is already gone
+      auto redirect_file = [&](const char* file, int target, int flags) {
+        if (file == nullptr)
+          return;
+        int fd = open(file, flags, 0644);
+        if (fd < 0 || dup2(fd, target) < 0)
+          fail();
+        close(fd);
+      };
+      redirect_file(in_file, STDIN_FILENO, O_RDONLY);
+      redirect_file(out_file, STDOUT_FILENO, O_WRONLY | O_CREAT | O_TRUNC);
+      redirect_file(err_file, STDERR_FILENO, O_WRONLY | O_CREAT | O_TRUNC);
+      if ((out_fd >= 0 && dup2(out_fd, STDOUT_FILENO) < 0) ||
+          (err_fd >= 0 && dup2(err_fd, STDERR_FILENO) < 0))
+        fail();
+      execv(args[0], args.data());
+      fail();
+    }
+    close(exec_pipe[1]);
+    int child_errno = 0;
+    ssize_t n;
+    while ((n = read(exec_pipe[0], &child_errno, sizeof(child_errno))) < 0 &&
+           errno == EINTR) {
+    }
+    close(exec_pipe[0]);
+    if (n > 0) {
+      int status = 0;
+      while (waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+      }
+      status_ = exit_status::from_wait(status);
+      throw std::runtime_error("cannot start " + argv[0] + ": " +
+                               std::strerror(child_errno));
+    }
   }
 
   pid_t pid_ = -1;

@@ -172,6 +172,11 @@ TEST_CASE_METHOD(actor_fixture, "a dead worker's jobs are re-dispatched and it r
   sched.run();
   // The survivor took over the two orphaned jobs (it has credit for 3).
   CHECK(workers[1]->held.size() == 3);
+  // Re-dispatched jobs are marked solo: the worker embeds each one alone.
+  size_t solo = 0;
+  for (auto& [j, to] : workers[1]->held)
+    solo += j.solo ? 1 : 0;
+  CHECK(solo == 1);
   auto st = status();
   CHECK(st.workers[0].state == "restarting");
   CHECK(st.pending == 1);

@@ -301,3 +301,17 @@ TEST_CASE_METHOD(gateway_fixture, "a killed gateway is replaced by the superviso
   release(current_workers()[0]);
   CHECK(ok->ok());
 }
+
+TEST_CASE_METHOD(worker_fixture, "a retried job is embedded in a call of its own",
+                 "[worker][fault]") {
+  spawn(64);
+  tell(work_atom::value, make_job(1, 2));
+  tell(work_atom::value, make_job(2, 1));
+  auto retried = make_job(3, 1);
+  retried.solo = true;
+  tell(work_atom::value, retried);
+  tell(work_atom::value, make_job(4, 1));
+  sched.run();
+  CHECK(model->calls() == std::vector<size_t>{3, 1, 1});
+  CHECK(box->events == std::vector<std::string>{"done:1", "done:2", "done:3", "done:4"});
+}

@@ -207,8 +207,9 @@ void dispatch(supervisor_actor* self, request_entry& req, worker_slot& slot) {
   st.dispatches.emplace(did, dispatch_entry{slot.id, req.id, req.ln});
   req.dispatch_id = did;
   ++req.attempts;
-  self->send(slot.handle, work_atom::value,
-             job{did, static_cast<uint8_t>(req.ln), req.texts, req.task});
+  self->send(
+      slot.handle, work_atom::value,
+      job{did, static_cast<uint8_t>(req.ln), req.texts, req.task, req.attempts > 1});
 }
 
 void answer_error(supervisor_actor* self, request_entry& req, caf::error err) {

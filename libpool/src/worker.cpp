@@ -73,8 +73,10 @@ void run_chunk(worker_actor* self, const worker_config& cfg) {
   size_t budget = cfg.micro_batch_texts;
   bool hang = false;
   const auto& task = st.queue.front().work.task;
+  bool first = true;
   for (auto& q : st.queue) {
-    if (budget == 0 || q.work.task != task)
+    // A retried (solo) job is embedded alone: it ends a chunk and starts one.
+    if (budget == 0 || q.work.task != task || (!first && q.work.solo))
       break;
     auto take = std::min(budget, q.work.texts.size() - q.next);
     for (size_t i = q.next; i < q.next + take; ++i) {
@@ -84,6 +86,9 @@ void run_chunk(worker_actor* self, const worker_config& cfg) {
         hang = true;
     }
     budget -= take;
+    if (q.work.solo)
+      break;
+    first = false;
   }
   if (hang) {
     log_event("worker_hang_drill")

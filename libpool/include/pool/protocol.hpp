@@ -48,11 +48,14 @@ struct job {
   uint8_t lane = 0;  // a `pool::lane`
   std::vector<std::string> texts;
   std::string task;
+  /// A retry after a worker died or hung: embed it in a call of its own, so
+  /// that a poison text cannot take innocent neighbours down with it again.
+  bool solo = false;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, job& x) {
-  return f(caf::meta::type_name("pool.job"), x.id, x.lane, x.texts, x.task);
+  return f(caf::meta::type_name("pool.job"), x.id, x.lane, x.texts, x.task, x.solo);
 }
 
 /// What a worker reports with every pong.

@@ -120,6 +120,14 @@ struct actor_fixture {
     sched.run();
   }
 
+  /// Spawns `f(self)` on the test coordinator. CAF 0.17 spawns a function
+  /// that takes no arguments through a null `std::shared_ptr<std::tuple<>>`,
+  /// which UBSan reports, so `f` gets a dummy argument.
+  template <class F>
+  caf::actor spawn_fn(F f) {
+    return sys.spawn([f](caf::event_based_actor* self, int) { return f(self); }, 0);
+  }
+
   /// A supervisor config for tests: fake workers, no publishing, tiny limits.
   detail::supervisor_config fake_config(uint32_t workers) {
     detail::supervisor_config c;
@@ -164,7 +172,7 @@ struct actor_fixture {
                                  std::string task = {}) {
     auto a = std::make_shared<answer>();
     auto target = supervisor;
-    sys.spawn([=](caf::event_based_actor* self) {
+    spawn_fn([=](caf::event_based_actor* self) {
       self->request(target, caf::infinite, submit_atom::value, static_cast<uint8_t>(ln),
                     texts, task)
           .then(
@@ -187,7 +195,7 @@ struct actor_fixture {
   pool_status status() {
     auto result = std::make_shared<std::optional<pool_status>>();
     auto target = supervisor;
-    sys.spawn([=](caf::event_based_actor* self) {
+    spawn_fn([=](caf::event_based_actor* self) {
       self->request(target, caf::infinite, status_atom::value).then([=](pool_status& st) {
         *result = std::move(st);
       });

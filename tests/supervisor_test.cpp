@@ -349,7 +349,7 @@ TEST_CASE_METHOD(actor_fixture, "draining refuses new work and finishes accepted
     CHECK(count_ok(as) == 5);
     auto probe_status = std::make_shared<int>(0);
     auto target = supervisor;
-    sys.spawn([=](caf::event_based_actor* self) -> caf::behavior {
+    spawn_fn([=](caf::event_based_actor* self) -> caf::behavior {
       self->monitor(target);
       self->set_down_handler([=](caf::down_msg&) {
         *probe_status = 1;
@@ -438,7 +438,7 @@ TEST_CASE_METHOD(actor_fixture, "lent workers join, take work, and leave once id
   }
   auto joined = std::make_shared<uint32_t>(0);
   auto target = supervisor;
-  sys.spawn([=](caf::event_based_actor* self) {
+  spawn_fn([=](caf::event_based_actor* self) {
     self->request(target, caf::infinite, join_atom::value, std::string{"w1"}, handles)
         .then([=](uint32_t n) { *joined = n; });
   });
@@ -458,7 +458,7 @@ TEST_CASE_METHOD(actor_fixture, "lent workers join, take work, and leave once id
   CHECK(lent[0]->held.size() == 3);
   CHECK(lent[1]->held.size() == 3);
   auto left = std::make_shared<int>(-1);
-  sys.spawn([=](caf::event_based_actor* self) {
+  spawn_fn([=](caf::event_based_actor* self) {
     self->request(target, caf::infinite, leave_atom::value, std::string{"w1"})
         .then([=](uint32_t n) { *left = static_cast<int>(n); });
   });
@@ -498,7 +498,7 @@ TEST_CASE_METHOD(actor_fixture,
   p->handle = sys.spawn(fake_worker, p);
   auto target = supervisor;
   std::vector<caf::actor> handles{p->handle};
-  sys.spawn([=](caf::event_based_actor* self) {
+  spawn_fn([=](caf::event_based_actor* self) {
     self->request(target, caf::infinite, join_atom::value, std::string{"w2"}, handles)
         .then([](uint32_t) {});
   });

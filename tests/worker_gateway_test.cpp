@@ -203,7 +203,7 @@ struct gateway_fixture : actor_fixture {
   caf::actor current_gateway() {
     auto result = std::make_shared<caf::actor>();
     auto target = supervisor;
-    sys.spawn([=](caf::event_based_actor* self) {
+    spawn_fn([=](caf::event_based_actor* self) {
       self->request(target, caf::infinite, gateway_atom::value).then([=](caf::actor& gw) {
         *result = gw;
       });
@@ -218,7 +218,7 @@ struct gateway_fixture : actor_fixture {
   std::shared_ptr<answer> ask(caf::message msg) {
     auto a = std::make_shared<answer>();
     auto gw = gateway;
-    sys.spawn([=](caf::event_based_actor* self) {
+    spawn_fn([=](caf::event_based_actor* self) {
       self->request(gw, caf::infinite, msg)
           .then(
               [=](T&) {

@@ -732,3 +732,19 @@ TEST_CASE("node.join takes HOST:PORT entries as one comma-separated string or a 
   REQUIRE_FALSE(bad);
   CHECK_THAT(pool::describe(bad.error()), Catch::Contains("node.role"));
 }
+
+TEST_CASE("HOST:PORT endpoints parse, and bad ones name the key", "[config]") {
+  auto plain = pool::parse_host_port("10.0.0.7:4242", "node.join");
+  REQUIRE(plain);
+  CHECK(plain->first == "10.0.0.7");
+  CHECK(plain->second == 4242);
+  auto v6 = pool::parse_host_port("[::1]:99", "node.join");
+  REQUIRE(v6);
+  CHECK(v6->first == "::1");
+  for (auto bad : {"nohost", ":4242", "host:", "host:0", "host:70000", "host:12x"}) {
+    INFO(bad);
+    auto r = pool::parse_host_port(bad, "node.join");
+    REQUIRE_FALSE(r);
+    CHECK_THAT(pool::describe(r.error()), Catch::Contains("node.join"));
+  }
+}

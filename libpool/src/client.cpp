@@ -406,16 +406,10 @@ caf::expected<std::unique_ptr<client>> client::connect(const client_options& opt
   ptr->sys = std::make_unique<caf::actor_system>(ptr->cfg);
   std::vector<std::pair<std::string, uint16_t>> endpoints{{opts.host, opts.port}};
   for (const auto& entry : opts.fallbacks) {
-    auto colon = entry.rfind(':');
-    char* end = nullptr;
-    auto port = colon == std::string::npos
-                    ? 0ul
-                    : std::strtoul(entry.c_str() + colon + 1, &end, 10);
-    if (colon == std::string::npos || colon == 0 || port == 0 || port > 65535 ||
-        *end != '\0')
-      return make_error(pool_errc::invalid_input,
-                        "bad node endpoint \"" + entry + "\", expected HOST:PORT");
-    endpoints.emplace_back(entry.substr(0, colon), static_cast<uint16_t>(port));
+    auto endpoint = parse_host_port(entry, "fallback");
+    if (!endpoint)
+      return endpoint.error();
+    endpoints.push_back(std::move(*endpoint));
   }
   std::string peer;
   std::string failures;

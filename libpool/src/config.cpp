@@ -1009,4 +1009,21 @@ std::string node_usage(const std::string& program) {
   return out.str();
 }
 
+caf::expected<std::pair<std::string, uint16_t>> parse_host_port(const std::string& text,
+                                                                const std::string& key) {
+  auto colon = text.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == text.size())
+    return make_error(pool_errc::invalid_input,
+                      key + ": expected HOST:PORT, got \"" + text + "\"");
+  auto host = text.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
+  char* end = nullptr;
+  auto port = std::strtoul(text.c_str() + colon + 1, &end, 10);
+  if (*end != '\0' || port == 0 || port > 65535)
+    return make_error(pool_errc::invalid_input,
+                      key + ": expected a port in [1, 65535] in \"" + text + "\"");
+  return std::make_pair(host, static_cast<uint16_t>(port));
+}
+
 }  // namespace pool

@@ -33,23 +33,6 @@ bool is_loopback(const std::string& host) {
   return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
 }
 
-/// Parses "HOST:PORT" (IPv6 hosts in brackets: "[::1]:4242").
-caf::expected<std::pair<std::string, uint16_t>> parse_endpoint(const std::string& text) {
-  auto colon = text.rfind(':');
-  if (colon == std::string::npos || colon == 0 || colon + 1 == text.size())
-    return make_error(pool_errc::invalid_input,
-                      "node.join: expected HOST:PORT, got \"" + text + "\"");
-  auto host = text.substr(0, colon);
-  if (host.size() > 2 && host.front() == '[' && host.back() == ']')
-    host = host.substr(1, host.size() - 2);
-  char* end = nullptr;
-  auto port = std::strtoul(text.c_str() + colon + 1, &end, 10);
-  if (*end != '\0' || port == 0 || port > 65535)
-    return make_error(pool_errc::invalid_input,
-                      "node.join: bad port in \"" + text + "\"");
-  return std::make_pair(host, static_cast<uint16_t>(port));
-}
-
 std::string default_node_name() {
   char host[256] = {0};
   if (gethostname(host, sizeof(host) - 1) != 0)
@@ -107,7 +90,7 @@ int run_node(const node_config& cfg) {
   }
   std::vector<std::pair<std::string, uint16_t>> supervisors;
   for (auto& entry : cfg.node.join) {
-    auto ep = parse_endpoint(entry);
+    auto ep = parse_host_port(entry, "node.join");
     if (!ep) {
       std::fprintf(stderr, "embedpool-node: %s\n", describe(ep.error()).c_str());
       detail::shutdown_logging();
@@ -125,6 +108,7 @@ int run_node(const node_config& cfg) {
   auto model = make_embedder(cfg.model);
   if (!model) {
     log->error("event=model_failed error=\"{}\"", describe(model.error()));
+    std::fprintf(stderr, "embedpool-node: %s\n", describe(model.error()).c_str());
     detail::shutdown_logging();
     return 2;
   }

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <caf/expected.hpp>
@@ -127,6 +128,10 @@ struct parsed_args {
 /// Parses `--config-file=PATH`, then the file, then the remaining
 /// `--section.key=value` arguments. Errors name the key and the source.
 caf::expected<parsed_args> parse_node_args(const std::vector<std::string>& args);
+
+/// Parses "HOST:PORT" ("[::1]:4242" for IPv6); errors name `key` and the text.
+caf::expected<std::pair<std::string, uint16_t>> parse_host_port(const std::string& text,
+                                                                const std::string& key);
 
 /// Usage text listing every key with its default.
 std::string node_usage(const std::string& program);

@@ -6,9 +6,9 @@
 #       the foreground with conf/embedpool.ini (built-in hash model,
 #       127.0.0.1:4242, logs on the console and in logs/supervisor.log).
 #   tools/quickstart.sh test
-#       the same set-up, then the whole test suite through ctest, then the test
-#       suite again built with AddressSanitizer + UndefinedBehaviorSanitizer
-#       (build-asan/), then the safetensors fuzzer for a bounded time.
+#       the same set-up, then the whole test suite through ctest, then the
+#       safetensors fuzzer for a bounded time, then the test suite again built
+#       with AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/).
 #   tools/quickstart.sh build
 #       set-up and build only.
 #
@@ -56,12 +56,13 @@ run_tests() {
   cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEMBEDPOOL_SANITIZE=ON \
     -DEMBEDPOOL_BUILD_TOOLS=OFF -DEMBEDPOOL_WERROR=ON >/dev/null
   cmake --build build-asan -j"$JOBS"
-  (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
-     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-     ctest --output-on-failure --timeout 300)
   if [ "${FUZZ_SECONDS:-60}" -gt 0 ] && [ -x tools/fuzz.sh ]; then
     tools/fuzz.sh "${FUZZ_SECONDS:-60}"
   fi
+  # Last, so that ctest's summary closes the output.
+  (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+     ctest --output-on-failure --timeout 300)
 }
 
 case "${1:-}" in

@@ -485,7 +485,7 @@ TEST_CASE("Bad inputs each get their own error and the node keeps serving",
       bool answered = false;
       self->request(*gw, std::chrono::seconds(10), xs...)
           .receive(
-              [&](std::vector<float>&) {
+              [&](pool::matrix&) {
                 answered = true;
                 result = caf::make_error(caf::sec::unexpected_response);
               },

@@ -235,7 +235,7 @@ struct gateway_fixture : actor_fixture {
   }
 
   std::shared_ptr<answer> embed_text(std::string text) {
-    return ask<std::vector<float>>(caf::make_message(embed_atom::value, std::move(text)));
+    return ask<matrix>(caf::make_message(embed_atom::value, std::move(text)));
   }
 
   std::shared_ptr<answer> batch_texts(std::vector<std::string> texts) {

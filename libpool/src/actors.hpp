@@ -5,8 +5,8 @@
 //                                     └──────(done | fail, pong)──────┘
 //
 // gateway (published; the only actor peers reach)
-//   (embed_atom, text [, task])   -> std::vector<float>   validated, then submitted
-//   (batch_atom, texts [, task])  -> matrix               validated, then submitted
+//   (embed_atom, text [, task])   -> matrix (one row)     validated, then delegated
+//   (batch_atom, texts [, task])  -> matrix               validated, then delegated
 //   (status_atom)                 -> pool_status          forwarded
 //   (join_atom, node, workers)    -> uint32_t             delegated (worker nodes)
 //   (leave_atom, node)            -> uint32_t             delegated (worker nodes)

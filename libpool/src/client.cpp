@@ -314,6 +314,21 @@ caf::behavior client_behavior(client_actor* self, caf::actor gateway,
   };
 }
 
+/// Adapts an embed callback to the wire reply (a one-row matrix).
+callback<matrix> first_row(callback<std::vector<float>> done) {
+  return [done = std::move(done)](caf::expected<matrix> x) {
+    if (!x) {
+      done(std::move(x.error()));
+      return;
+    }
+    if (x->rows != 1 || x->values.size() != x->dim) {
+      done(make_error(pool_errc::invalid_input, "embed reply is not one row"));
+      return;
+    }
+    done(std::move(x->values));
+  };
+}
+
 }  // namespace
 
 struct client::impl {
@@ -450,9 +465,9 @@ caf::expected<pool_status> client::status() {
 
 void client::embed_async(std::string text, callback<std::vector<float>> done,
                          std::string task) {
-  impl_->submit<std::vector<float>>(
+  impl_->submit<matrix>(
       caf::make_message(embed_atom::value, std::move(text), std::move(task)),
-      std::move(done), true);
+      first_row(std::move(done)), true);
 }
 
 void client::embed_batch_async(std::vector<std::string> texts, callback<matrix> done,
@@ -469,8 +484,15 @@ void client::status_async(callback<pool_status> done) {
 
 std::future<caf::expected<std::vector<float>>> client::embed_future(std::string text,
                                                                     std::string task) {
-  return impl_->submit_future<std::vector<float>>(
-      caf::make_message(embed_atom::value, std::move(text), std::move(task)), true);
+  auto promise = std::make_shared<std::promise<caf::expected<std::vector<float>>>>();
+  auto result = promise->get_future();
+  embed_async(
+      std::move(text),
+      [promise](caf::expected<std::vector<float>> x) {
+        promise->set_value(std::move(x));
+      },
+      std::move(task));
+  return result;
 }
 
 std::future<caf::expected<matrix>> client::embed_batch_future(

@@ -51,47 +51,34 @@ caf::error validate_batch(const std::vector<std::string>& texts,
   return caf::none;
 }
 
-/// Submits validated work to the supervisor and answers the peer itself with
-/// whatever comes back (or an error); `Convert` turns the matrix into the reply.
-template <class Reply, class Convert>
-caf::result<Reply> submit(gateway_actor* self, lane ln, std::vector<std::string> texts,
-                          std::string task, Convert convert) {
-  auto rp = self->make_response_promise<Reply>();
-  // No CAF timeout per request: CAF 0.17 keeps every request timeout in the
-  // actor clock until it fires, which would hold memory proportional to the
-  // offered rate for pool.request-timeout. The supervisor answers every
-  // request by its deadline, and the gateway quits when the supervisor dies.
-  self->request(self->state.supervisor, caf::infinite, submit_atom::value,
-                static_cast<uint8_t>(ln), std::move(texts), std::move(task))
-      .then([rp, convert](matrix& result) mutable { rp.deliver(convert(result)); },
-            [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
+/// Hands validated work to the supervisor, which answers the peer directly
+/// (delegation: no second response handler or promise per request here).
+/// No CAF timeout per request: CAF 0.17 keeps every request timeout in the
+/// actor clock until it fires, which would hold memory proportional to the
+/// offered rate for pool.request-timeout. The supervisor answers every request
+/// by its deadline; if it is gone, CAF bounces the request to the peer.
+caf::result<matrix> submit(gateway_actor* self, lane ln, std::vector<std::string> texts,
+                           std::string task) {
+  auto rp = self->make_response_promise();
+  rp.delegate(self->state.supervisor, submit_atom::value, static_cast<uint8_t>(ln),
+              std::move(texts), std::move(task));
   return rp;
 }
 
-std::vector<float> first_row(matrix& m) {
-  m.values.resize(m.dim);
-  return std::move(m.values);
-}
-
-matrix whole(matrix& m) {
-  return std::move(m);
-}
-
-caf::result<std::vector<float>> handle_embed(gateway_actor* self, std::string& text,
-                                             std::string& task) {
+caf::result<matrix> handle_embed(gateway_actor* self, std::string& text,
+                                 std::string& task) {
   if (auto err = validate_text(text, self->state.limits.max_text_bytes, "text"))
     return err;
   std::vector<std::string> texts;
   texts.emplace_back(std::move(text));
-  return submit<std::vector<float>>(self, lane::embed, std::move(texts), std::move(task),
-                                    first_row);
+  return submit(self, lane::embed, std::move(texts), std::move(task));
 }
 
 caf::result<matrix> handle_batch(gateway_actor* self, std::vector<std::string>& texts,
                                  std::string& task) {
   if (auto err = validate_batch(texts, self->state.limits))
     return err;
-  return submit<matrix>(self, lane::batch, std::move(texts), std::move(task), whole);
+  return submit(self, lane::batch, std::move(texts), std::move(task));
 }
 
 caf::behavior gateway_behavior(gateway_actor* self, caf::actor supervisor,

@@ -6,8 +6,67 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 
 namespace pool {
+
+namespace detail {
+
+namespace {
+
+constexpr bool little_endian_host() {
+  return __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__;
+}
+
+void swap_bytes(std::vector<float>& values) {
+  for (auto& v : values) {
+    uint32_t bits;
+    std::memcpy(&bits, &v, sizeof bits);
+    bits = __builtin_bswap32(bits);
+    std::memcpy(&v, &bits, sizeof bits);
+  }
+}
+
+}  // namespace
+
+caf::error save_matrix_values(caf::serializer& sink, std::vector<float>& values) {
+  auto count = values.size();
+  if (auto err = sink.begin_sequence(count))
+    return err;
+  if (count > 0) {
+    if constexpr (little_endian_host()) {
+      if (auto err = sink.apply_raw(count * sizeof(float), values.data()))
+        return err;
+    } else {
+      auto copy = values;
+      swap_bytes(copy);
+      if (auto err = sink.apply_raw(count * sizeof(float), copy.data()))
+        return err;
+    }
+  }
+  return sink.end_sequence();
+}
+
+caf::error load_matrix_values(caf::deserializer& source, const matrix& shape,
+                              std::vector<float>& values) {
+  size_t count = 0;
+  if (auto err = source.begin_sequence(count))
+    return err;
+  if (count != uint64_t{shape.rows} * shape.dim || count > max_wire_floats)
+    return make_error(pool_errc::invalid_input,
+                      "malformed matrix: " + std::to_string(count) + " values for " +
+                          std::to_string(shape.rows) + " x " + std::to_string(shape.dim));
+  values.resize(count);
+  if (count > 0) {
+    if (auto err = source.apply_raw(count * sizeof(float), values.data()))
+      return err;
+    if constexpr (!little_endian_host())
+      swap_bytes(values);
+  }
+  return source.end_sequence();
+}
+
+}  // namespace detail
 
 void add_message_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<std::vector<float>>("std::vector<float>");
@@ -78,6 +137,16 @@ std::string to_json(const pool_status& st) {
       {"abandoned", st.abandoned},
       {"pending", st.pending},
       {"pending_capacity", st.pending_capacity},
+      {"workers_spawned", st.workers_spawned},
+      {"workers_evicted", st.workers_evicted},
+      {"workers_given_up", st.workers_given_up},
+      {"min_workers", st.min_workers},
+      {"max_workers", st.max_workers},
+      {"memory",
+       {{"budget_bytes", st.memory_budget_bytes},
+        {"used_bytes", st.memory_used_bytes},
+        {"pressure", st.memory_pressure}}},
+      {"models", st.models},
   };
   return result.dump();
 }

@@ -50,12 +50,11 @@ pool::matrix embed_all(naive_actor* self, const std::vector<std::string>& texts,
   return m;
 }
 
-caf::result<std::vector<float>> embed_one(naive_actor* self, std::string& text,
-                                          const std::string& task) {
+caf::result<pool::matrix> embed_one(naive_actor* self, std::string& text,
+                                    const std::string& task) {
   if (text.empty())
     return pool::make_error(pool::pool_errc::invalid_input, "text is empty");
-  auto m = embed_all(self, {std::move(text)}, task);
-  return std::move(m.values);
+  return embed_all(self, {std::move(text)}, task);
 }
 
 caf::result<pool::matrix> embed_many(naive_actor* self, std::vector<std::string>& texts,

@@ -8,7 +8,7 @@ namespace pool {
 
 // -- requests a peer sends to the gateway ------------------------------------
 
-/// `(embed_atom, std::string text [, std::string task])` -> `std::vector<float>`.
+/// `(embed_atom, std::string text [, std::string task])` -> `matrix` (one row).
 using embed_atom = caf::atom_constant<caf::atom("embed")>;
 /// `(batch_atom, std::vector<std::string> texts [, std::string task])` -> `matrix`.
 using batch_atom = caf::atom_constant<caf::atom("batch")>;

@@ -6,8 +6,8 @@
 //
 // Requests (sent to the gateway, answered exactly once with a result or a
 // `pool` error, see error.hpp):
-//   (embed_atom, std::string text)                      -> std::vector<float>
-//   (embed_atom, std::string text, std::string task)    -> std::vector<float>
+//   (embed_atom, std::string text)                      -> matrix (one row)
+//   (embed_atom, std::string text, std::string task)    -> matrix (one row)
 //   (batch_atom, std::vector<std::string> texts)        -> matrix
 //   (batch_atom, std::vector<std::string> texts, task)  -> matrix
 //   (status_atom)                                       -> pool_status
@@ -19,8 +19,13 @@
 #include <string>
 #include <vector>
 
+#include <type_traits>
+
+#include <caf/deserializer.hpp>
+#include <caf/error.hpp>
 #include <caf/fwd.hpp>
 #include <caf/meta/type_name.hpp>
+#include <caf/serializer.hpp>
 
 #include "pool/atoms.hpp"
 #include "pool/error.hpp"
@@ -28,15 +33,36 @@
 namespace pool {
 
 /// A row-major matrix of embeddings: row i is the embedding of text i.
+/// On the wire: rows, dim, then the values as one block of little-endian
+/// IEEE-754 float32 (not element by element: a reply of 16 x 384 floats costs
+/// one copy instead of 6,144 serializer calls).
 struct matrix {
   uint32_t rows = 0;
   uint32_t dim = 0;
   std::vector<float> values;  // rows * dim floats
 };
 
+namespace detail {
+/// Most floats a received matrix may announce (256 MiB); larger is an error.
+constexpr uint64_t max_wire_floats = uint64_t{1} << 26;
+caf::error save_matrix_values(caf::serializer& sink, std::vector<float>& values);
+caf::error load_matrix_values(caf::deserializer& source, const matrix& shape,
+                              std::vector<float>& values);
+}  // namespace detail
+
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, matrix& x) {
-  return f(caf::meta::type_name("pool.matrix"), x.rows, x.dim, x.values);
+  if constexpr (std::is_same_v<Inspector, caf::serializer>) {
+    return caf::error::eval(
+        [&] { return f(caf::meta::type_name("pool.matrix"), x.rows, x.dim); },
+        [&] { return detail::save_matrix_values(f, x.values); });
+  } else if constexpr (std::is_same_v<Inspector, caf::deserializer>) {
+    return caf::error::eval(
+        [&] { return f(caf::meta::type_name("pool.matrix"), x.rows, x.dim); },
+        [&] { return detail::load_matrix_values(f, x, x.values); });
+  } else {
+    return f(caf::meta::type_name("pool.matrix"), x.rows, x.dim, x.values);
+  }
 }
 
 /// Request lanes; each has its own credits per worker.
@@ -137,13 +163,24 @@ struct pool_status {
   uint64_t abandoned = 0;  // stuck workers whose threads were abandoned
   uint64_t pending = 0;    // requests parked waiting for credit
   uint64_t pending_capacity = 0;
+  uint64_t workers_spawned = 0;      // workers started (first start, restart, scale-up)
+  uint64_t workers_evicted = 0;      // idle workers removed by scale-down
+  uint64_t workers_given_up = 0;     // slots given up after too many failures
+  uint32_t min_workers = 0;          // pool.min-workers
+  uint32_t max_workers = 0;          // pool.max-workers
+  uint64_t memory_budget_bytes = 0;  // pool.memory-budget; 0 = no budget
+  uint64_t memory_used_bytes = 0;    // estimated footprint of the live workers
+  double memory_pressure = 0;        // used / budget; 0 without a budget
+  std::vector<std::string> models;   // every model the node serves, default first
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, pool_status& x) {
   return f(caf::meta::type_name("pool.status"), x.model, x.dim, x.policy, x.draining,
            x.workers, x.nodes, x.ledger, x.restarts, x.abandoned, x.pending,
-           x.pending_capacity);
+           x.pending_capacity, x.workers_spawned, x.workers_evicted, x.workers_given_up,
+           x.min_workers, x.max_workers, x.memory_budget_bytes, x.memory_used_bytes,
+           x.memory_pressure, x.models);
 }
 
 /// Registers every non-builtin type of this protocol and the `pool` error

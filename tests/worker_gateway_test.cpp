@@ -315,3 +315,47 @@ TEST_CASE_METHOD(worker_fixture, "a retried job is embedded in a call of its own
   CHECK(model->calls() == std::vector<size_t>{3, 1, 1});
   CHECK(box->events == std::vector<std::string>{"done:1", "done:2", "done:3", "done:4"});
 }
+
+TEST_CASE_METHOD(actor_fixture,
+                 "the gateway sheds once its supervisor's mailbox holds the gate's limit",
+                 "[gateway]") {
+  // A stand-in supervisor that takes submissions but never answers and never
+  // counts down: the gate fills after `limit` forwards.
+  auto held = std::make_shared<int>(0);
+  auto stalled = spawn_fn([=](caf::event_based_actor* self) -> caf::behavior {
+    return {[=](submit_atom, uint8_t, std::vector<std::string>&, std::string&) {
+      ++*held;
+      return caf::delegated<matrix>{};
+    }};
+  });
+  auto gate = std::make_shared<detail::admission_gate>(2);
+  pool_section limits;
+  auto gw = spawn_fn([&](caf::event_based_actor* self) -> caf::behavior {
+    auto g = detail::spawn_gateway(self, stalled, limits, gate);
+    return {[=](embed_atom a, std::string& text) { return self->delegate(g, a, text); }};
+  });
+  sched.run();
+  std::vector<std::shared_ptr<answer>> answers;
+  for (int i = 0; i < 4; ++i) {
+    auto a = std::make_shared<answer>();
+    spawn_fn([=](caf::event_based_actor* self) {
+      self->request(gw, caf::infinite, embed_atom::value, std::string("text"))
+          .then([=](matrix&) { ++a->count; },
+                [=](caf::error& e) {
+                  ++a->count;
+                  a->err = std::move(e);
+                });
+    });
+    sched.run();
+    answers.push_back(a);
+  }
+  CHECK(*held == 2);
+  CHECK(gate->queued == 2);
+  CHECK(gate->shed == 2);
+  CHECK(answers[0]->count == 0);  // held by the stalled supervisor
+  CHECK(answers[1]->count == 0);
+  for (int i = 2; i < 4; ++i) {
+    REQUIRE(answers[i]->count == 1);
+    CHECK(pool_code(answers[i]->err) == pool_errc::overloaded);
+  }
+}

@@ -30,6 +30,7 @@
 //   (run_atom)              internal: embeds the next chunk of queued work
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -115,10 +116,28 @@ caf::actor spawn_lender(caf::actor_system& sys, lender_config cfg);
 /// Spawns the supervisor (which spawns and publishes the gateway).
 caf::actor spawn_supervisor(caf::actor_system& sys, supervisor_config cfg);
 
+/// Bounds the submissions on their way from a gateway to its supervisor, i.e.
+/// the supervisor's mailbox: the gateway counts one up per submission it
+/// forwards and sheds (answers `overloaded`) when `limit` are queued; the
+/// supervisor counts one down per submission it takes. Shared by one gateway
+/// and one supervisor; thread-safe.
+struct admission_gate {
+  explicit admission_gate(uint32_t max_queued) : limit(max_queued) {}
+  const uint32_t limit;
+  std::atomic<uint32_t> queued{0};
+  std::atomic<uint64_t> shed{0};  // answered `overloaded` by the gateway
+
+  /// The gate's limit for a pool: the pending queue's capacity, at least 1024.
+  static uint32_t limit_for(const pool_section& pool) {
+    return std::max<uint32_t>(1024, pool.pending_capacity);
+  }
+};
+
 /// Spawns a gateway that validates requests against `limits` and submits them
-/// to `supervisor`.
+/// to `supervisor` through `gate`.
 caf::actor spawn_gateway(caf::local_actor* parent, caf::actor supervisor,
-                         const pool_section& limits);
+                         const pool_section& limits,
+                         std::shared_ptr<admission_gate> gate);
 
 /// Validates one text for the gateway: an error for empty text, text over
 /// `max_text_bytes` (too_large) or invalid UTF-8; none otherwise. `what` names

@@ -19,6 +19,7 @@ struct gateway_state {
   static inline const char* name = "embedpool.gateway";
   caf::actor supervisor;
   pool_section limits;
+  std::shared_ptr<admission_gate> gate;
   uint64_t unexpected = 0;
   std::shared_ptr<spdlog::logger> log = get_logger("gateway");
 };
@@ -59,6 +60,14 @@ caf::error validate_batch(const std::vector<std::string>& texts,
 /// by its deadline; if it is gone, CAF bounces the request to the peer.
 caf::result<matrix> submit(gateway_actor* self, lane ln, std::vector<std::string> texts,
                            std::string task) {
+  auto& gate = *self->state.gate;
+  if (gate.queued.load(std::memory_order_relaxed) >= gate.limit) {
+    gate.shed.fetch_add(1, std::memory_order_relaxed);
+    return make_error(pool_errc::overloaded,
+                      "the supervisor is behind (" + std::to_string(gate.limit) +
+                          " requests queued for it); retry after 100ms");
+  }
+  gate.queued.fetch_add(1, std::memory_order_relaxed);
   auto rp = self->make_response_promise();
   rp.delegate(self->state.supervisor, submit_atom::value, static_cast<uint8_t>(ln),
               std::move(texts), std::move(task));
@@ -82,9 +91,11 @@ caf::result<matrix> handle_batch(gateway_actor* self, std::vector<std::string>& 
 }
 
 caf::behavior gateway_behavior(gateway_actor* self, caf::actor supervisor,
-                               pool_section limits) {
+                               pool_section limits,
+                               std::shared_ptr<admission_gate> gate) {
   self->state.supervisor = std::move(supervisor);
   self->state.limits = limits;
+  self->state.gate = std::move(gate);
   // Without its supervisor the gateway could never answer: go down with it.
   self->monitor(self->state.supervisor);
   self->set_down_handler([=](caf::down_msg& msg) {
@@ -193,8 +204,9 @@ caf::error validate_text(const std::string& text, uint32_t max_text_bytes,
 }
 
 caf::actor spawn_gateway(caf::local_actor* parent, caf::actor supervisor,
-                         const pool_section& limits) {
-  return parent->spawn(gateway_behavior, std::move(supervisor), limits);
+                         const pool_section& limits,
+                         std::shared_ptr<admission_gate> gate) {
+  return parent->spawn(gateway_behavior, std::move(supervisor), limits, std::move(gate));
 }
 
 }  // namespace pool::detail

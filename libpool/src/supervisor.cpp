@@ -133,6 +133,7 @@ struct supervisor_state {
   bool draining = false;
   time_point drain_deadline;
   caf::actor gateway;
+  std::shared_ptr<admission_gate> gate;
   uint16_t bound_port = 0;
   bool overloaded = false;
   uint64_t shed_unlogged = 0;
@@ -577,6 +578,7 @@ pool_status make_status(supervisor_actor* self) {
       i->state = s.node == "local" ? "up" : to_string(s.state);
   }
   result.ledger = st.ledger;
+  result.ledger.rejected += st.gate ? st.gate->shed.load(std::memory_order_relaxed) : 0;
   result.ledger.in_flight = st.requests.size();
   result.restarts = st.restarts_total;
   result.abandoned = st.abandoned;
@@ -651,7 +653,7 @@ void finish_drain(supervisor_actor* self) {
                  .add("accepted", l.accepted)
                  .add("completed", l.completed)
                  .add("failed", l.failed)
-                 .add("rejected", l.rejected)
+                 .add("rejected", l.rejected + (st.gate ? st.gate->shed.load() : 0))
                  .add("expired", l.expired));
   st.log->flush();
   self->quit();
@@ -699,7 +701,10 @@ void publish_gateway(supervisor_actor* self, uint16_t port, bool first, int atte
 
 void start_gateway(supervisor_actor* self) {
   auto& st = self->state;
-  st.gateway = spawn_gateway(self, caf::actor_cast<caf::actor>(self), st.cfg.pool);
+  if (!st.gate)
+    st.gate = std::make_shared<admission_gate>(admission_gate::limit_for(st.cfg.pool));
+  st.gateway =
+      spawn_gateway(self, caf::actor_cast<caf::actor>(self), st.cfg.pool, st.gate);
   self->monitor(st.gateway);
 }
 
@@ -844,6 +849,9 @@ caf::behavior supervisor_behavior(supervisor_actor* self, supervisor_config cfg)
   self->send(self, tick_atom::value);
   return {
       [=](submit_atom, uint8_t ln, std::vector<std::string>& texts, std::string& task) {
+        auto& gate = *self->state.gate;
+        if (gate.queued.load(std::memory_order_relaxed) > 0)
+          gate.queued.fetch_sub(1, std::memory_order_relaxed);
         auto result = on_submit(self, ln, texts, task);
         check_ledger(self->state);
         return result;

@@ -17,36 +17,12 @@ WINDOW="${WINDOW:-64}"
 DURATION="${DURATION:-15}"
 TEXT_BYTES="${TEXT_BYTES:-256}"
 OUT="${OUT:-tools/bench/results}"
-NODE="$BUILD/apps/embedpool-node"
-LOADGEN="$BUILD/tools/loadgen/embedpool-loadgen"
-for bin in "$NODE" "$LOADGEN"; do
-  [ -x "$bin" ] || { echo "cluster.sh: missing $bin (build first)" >&2; exit 2; }
-done
-mkdir -p "$OUT"
-TMP="$(mktemp -d)"
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-wait_for() {  # wait_for FILE PATTERN: bounded poll
-  for _ in $(seq 1 300); do
-    grep -q "$2" "$1" 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "cluster.sh: no '$2' in $1" >&2
-  exit 1
-}
+BENCH=cluster.sh
+. tools/bench/common.sh
+bench_init "$NODE" "$LOADGEN"
 
 start_head() {  # start_head NAME WORKERS; sets PORT
-  local log="$TMP/$1.log"
-  "$NODE" --node.port=0 --pool.workers="$2" --log.console=false --log.file="$log" \
-    --log.stats-interval=0s >"$TMP/$1.out" 2>&1 &
-  PIDS+=("$!")
-  wait_for "$log" "event=listening"
-  PORT=$(grep -o 'event=listening.*port=[0-9]*' "$log" | sed 's/.*port=//' | head -1)
+  start_node "$1" --pool.workers="$2" --log.stats-interval=0s
 }
 
 start_worker_node() {  # start_worker_node NAME HEAD_PORT
@@ -57,18 +33,12 @@ start_worker_node() {  # start_worker_node NAME HEAD_PORT
   wait_for "$log" "event=joined"
 }
 
-stop_all() {
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  PIDS=()
-}
-
 run_load() {  # run_load NAME WINDOW
   "$LOADGEN" --port="$PORT" --mode=embed --window="$2" --duration="$DURATION" \
     --text-bytes="$TEXT_BYTES" --status-interval=0 >"$OUT/cluster_$1.json"
 }
 
-echo "cluster.sh: load average before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+loadavg before
 start_head local 2
 run_load local_w "$WINDOW"
 run_load local_1 1
@@ -102,4 +72,4 @@ summary["added_ms_per_remote_request_estimate"] = round(
     2 * (r["spread_1"]["latency_ms"]["p50"] - r["local_1"]["latency_ms"]["p50"]), 3)
 print(json.dumps(summary))
 PY
-echo "cluster.sh: load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+loadavg after

@@ -25,42 +25,15 @@ TEXT_BYTES="${TEXT_BYTES:-1024}"
 WARMUP="${WARMUP:-5}"
 OUT="${OUT:-tools/bench/results}"
 NAIVE_MAX_OUTSTANDING="${NAIVE_MAX_OUTSTANDING:-1000000}"
-NODE="$BUILD/apps/embedpool-node"
-NAIVE="$BUILD/tools/loadgen/embedpool-naive-node"
-LOADGEN="$BUILD/tools/loadgen/embedpool-loadgen"
-for bin in "$NODE" "$NAIVE" "$LOADGEN"; do
-  [ -x "$bin" ] || { echo "overload.sh: missing $bin (build first)" >&2; exit 2; }
-done
-mkdir -p "$OUT"
-TMP="$(mktemp -d)"
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-# wait_for_port FILE PATTERN: prints the port once FILE has "PATTERN...port=N".
-wait_for_port() {
-  for _ in $(seq 1 200); do
-    if port=$(grep -o "$2.*port=[0-9]*" "$1" 2>/dev/null | head -1 | sed 's/.*port=//'); then
-      if [ -n "$port" ]; then echo "$port"; return 0; fi
-    fi
-    sleep 0.05
-  done
-  echo "overload.sh: no listening line in $1" >&2
-  return 1
-}
+BENCH=overload.sh
+. tools/bench/common.sh
+bench_init "$NODE" "$NAIVE" "$LOADGEN"
 
 run_pool() {  # run_pool POLICY
-  local policy="$1" log="$TMP/node-$1.log"
-  "$NODE" --node.port=0 --pool.workers=1 --fault.compute-delay=10ms \
-    --pool.overload-policy="$policy" --log.console=false --log.file="$log" \
-    >"$TMP/node-$policy.out" 2>&1 &
-  local pid=$!
-  PIDS+=("$pid")
-  local port
-  port=$(wait_for_port "$log" "event=listening")
+  local policy="$1"
+  start_node "node-$policy" --pool.workers=1 --fault.compute-delay=10ms \
+    --pool.overload-policy="$policy"
+  local pid="$PID" port="$PORT"
   echo "overload.sh: embedpool policy=$policy pid=$pid port=$port: $RATE req/s for ${DURATION}s" >&2
   "$LOADGEN" --host=127.0.0.1 --port="$port" --mode=embed --rate="$RATE" \
     --duration="$DURATION" --text-bytes="$TEXT_BYTES" --node-pid="$pid" \
@@ -75,7 +48,8 @@ run_naive() {
   local pid=$!
   PIDS+=("$pid")
   local port
-  port=$(wait_for_port "$TMP/naive.out" "event=listening")
+  wait_for "$TMP/naive.out" "event=listening"
+  port=$(port_of "$TMP/naive.out")
   echo "overload.sh: naive unbounded actor pid=$pid port=$port: $RATE req/s for ${DURATION}s" >&2
   # The naive actor answers status only behind its whole mailbox: don't poll.
   # It answers ~100 requests/s, so nearly all requests are still queued in its
@@ -90,11 +64,11 @@ run_naive() {
   wait "$pid" 2>/dev/null || true
 }
 
-echo "overload.sh: load average before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+loadavg before
 run_pool wait
 run_pool reject
 run_naive
-echo "overload.sh: load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+loadavg after
 
 python3 - "$OUT" "$RATE" "$DURATION" "$TEXT_BYTES" <<'PY' | tee "$OUT/overload_summary.txt"
 import json, sys

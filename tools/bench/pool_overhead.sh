@@ -21,35 +21,16 @@ SECONDS_EACH="${SECONDS_EACH:-5}"
 EMBED_WINDOWS="${EMBED_WINDOWS:-1 16 64 256}"
 BATCH_WINDOWS="${BATCH_WINDOWS:-1 4 16}"
 OUT="${OUT:-tools/bench/results}"
-NODE="$BUILD/apps/embedpool-node"
-LOADGEN="$BUILD/tools/loadgen/embedpool-loadgen"
+BENCH=pool_overhead.sh
+. tools/bench/common.sh
 DIRECT="$BUILD/tools/pool_overhead_direct"
-for bin in "$NODE" "$LOADGEN" "$DIRECT"; do
-  [ -x "$bin" ] || { echo "pool_overhead.sh: missing $bin (build first)" >&2; exit 2; }
-done
-mkdir -p "$OUT"
-TMP="$(mktemp -d)"
-PID=""
-cleanup() {
-  [ -n "$PID" ] && kill -9 "$PID" 2>/dev/null || true
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
+bench_init "$NODE" "$LOADGEN" "$DIRECT"
 
-echo "pool_overhead.sh: load average before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+loadavg before
 "$DIRECT" --text-bytes="$TEXT_BYTES" --batch-size="$BATCH_SIZE" \
   --seconds="$SECONDS_EACH" >"$OUT/pool_overhead_direct.json"
 
-"$NODE" --node.port=0 --pool.workers="$WORKERS" --log.console=false \
-  --log.file="$TMP/node.log" >"$TMP/node.out" 2>&1 &
-PID=$!
-PORT=""
-for _ in $(seq 1 200); do
-  PORT=$(grep -o 'event=listening.*port=[0-9]*' "$TMP/node.log" 2>/dev/null | sed 's/.*port=//' | head -1 || true)
-  [ -n "$PORT" ] && break
-  sleep 0.05
-done
-[ -n "$PORT" ] || { echo "pool_overhead.sh: node did not start" >&2; exit 1; }
+start_node pool --pool.workers="$WORKERS"
 
 : >"$OUT/pool_overhead_runs.jsonl"
 for w in $EMBED_WINDOWS; do
@@ -61,8 +42,8 @@ for w in $BATCH_WINDOWS; do
     --duration="$SECONDS_EACH" --text-bytes="$TEXT_BYTES" --status-interval=0 \
     >>"$OUT/pool_overhead_runs.jsonl"
 done
-kill -TERM "$PID"; wait "$PID" 2>/dev/null || true; PID=""
-echo "pool_overhead.sh: load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+stop_all
+loadavg after
 
 python3 - "$OUT" "$WORKERS" <<'PY' | tee "$OUT/pool_overhead_summary.txt"
 import json, sys

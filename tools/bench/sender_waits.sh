@@ -20,50 +20,24 @@ WINDOW="${WINDOW:-16}"
 DURATION="${DURATION:-30}"
 TEXT_BYTES="${TEXT_BYTES:-1024}"
 OUT="${OUT:-tools/bench/results}"
-NODE="$BUILD/apps/embedpool-node"
-LOADGEN="$BUILD/tools/loadgen/embedpool-loadgen"
-for bin in "$NODE" "$LOADGEN"; do
-  [ -x "$bin" ] || { echo "sender_waits.sh: missing $bin (build first)" >&2; exit 2; }
-done
-mkdir -p "$OUT"
-TMP="$(mktemp -d)"
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
+BENCH=sender_waits.sh
+. tools/bench/common.sh
+bench_init "$NODE" "$LOADGEN"
+SLOW_WORKER=(--pool.workers=1 --fault.compute-delay=10ms)
 
-start_node() {  # start_node NAME ARGS... ; sets PID and PORT
-  local name="$1"; shift
-  local log="$TMP/$name.log"
-  "$NODE" --node.port=0 --pool.workers=1 --fault.compute-delay=10ms \
-    --log.console=false --log.file="$log" "$@" >"$TMP/$name.out" 2>&1 &
-  PID=$!
-  PIDS+=("$PID")
-  PORT=""
-  for _ in $(seq 1 200); do
-    PORT=$(grep -o 'event=listening.*port=[0-9]*' "$log" 2>/dev/null | sed 's/.*port=//' | head -1 || true)
-    [ -n "$PORT" ] && return 0
-    sleep 0.05
-  done
-  echo "sender_waits.sh: node $name did not start" >&2
-  exit 1
-}
-
-echo "sender_waits.sh: load average before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
-start_node capacity --pool.overload-policy=reject
+loadavg before
+start_node capacity "${SLOW_WORKER[@]}" --pool.overload-policy=reject
 "$LOADGEN" --port="$PORT" --mode=embed --rate=1000 --duration=10 \
   --text-bytes="$TEXT_BYTES" --status-interval=0 >"$OUT/sender_waits_capacity.json"
 kill -TERM "$PID"; wait "$PID" 2>/dev/null || true
 
-start_node closed
+start_node closed "${SLOW_WORKER[@]}"
 echo "sender_waits.sh: closed loop, window $WINDOW, ${DURATION}s" >&2
 "$LOADGEN" --port="$PORT" --mode=embed --window="$WINDOW" --duration="$DURATION" \
   --text-bytes="$TEXT_BYTES" --node-pid="$PID" \
   --csv="$OUT/sender_waits.csv" >"$OUT/sender_waits.json"
 kill -TERM "$PID"; wait "$PID" 2>/dev/null || true
-echo "sender_waits.sh: load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+loadavg after
 
 python3 - "$OUT" "$WINDOW" <<'PY' | tee "$OUT/sender_waits_summary.txt"
 import json, sys

@@ -20,6 +20,10 @@ class length_embedder : public embedder {
  public:
   std::string name() const override { return "length"; }
   size_t dim() const override { return 4; }
+  size_t weights_bytes() const override { return 0; }
+  size_t worker_bytes(uint32_t texts) const override {
+    return texts * dim() * sizeof(float);
+  }
   void embed(const std::vector<std::string_view>& texts, const std::string&,
              float* out) const override {
     for (size_t i = 0; i < texts.size(); ++i) {

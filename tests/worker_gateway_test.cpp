@@ -19,6 +19,10 @@ class recording_embedder : public embedder {
  public:
   std::string name() const override { return "recording"; }
   size_t dim() const override { return 2; }
+  size_t weights_bytes() const override { return 0; }
+  size_t worker_bytes(uint32_t texts) const override {
+    return texts * dim() * sizeof(float);
+  }
   void embed(const std::vector<std::string_view>& texts, const std::string&,
              float* out) const override {
     std::lock_guard<std::mutex> guard{mtx_};

@@ -389,6 +389,22 @@ void hash_embedder::bag_row(std::string_view text, float* row) const {
     row[bucket] = value;
 }
 
+size_t hash_embedder::weights_bytes() const {
+  return projection_.size() * sizeof(float);
+}
+
+size_t hash_embedder::worker_bytes(uint32_t max_batch_texts) const {
+  const size_t texts = std::max<size_t>(max_batch_texts, 1);
+  const size_t rows_per_call = std::max<size_t>(1, max_bag_floats / buckets_);
+  const size_t bag_floats = std::min(texts, rows_per_call) * buckets_;
+  // Gathered only when at most 3/4 of the buckets are used.
+  const size_t gathered_floats =
+      std::min(size_t{buckets_} * 3 / 4 * dim_, max_gather_floats);
+  const size_t index_bytes = size_t{buckets_} * (sizeof(int32_t) + sizeof(uint32_t));
+  const size_t output_floats = texts * dim_;
+  return (bag_floats + gathered_floats + output_floats) * sizeof(float) + index_bytes;
+}
+
 void hash_embedder::embed(const std::vector<std::string_view>& texts,
                           const std::string& /*task*/, float* out) const {
   if (texts.empty())

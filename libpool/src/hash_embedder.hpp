@@ -64,6 +64,14 @@ class hash_embedder : public embedder {
   void embed(const std::vector<std::string_view>& texts, const std::string& task,
              float* out) const override;
 
+  /// The projection: buckets * dim floats.
+  size_t weights_bytes() const override;
+
+  /// Per call of up to `max_batch_texts` texts: the dense bag of one sgemm
+  /// (rows * buckets floats, rows capped per call), the gathered projection
+  /// rows, the bucket index tables and the output rows.
+  size_t worker_bytes(uint32_t max_batch_texts) const override;
+
   /// Writes the quantised bag of `text` (the row sgemm sees) into `row`, which
   /// holds buckets() floats. Every entry is an integer; their absolute sum is
   /// below 2^24. Exposed for tests.

@@ -35,6 +35,16 @@ class embedder {
   /// ignore it. Texts are valid, non-empty UTF-8 (the gateway checks).
   virtual void embed(const std::vector<std::string_view>& texts, const std::string& task,
                      float* out) const = 0;
+
+  /// Bytes of model state every worker of the model shares (weights,
+  /// projection tables): counted once per model against pool.memory-budget.
+  virtual size_t weights_bytes() const = 0;
+
+  /// Upper estimate of the bytes one worker uses while it embeds
+  /// `max_batch_texts` texts in one call (pool.micro-batch-texts): the
+  /// embedder's per-call scratch (activations) plus the output rows. Counted
+  /// per worker against pool.memory-budget. Excludes the texts themselves.
+  virtual size_t worker_bytes(uint32_t max_batch_texts) const = 0;
 };
 
 /// Creates the embedder that `cfg.kind` names ("hash" or "bert"); an error

@@ -1,5 +1,6 @@
 #include "bert/bert_embedder.hpp"
 
+#include <algorithm>
 #include <exception>
 #include <new>
 #include <stdexcept>
@@ -48,6 +49,26 @@ std::vector<int32_t> bert_embedder::tokenize(std::string_view text,
   full.reserve(prefix.size() + text.size());
   full.append(prefix).append(text);
   return tokenizer_.encode(full);
+}
+
+size_t bert_embedder::weights_bytes() const {
+  const auto& w = encoder_.model().weights;
+  size_t floats = w.word_emb.size() + w.pos_emb.size() + w.type_emb.size() +
+                  w.emb_ln_g.size() + w.emb_ln_b.size();
+  for (const auto& l : w.layers)
+    floats += l.qkv_w.size() + l.qkv_b.size() + l.attn_out_w.size() +
+              l.attn_out_b.size() + l.attn_ln_g.size() + l.attn_ln_b.size() +
+              l.ffn_in_w.size() + l.ffn_in_b.size() + l.ffn_out_w.size() +
+              l.ffn_out_b.size() + l.ffn_ln_g.size() + l.ffn_ln_b.size();
+  return floats * sizeof(float);
+}
+
+size_t bert_embedder::worker_bytes(uint32_t max_batch_texts) const {
+  const size_t texts = std::max<size_t>(max_batch_texts, 1);
+  const size_t max_len = encoder_.model().config.max_seq_length;
+  const size_t token_id_bytes = texts * max_len * sizeof(int32_t);
+  const size_t output_bytes = texts * dim() * sizeof(float);
+  return encoder_.scratch_bytes(texts, max_len) + token_id_bytes + output_bytes;
 }
 
 void bert_embedder::embed(const std::vector<std::string_view>& texts,

@@ -39,6 +39,13 @@ class bert_embedder final : public pool::embedder {
   void embed(const std::vector<std::string_view>& texts, const std::string& task,
              float* out) const override;
 
+  /// Every weight tensor as float32.
+  size_t weights_bytes() const override;
+
+  /// Encoder scratch for `max_batch_texts` sequences of max_seq_length
+  /// tokens, their token ids and the output rows.
+  size_t worker_bytes(uint32_t max_batch_texts) const override;
+
   const encoder& text_encoder() const { return encoder_; }
   const wordpiece_tokenizer& tokenizer() const { return tokenizer_; }
 

@@ -138,6 +138,14 @@ void encoder::encode(const std::vector<std::vector<int32_t>>& token_ids,
   }
 }
 
+size_t encoder::scratch_bytes(size_t sequences, size_t max_len) const {
+  const size_t h = static_cast<size_t>(cfg().hidden_size);
+  const size_t inter = static_cast<size_t>(cfg().intermediate_size);
+  // A chunk holds at most chunk_tokens_ tokens, or one longer sequence.
+  const size_t total = std::min(sequences * max_len, std::max(chunk_tokens_, max_len));
+  return (total * (5 * h + inter) + max_len * max_len) * sizeof(float);
+}
+
 void encoder::encode_chunk(const std::vector<std::vector<int32_t>>& token_ids,
                            size_t first, size_t last, float* out) const {
   const bert_config& c = cfg();

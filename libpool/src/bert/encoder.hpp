@@ -41,6 +41,14 @@ class encoder {
   size_t max_tokens() const { return static_cast<size_t>(cfg().max_position_embeddings); }
 
   const bert_config& config() const { return cfg(); }
+
+  /// Most tokens packed into one forward pass (see default_chunk_tokens).
+  size_t chunk_tokens() const { return chunk_tokens_; }
+
+  /// Scratch bytes of one `encode` call over `sequences` sequences of at most
+  /// `max_len` tokens each: per packed token (5H + I) floats, plus one
+  /// max_len x max_len attention score matrix.
+  size_t scratch_bytes(size_t sequences, size_t max_len) const;
   const bert_model& model() const { return *model_; }
 
   /// Writes one row of `dim()` floats per sequence of `token_ids` to `out`

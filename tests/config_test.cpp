@@ -9,6 +9,7 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <unistd.h>
@@ -47,6 +48,12 @@ const std::vector<std::string> all_keys = {
     "pool.restart-window",
     "pool.max-abandoned",
     "pool.drain-timeout",
+    "pool.min-workers",
+    "pool.max-workers",
+    "pool.scale-up-queue-depth",
+    "pool.scale-up-window",
+    "pool.idle-cooldown",
+    "pool.memory-budget",
     "heartbeat.interval",
     "heartbeat.timeout",
     "model.kind",
@@ -140,6 +147,12 @@ void check_same(const pool::node_config& a, const pool::node_config& b) {
   CHECK(a.pool.restart_window == b.pool.restart_window);
   CHECK(a.pool.max_abandoned == b.pool.max_abandoned);
   CHECK(a.pool.drain_timeout == b.pool.drain_timeout);
+  CHECK(a.pool.min_workers == b.pool.min_workers);
+  CHECK(a.pool.max_workers == b.pool.max_workers);
+  CHECK(a.pool.scale_up_queue_depth == b.pool.scale_up_queue_depth);
+  CHECK(a.pool.scale_up_window == b.pool.scale_up_window);
+  CHECK(a.pool.idle_cooldown == b.pool.idle_cooldown);
+  CHECK(a.pool.memory_budget_mib == b.pool.memory_budget_mib);
   CHECK(a.heartbeat.interval == b.heartbeat.interval);
   CHECK(a.heartbeat.timeout == b.heartbeat.timeout);
   CHECK(a.model.kind == b.model.kind);
@@ -254,6 +267,12 @@ max-restarts = 0
 restart-window = 2min
 max-abandoned = 1000
 drain-timeout = 0s
+min-workers = 3
+max-workers = 9
+scale-up-queue-depth = 6
+scale-up-window = 3s
+idle-cooldown = 90s
+memory-budget = 2048
 [heartbeat]
 interval = 200ms
 timeout = 201ms
@@ -293,6 +312,12 @@ hang-marker = "HANG"
   CHECK(cfg.pool.restart_window == 120s);
   CHECK(cfg.pool.max_abandoned == 1000);
   CHECK(cfg.pool.drain_timeout == 0s);
+  CHECK(cfg.pool.min_workers == 3);
+  CHECK(cfg.pool.max_workers == 9);
+  CHECK(cfg.pool.scale_up_queue_depth == 6);
+  CHECK(cfg.pool.scale_up_window == 3s);
+  CHECK(cfg.pool.idle_cooldown == 90s);
+  CHECK(cfg.pool.memory_budget_mib == 2048);
   CHECK(cfg.heartbeat.interval == 200ms);
   CHECK(cfg.heartbeat.timeout == 201ms);
   CHECK(cfg.model.kind == "bert");
@@ -747,4 +772,26 @@ TEST_CASE("HOST:PORT endpoints parse, and bad ones name the key", "[config]") {
     REQUIRE_FALSE(r);
     CHECK_THAT(pool::describe(r.error()), Catch::Contains("node.join"));
   }
+}
+
+TEST_CASE("Worker limits default to pool.workers and refuse min above max", "[config]") {
+  auto limits = [](const std::vector<std::string>& args) {
+    auto cfg = load(args);
+    auto result = pool::resolve_worker_limits(cfg.pool);
+    REQUIRE(result);
+    return std::make_tuple(result->min, result->initial, result->max);
+  };
+  CHECK(limits({}) == std::make_tuple(2u, 2u, 2u));
+  CHECK(limits({"--pool.workers=5"}) == std::make_tuple(5u, 5u, 5u));
+  CHECK(limits({"--pool.max-workers=8"}) == std::make_tuple(2u, 2u, 8u));
+  CHECK(limits({"--pool.max-workers=1"}) == std::make_tuple(1u, 1u, 1u));
+  CHECK(limits({"--pool.min-workers=4"}) == std::make_tuple(4u, 4u, 4u));
+  CHECK(limits({"--pool.min-workers=1", "--pool.max-workers=6"}) ==
+        std::make_tuple(1u, 2u, 6u));
+  CHECK(limits({"--pool.workers=9", "--pool.min-workers=1", "--pool.max-workers=6"}) ==
+        std::make_tuple(1u, 6u, 6u));
+  auto bad = pool::parse_node_args({"--pool.min-workers=5", "--pool.max-workers=3"});
+  REQUIRE_FALSE(bad);
+  CHECK_THAT(pool::error_message(bad.error()),
+             Catch::Contains("pool.min-workers: expected at most pool.max-workers (3)"));
 }

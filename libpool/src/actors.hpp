@@ -44,6 +44,7 @@
 #include <caf/fwd.hpp>
 #include <caf/stateful_actor.hpp>
 
+#include "memory_budget.hpp"
 #include "pool/config.hpp"
 #include "pool/embedder.hpp"
 #include "pool/protocol.hpp"
@@ -81,6 +82,19 @@ struct supervisor_config {
   std::string model_name;
   uint32_t dim = 0;
   worker_factory make_worker;
+  /// Estimated bytes of the model that its workers share (weights): reserved
+  /// against `budget`, unconditionally, while the supervisor runs.
+  uint64_t weights_bytes = 0;
+  /// Estimated bytes of one local worker (embedder::worker_bytes). A slot
+  /// holds this reservation from its spawn until the worker is evicted or
+  /// given up; restarts and stuck replacements reuse it. The first
+  /// `pool.min-workers` are reserved unconditionally (the node checks them
+  /// against the budget before it starts); any other spawn that would pass
+  /// the budget is refused and logged. Lent (remote) workers reserve nothing.
+  uint64_t worker_bytes = 0;
+  /// Shared by the supervisors of every model of the node; null = a budget of
+  /// this supervisor's own without a limit.
+  std::shared_ptr<memory_budget> budget;
   /// Publish the gateway on host:port through the middleman (false in
   /// deterministic tests, which talk to the gateway directly).
   bool publish = true;

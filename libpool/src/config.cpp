@@ -600,6 +600,23 @@ const std::vector<key_spec>& schema() {
           "stuck worker threads left behind before the node stops replacing them"),
       duration_key("pool.drain-timeout", &nc::pool, &pool_section::drain_timeout,
                    non_negative, "time in-flight work gets to finish on shutdown"),
+      integer_key("pool.min-workers", &nc::pool, &pool_section::min_workers, 0, 256,
+                  "local workers never evicted; 0 = min(pool.workers, pool.max-workers)"),
+      integer_key("pool.max-workers", &nc::pool, &pool_section::max_workers, 0, 256,
+                  "most local workers after scaling up; 0 = max(pool.workers, "
+                  "pool.min-workers)"),
+      integer_key("pool.scale-up-queue-depth", &nc::pool,
+                  &pool_section::scale_up_queue_depth, 1, 1000000,
+                  "queued requests per ready worker above which the pool grows"),
+      duration_key("pool.scale-up-window", &nc::pool, &pool_section::scale_up_window,
+                   positive,
+                   "how long the depth stays above the threshold before "
+                   "one worker is added"),
+      duration_key("pool.idle-cooldown", &nc::pool, &pool_section::idle_cooldown,
+                   positive, "a worker idle this long is evicted, down to the minimum"),
+      integer_key("pool.memory-budget", &nc::pool, &pool_section::memory_budget_mib, 0,
+                  int64_t{1} << 24,
+                  "MiB for model weights and worker buffers of all models; 0 = none"),
       duration_key("heartbeat.interval", &nc::heartbeat, &heartbeat_section::interval,
                    positive, "period of the health ping to each worker"),
       duration_key(
@@ -920,6 +937,8 @@ struct loader {
            format_duration(cfg.heartbeat.interval) + "), got " +
            quote(format_duration(cfg.heartbeat.timeout)) + " (" +
            source("heartbeat.timeout") + ")");
+    if (auto limits = resolve_worker_limits(cfg.pool); !limits)
+      fail(error_message(limits.error()) + " (" + source("pool.min-workers") + ")");
     if (cfg.model.kind == "bert" && cfg.model.path.empty())
       fail("model.path: required when model.kind = bert (model.kind set in " +
            source("model.kind") + ")");
@@ -1007,6 +1026,31 @@ std::string node_usage(const std::string& program) {
       << "Defaults added unless set: --middleman.heartbeat-interval=1s\n"
       << "                           --middleman.connection-timeout=10s\n";
   return out.str();
+}
+
+caf::expected<worker_limits> resolve_worker_limits(const pool_section& pool,
+                                                   const std::string& prefix) {
+  worker_limits result;
+  if (pool.min_workers == 0 && pool.max_workers == 0) {
+    result.min = result.max = pool.workers;
+  } else if (pool.min_workers == 0) {
+    result.max = pool.max_workers;
+    result.min = std::min(pool.workers, result.max);
+  } else if (pool.max_workers == 0) {
+    result.min = pool.min_workers;
+    result.max = std::max(pool.workers, result.min);
+  } else {
+    result.min = pool.min_workers;
+    result.max = pool.max_workers;
+  }
+  if (result.min > result.max)
+    return make_error(pool_errc::invalid_input,
+                      prefix + ".min-workers: expected at most " + prefix +
+                          ".max-workers (" + std::to_string(result.max) + "), got " +
+                          std::to_string(result.min));
+  result.min = std::max<uint32_t>(result.min, 1);
+  result.initial = std::clamp(pool.workers, result.min, result.max);
+  return result;
 }
 
 caf::expected<std::pair<std::string, uint16_t>> parse_host_port(const std::string& text,

@@ -60,6 +60,28 @@ caf::error check_node_rules(const node_config& cfg) {
   return caf::none;
 }
 
+/// The weights and minimum workers of the model must fit the memory budget:
+/// the supervisor reserves them unconditionally.
+caf::error check_memory_budget(const node_config& cfg, const embedder& model,
+                               const detail::memory_budget& budget) {
+  if (budget.limit() == 0)
+    return caf::none;
+  auto limits = resolve_worker_limits(cfg.pool);
+  if (!limits)
+    return limits.error();
+  uint64_t needed =
+      model.weights_bytes() +
+      uint64_t{limits->min} * model.worker_bytes(cfg.pool.micro_batch_texts);
+  if (needed <= budget.limit())
+    return caf::none;
+  constexpr uint64_t mib = 1024 * 1024;
+  return make_error(pool_errc::invalid_input,
+                    "pool.memory-budget: " + std::to_string(budget.limit() / mib) +
+                        " MiB cannot hold the model's weights and its " +
+                        std::to_string(limits->min) + " minimum worker(s) (" +
+                        std::to_string((needed + mib - 1) / mib) + " MiB estimated)");
+}
+
 const char* signal_name(int sig) {
   return sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "signal";
 }
@@ -113,10 +135,24 @@ int run_node(const node_config& cfg) {
     return 2;
   }
   set_blas_threads(static_cast<int>(cfg.model.blas_threads));
+  auto budget =
+      std::make_shared<detail::memory_budget>(cfg.pool.memory_budget_mib * 1024 * 1024);
+  if (cfg.node.role == "standalone") {
+    if (auto err = check_memory_budget(cfg, **model, *budget)) {
+      log->error("event=config_refused error=\"{}\"", describe(err));
+      std::fprintf(stderr, "embedpool-node: %s\n", describe(err).c_str());
+      detail::shutdown_logging();
+      return 2;
+    }
+  }
   log_event("node_starting")
       .add("model", (*model)->name())
       .add("dim", static_cast<uint64_t>((*model)->dim()))
       .add("workers", cfg.pool.workers)
+      .add("weights_bytes", static_cast<uint64_t>((*model)->weights_bytes()))
+      .add("worker_bytes",
+           static_cast<uint64_t>((*model)->worker_bytes(cfg.pool.micro_batch_texts)))
+      .add("memory_budget_mib", cfg.pool.memory_budget_mib)
       .add("config_file", cfg.config_file.empty() ? "(none)" : cfg.config_file)
       .write(*log, spdlog::level::info);
 
@@ -144,6 +180,9 @@ int run_node(const node_config& cfg) {
     scfg.log = cfg.log;
     scfg.model_name = (*model)->name();
     scfg.dim = static_cast<uint32_t>((*model)->dim());
+    scfg.weights_bytes = (*model)->weights_bytes();
+    scfg.worker_bytes = (*model)->worker_bytes(cfg.pool.micro_batch_texts);
+    scfg.budget = budget;
     scfg.make_worker = [wcfg](caf::local_actor* self, uint32_t slot) {
       auto c = wcfg;
       c.slot = slot;

@@ -36,8 +36,10 @@ constexpr size_t max_slots = 4096;
 constexpr int64_t retry_after_ms = 100;
 
 /// Local slots: ready -> (died) restarting -> ready | given_up; (stuck) ->
-/// replaced at once. Remote slots (lent by worker nodes): ready -> leaving ->
-/// left, or -> lost when the worker or its node dies or goes silent.
+/// replaced at once; ready and idle for pool.idle-cooldown -> evicted (a
+/// scale-up may start a new worker in an evicted slot). Remote slots (lent by worker
+/// nodes): ready -> leaving -> left, or -> lost when the worker or its node dies or goes
+/// silent.
 enum class slot_state {
   ready,
   stuck,
@@ -46,7 +48,8 @@ enum class slot_state {
   stopped,
   leaving,
   left,
-  lost
+  lost,
+  evicted
 };
 
 const char* to_string(slot_state x) {
@@ -67,6 +70,8 @@ const char* to_string(slot_state x) {
       return "left";
     case slot_state::lost:
       return "lost";
+    case slot_state::evicted:
+      return "evicted";
   }
   return "unknown";
 }
@@ -95,6 +100,8 @@ struct worker_slot {
   uint64_t failed = 0;
   uint32_t restarts = 0;
   std::deque<time_point> restart_times;  // within pool.restart-window
+  time_point idle_since;                 // when the worker last held no job
+  bool reserved = false;                 // holds worker_bytes of the memory budget
 };
 
 struct request_entry {
@@ -144,8 +151,21 @@ struct supervisor_state {
   /// Worker nodes leaving: answered once none of their workers holds a job.
   std::unordered_map<std::string, caf::response_promise> leaving_nodes;
   std::shared_ptr<spdlog::logger> log = get_logger("supervisor");
+  worker_limits limits;
+  std::shared_ptr<memory_budget> budget;
+  uint64_t reserved_bytes = 0;  // this supervisor's share of `budget`
+  /// Queue depth above the scale-up threshold since `depth_above_since`.
+  bool depth_above = false;
+  time_point depth_above_since;
+  /// A refused scale-up is logged once per episode above the threshold.
+  bool refusal_logged = false;
+  uint64_t workers_spawned = 0;
+  uint64_t workers_evicted = 0;
+  uint64_t workers_given_up = 0;
 
   ~supervisor_state() {
+    if (budget)
+      budget->release(reserved_bytes);
     for (auto& s : slots)
       if (s.handle && !s.remote)
         caf::anon_send_exit(s.handle, caf::exit_reason::kill);
@@ -330,6 +350,51 @@ void attach_worker(supervisor_actor* self, worker_slot& slot, caf::actor handle)
 
 void spawn_into(supervisor_actor* self, worker_slot& slot) {
   attach_worker(self, slot, self->state.cfg.make_worker(self, slot.id));
+  slot.idle_since = self->clock().now();
+  ++self->state.workers_spawned;
+}
+
+/// Takes a worker's share of the memory budget for `slot`; `force` ignores
+/// the limit. False (nothing taken) if the spawn would pass the budget.
+bool reserve_worker(supervisor_state& st, worker_slot& slot, bool force) {
+  if (slot.reserved)
+    return true;
+  auto bytes = st.cfg.worker_bytes;
+  if (force)
+    st.budget->reserve(bytes);
+  else if (!st.budget->try_reserve(bytes))
+    return false;
+  st.reserved_bytes += bytes;
+  slot.reserved = true;
+  return true;
+}
+
+void release_worker(supervisor_state& st, worker_slot& slot) {
+  if (!slot.reserved)
+    return;
+  st.budget->release(st.cfg.worker_bytes);
+  st.reserved_bytes -= st.cfg.worker_bytes;
+  slot.reserved = false;
+}
+
+/// Local workers that serve or will serve again (ready, restarting, stuck).
+uint32_t live_local_workers(const supervisor_state& st) {
+  return static_cast<uint32_t>(
+      std::count_if(st.slots.begin(), st.slots.end(), [](const worker_slot& s) {
+        return !s.remote &&
+               (s.state == slot_state::ready || s.state == slot_state::restarting ||
+                s.state == slot_state::stuck);
+      }));
+}
+
+log_event refused_for_budget(const supervisor_state& st, const char* phase) {
+  return log_event("scale_up_refused")
+      .add("reason", "memory_budget")
+      .add("phase", phase)
+      .add("needed_bytes", st.cfg.worker_bytes)
+      .add("used_bytes", st.budget->used())
+      .add("budget_bytes", st.budget->limit())
+      .add("workers", live_local_workers(st));
 }
 
 /// Removes a worker's handle from the routing tables.
@@ -373,6 +438,8 @@ void check_leaving(supervisor_actor* self) {
 
 void give_up(supervisor_actor* self, worker_slot& slot, const char* reason) {
   slot.state = slot_state::given_up;
+  release_worker(self->state, slot);
+  ++self->state.workers_given_up;
   warn(self, log_event("worker_given_up").add("worker", slot.id).add("reason", reason));
   if (!any_live_slot(self->state))
     fail_all_pending(self, pool_errc::unavailable, "no worker left: all were given up");
@@ -537,6 +604,128 @@ void overload_tick(supervisor_actor* self, time_point now) {
   }
 }
 
+/// Requests queued on the pool: parked ones plus credits in use at ready
+/// workers (local and lent).
+uint64_t queue_depth(const supervisor_state& st) {
+  uint64_t depth = pending_total(st);
+  for (auto& s : st.slots)
+    if (s.state == slot_state::ready)
+      depth += (st.cfg.pool.embed_queue_capacity - s.credits[0]) +
+               (st.cfg.pool.batch_queue_capacity - s.credits[1]);
+  return depth;
+}
+
+uint32_t ready_workers(const supervisor_state& st) {
+  return static_cast<uint32_t>(
+      std::count_if(st.slots.begin(), st.slots.end(),
+                    [](const worker_slot& s) { return s.state == slot_state::ready; }));
+}
+
+/// Starts one more local worker, in an evicted slot if there is one, unless
+/// the pool is at pool.max-workers or the worker would pass the memory
+/// budget (both refusals are logged).
+void scale_up(supervisor_actor* self, uint64_t depth, uint64_t threshold) {
+  auto& st = self->state;
+  auto live = live_local_workers(st);
+  if (live >= st.limits.max) {
+    if (std::exchange(st.refusal_logged, true))
+      return;
+    warn(self, log_event("scale_up_refused")
+                   .add("reason", "max_workers")
+                   .add("depth", depth)
+                   .add("threshold", threshold)
+                   .add("workers", live)
+                   .add("max", st.limits.max));
+    return;
+  }
+  worker_slot* slot = nullptr;
+  for (auto& candidate : st.slots)
+    if (!candidate.remote && candidate.state == slot_state::evicted) {
+      slot = &candidate;
+      break;
+    }
+  if (slot == nullptr && st.slots.size() >= max_slots)
+    return;
+  worker_slot fresh;
+  auto& target = slot != nullptr ? *slot : fresh;
+  if (!reserve_worker(st, target, false)) {
+    if (!std::exchange(st.refusal_logged, true))
+      warn(self, refused_for_budget(st, "scale_up").add("depth", depth));
+    return;
+  }
+  if (slot == nullptr) {
+    fresh.id = static_cast<uint32_t>(st.slots.size());
+    st.slots.push_back(std::move(fresh));
+    slot = &st.slots.back();
+  }
+  slot->restart_times.clear();
+  spawn_into(self, *slot);
+  info(self, log_event("scale_up")
+                 .add("reason", "queue_depth")
+                 .add("worker", slot->id)
+                 .add("depth", depth)
+                 .add("threshold", threshold)
+                 .add("window_ms", to_ms(st.cfg.pool.scale_up_window))
+                 .add("workers", live + 1)
+                 .add("max", st.limits.max));
+  pump(self);
+}
+
+/// Stops an idle local worker. It holds no job and all its credits are back,
+/// so nothing accepted is lost; a late pong from it is ignored.
+void evict(supervisor_actor* self, worker_slot& slot, caf::timespan idle) {
+  auto& st = self->state;
+  self->demonitor(slot.handle);
+  self->send_exit(slot.handle, caf::exit_reason::user_shutdown);
+  detach_handle(self, slot);
+  slot.state = slot_state::evicted;
+  slot.credits[0] = slot.credits[1] = 0;
+  slot.ping_outstanding = false;
+  release_worker(st, slot);
+  ++st.workers_evicted;
+  info(self, log_event("scale_down")
+                 .add("reason", "idle")
+                 .add("worker", slot.id)
+                 .add("idle_ms", to_ms(idle))
+                 .add("cooldown_ms", to_ms(st.cfg.pool.idle_cooldown))
+                 .add("workers", live_local_workers(st))
+                 .add("min", st.limits.min));
+}
+
+/// Adaptive workers, once per tick: one worker more after the queue depth per
+/// ready worker stayed above pool.scale-up-queue-depth for
+/// pool.scale-up-window; idle workers out after pool.idle-cooldown, never
+/// below the minimum.
+void autoscale(supervisor_actor* self, time_point now) {
+  auto& st = self->state;
+  if (st.draining || st.limits.min == st.limits.max)
+    return;  // a fixed-size pool
+  auto depth = queue_depth(st);
+  uint64_t threshold = uint64_t{st.cfg.pool.scale_up_queue_depth} *
+                       std::max<uint32_t>(ready_workers(st), 1);
+  if (depth > threshold) {
+    if (!st.depth_above) {
+      st.depth_above = true;
+      st.depth_above_since = now;
+    } else if (now - st.depth_above_since >= st.cfg.pool.scale_up_window) {
+      st.depth_above_since = now;  // the next worker needs a window of its own
+      scale_up(self, depth, threshold);
+    }
+  } else {
+    st.depth_above = false;
+    st.refusal_logged = false;
+  }
+  for (auto& slot : st.slots) {
+    if (live_local_workers(st) <= st.limits.min)
+      break;
+    if (slot.remote || slot.state != slot_state::ready || !slot.jobs.empty())
+      continue;
+    auto idle = now - slot.idle_since;
+    if (idle >= st.cfg.pool.idle_cooldown)
+      evict(self, slot, idle);
+  }
+}
+
 pool_status make_status(supervisor_actor* self) {
   auto& st = self->state;
   auto now = self->clock().now();
@@ -584,6 +773,14 @@ pool_status make_status(supervisor_actor* self) {
   result.abandoned = st.abandoned;
   result.pending = pending_total(st);
   result.pending_capacity = st.cfg.pool.pending_capacity;
+  result.workers_spawned = st.workers_spawned;
+  result.workers_evicted = st.workers_evicted;
+  result.workers_given_up = st.workers_given_up;
+  result.min_workers = st.limits.min;
+  result.max_workers = st.limits.max;
+  result.memory_budget_bytes = st.budget->limit();
+  result.memory_used_bytes = st.budget->used();
+  result.memory_pressure = st.budget->pressure();
   return result;
 }
 
@@ -634,6 +831,7 @@ void finish_drain(supervisor_actor* self) {
   st.pending[0].clear();
   st.pending[1].clear();
   for (auto& slot : st.slots) {
+    release_worker(st, slot);
     if (slot.handle) {
       self->demonitor(slot.handle);
       // Lent workers belong to their worker node, which outlives us.
@@ -761,6 +959,8 @@ void on_job_answer(supervisor_actor* self, uint64_t did, matrix* result,
   ++slot.credits[lane_index(d->second.ln)];
   slot.jobs.erase(did);
   st.dispatches.erase(d);
+  if (slot.jobs.empty())
+    slot.idle_since = self->clock().now();
   auto it = st.requests.find(rid);
   if (result != nullptr) {
     ++slot.completed;
@@ -835,10 +1035,25 @@ caf::behavior supervisor_behavior(supervisor_actor* self, supervisor_config cfg)
   st.cfg = std::move(cfg);
   auto now = self->clock().now();
   st.last_stats = now;
-  st.slots.resize(st.cfg.pool.workers);
-  for (uint32_t i = 0; i < st.cfg.pool.workers; ++i) {
-    st.slots[i].id = i;
-    spawn_into(self, st.slots[i]);
+  st.budget = st.cfg.budget ? st.cfg.budget : std::make_shared<memory_budget>(0);
+  st.budget->reserve(st.cfg.weights_bytes);
+  st.reserved_bytes += st.cfg.weights_bytes;
+  if (auto limits = resolve_worker_limits(st.cfg.pool)) {
+    st.limits = *limits;
+  } else {
+    self->quit(limits.error());
+    return {};
+  }
+  st.slots.reserve(st.limits.initial);
+  for (uint32_t i = 0; i < st.limits.initial; ++i) {
+    worker_slot slot;
+    slot.id = i;
+    if (!reserve_worker(st, slot, i < st.limits.min)) {
+      warn(self, refused_for_budget(st, "start"));
+      break;
+    }
+    st.slots.push_back(std::move(slot));
+    spawn_into(self, st.slots.back());
     info(self, log_event("worker_started").add("worker", i));
   }
   start_gateway(self);
@@ -966,6 +1181,7 @@ caf::behavior supervisor_behavior(supervisor_actor* self, supervisor_config cfg)
         expire_deadlines(self, t);
         heartbeat(self, t);
         overload_tick(self, t);
+        autoscale(self, t);
         if (s.cfg.log.stats_interval.count() > 0 &&
             t - s.last_stats >= s.cfg.log.stats_interval) {
           s.last_stats = t;

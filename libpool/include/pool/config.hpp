@@ -71,7 +71,39 @@ struct pool_section {
   caf::timespan restart_window = std::chrono::seconds(60);  // pool.restart-window
   uint32_t max_abandoned = 8;  // pool.max-abandoned: stuck threads left behind
   caf::timespan drain_timeout = std::chrono::seconds(30);  // pool.drain-timeout
+  /// pool.min-workers: local workers never evicted; 0 = min(pool.workers,
+  /// pool.max-workers). See `worker_limits`.
+  uint32_t min_workers = 0;
+  /// pool.max-workers: most local workers after scaling up; 0 =
+  /// max(pool.workers, pool.min-workers).
+  uint32_t max_workers = 0;
+  /// pool.scale-up-queue-depth: requests queued per serving worker (pending
+  /// plus credits in use, divided by the ready workers) above which the pool
+  /// grows.
+  uint32_t scale_up_queue_depth = 4;
+  /// pool.scale-up-window: the depth must stay above the threshold this long
+  /// before one worker is added (and again before the next one).
+  caf::timespan scale_up_window = std::chrono::seconds(2);
+  /// pool.idle-cooldown: a worker holding no work for this long is evicted
+  /// (never below the minimum).
+  caf::timespan idle_cooldown = std::chrono::seconds(60);
+  /// pool.memory-budget: MiB that weights plus worker buffers of every model
+  /// of the node may take; 0 = no budget.
+  uint64_t memory_budget_mib = 0;
 };
+
+/// The resolved worker limits of a pool: `min <= initial <= max`, all >= 1.
+struct worker_limits {
+  uint32_t min = 0;
+  uint32_t initial = 0;  // workers started with the node
+  uint32_t max = 0;
+};
+
+/// Resolves pool.min-workers / pool.max-workers (0 = derived from
+/// pool.workers, so that a pool configured only with pool.workers keeps
+/// exactly that many); an error names the key when min > max.
+caf::expected<worker_limits> resolve_worker_limits(const pool_section& pool,
+                                                   const std::string& prefix = "pool");
 
 /// `[heartbeat]`
 struct heartbeat_section {

@@ -169,9 +169,11 @@ struct pool_status {
   uint32_t min_workers = 0;          // pool.min-workers
   uint32_t max_workers = 0;          // pool.max-workers
   uint64_t memory_budget_bytes = 0;  // pool.memory-budget; 0 = no budget
-  uint64_t memory_used_bytes = 0;    // estimated footprint of the live workers
-  double memory_pressure = 0;        // used / budget; 0 without a budget
-  std::vector<std::string> models;   // every model the node serves, default first
+  // The memory figures are node-wide (the budget is shared by every model):
+  // estimated weights of every model plus buffers of every live local worker.
+  uint64_t memory_used_bytes = 0;
+  double memory_pressure = 0;       // used / budget; 0 without a budget
+  std::vector<std::string> models;  // every model the node serves, default first
 };
 
 template <class Inspector>

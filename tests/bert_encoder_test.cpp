@@ -18,6 +18,7 @@
 #include "bert/bert_embedder.hpp"
 #include "bert/encoder.hpp"
 #include "bert/kernels.hpp"
+#include "bert/linear.hpp"
 #include "bert/model_loader.hpp"
 #include "pool/config.hpp"
 #include "pool/embedder.hpp"
@@ -43,8 +44,9 @@ nlohmann::json read_json(const std::string& path) {
   return nlohmann::json::parse(ss.str());
 }
 
-std::shared_ptr<const bert_model> load_fixture(const std::string& name) {
-  auto model = pool::bert::load_bert_model(fixture_dir(name));
+std::shared_ptr<const bert_model> load_fixture(const std::string& name,
+                                               size_t panel_width = 0) {
+  auto model = pool::bert::load_bert_model(fixture_dir(name), panel_width);
   REQUIRE(model);
   return std::make_shared<const bert_model>(std::move(*model));
 }
@@ -88,9 +90,13 @@ double max_scaled_diff(const std::vector<float>& a, const std::vector<float>& b,
 
 TEST_CASE("the encoder matches PyTorch's BertModel and pooling on every fixture",
           "[bert][encoder]") {
+  // One panel (OpenBLAS's own blocking), the small-matrix panels, and panels
+  // that leave a narrower last one.
+  const size_t panel = GENERATE(size_t{0}, pool::bert::small_kernel_panel, size_t{24});
+  INFO("panel width " << panel);
   for (const char* name : fixture_names) {
     SECTION(name) {
-      auto model = load_fixture(name);
+      auto model = load_fixture(name, panel);
       const encoder enc(model);
       const auto ref = read_json(fixture_dir(name) + "/reference.json");
       const auto inputs = ref.at("inputs").get<std::vector<std::vector<int32_t>>>();
@@ -187,7 +193,7 @@ TEST_CASE("an encoder refuses weights that do not fit the config", "[bert][encod
   const auto good = load_fixture("mini-mean");
   SECTION("a truncated fused QKV matrix") {
     auto bad = std::make_shared<bert_model>(*good);
-    bad->weights.layers[1].qkv_w.pop_back();
+    bad->weights.layers[1].qkv_w.values.pop_back();
     CHECK_THROWS_WITH(encoder(bad), Catch::Contains("layer.1.qkv.weight"));
   }
   SECTION("fewer layers than the config") {
@@ -202,6 +208,60 @@ TEST_CASE("an encoder refuses weights that do not fit the config", "[bert][encod
   }
   SECTION("no model at all") {
     CHECK_THROWS_AS(encoder(nullptr), std::invalid_argument);
+  }
+}
+
+TEST_CASE("packed Linear weights give x * W^T in every panel layout", "[bert][linear]") {
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+  // (out, in): panels with a narrower last one; a depth that the small
+  // products must cut into chunks.
+  for (const auto& [out, in] :
+       {std::pair<size_t, size_t>{200, 300}, {40, 1536}, {3, 5}}) {
+    std::vector<float> torch_weight(out * in);
+    for (auto& v : torch_weight) {
+      v = uniform(rng);
+    }
+    for (size_t panel : {size_t{0}, size_t{1}, size_t{64}, out, out + 100}) {
+      const auto w = pool::bert::pack_linear(torch_weight.data(), out, in, panel);
+      INFO("out " << out << " in " << in << " panel " << panel);
+      CHECK(w.panel == (panel == 0 || panel > out ? out : panel));
+      CHECK(pool::bert::unpack_linear(w) == torch_weight);
+      for (size_t rows : {size_t{0}, size_t{1}, size_t{16}, size_t{100}, size_t{130}}) {
+        for (float beta : {0.0f, 1.0f}) {
+          INFO("rows " << rows << " beta " << beta);
+          const size_t ldx = in + 3, ldy = out + 5;
+          std::vector<float> x(rows * ldx), y(rows * ldy);
+          for (auto& v : x) {
+            v = uniform(rng);
+          }
+          for (auto& v : y) {
+            v = uniform(rng);
+          }
+          std::vector<float> got = y;
+          pool::bert::apply_linear(w, x.data(), rows, ldx, beta, got.data(), ldy);
+          double worst = 0.0;
+          for (size_t r = 0; r < rows; ++r) {
+            for (size_t c = 0; c < ldy; ++c) {
+              if (c >= out) {  // padding between rows stays untouched
+                worst = std::max(worst,
+                                 static_cast<double>(got[r * ldy + c] != y[r * ldy + c]));
+                continue;
+              }
+              double want = beta * static_cast<double>(y[r * ldy + c]), scale = 1.0;
+              for (size_t k = 0; k < in; ++k) {
+                const double term =
+                    static_cast<double>(x[r * ldx + k]) * torch_weight[c * in + k];
+                want += term;
+                scale += std::abs(term);
+              }
+              worst = std::max(worst, std::abs(got[r * ldy + c] - want) / scale);
+            }
+          }
+          CHECK(worst <= 1e-6);
+        }
+      }
+    }
   }
 }
 

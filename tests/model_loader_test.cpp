@@ -179,15 +179,16 @@ void check_weights(const bert_model& model,
       qkv_w.insert(qkv_w.end(), pw.begin(), pw.end());
       qkv_b.insert(qkv_b.end(), pb.begin(), pb.end());
     }
-    CHECK(layer.qkv_w == qkv_w);
+    CHECK(unpack_linear(layer.qkv_w) == qkv_w);
     CHECK(layer.qkv_b == qkv_b);
-    CHECK(layer.attn_out_w == expected.at(p + "attention.output.dense.weight"));
+    CHECK(unpack_linear(layer.attn_out_w) ==
+          expected.at(p + "attention.output.dense.weight"));
     CHECK(layer.attn_out_b == expected.at(p + "attention.output.dense.bias"));
     CHECK(layer.attn_ln_g == expected.at(p + "attention.output.LayerNorm.weight"));
     CHECK(layer.attn_ln_b == expected.at(p + "attention.output.LayerNorm.bias"));
-    CHECK(layer.ffn_in_w == expected.at(p + "intermediate.dense.weight"));
+    CHECK(unpack_linear(layer.ffn_in_w) == expected.at(p + "intermediate.dense.weight"));
     CHECK(layer.ffn_in_b == expected.at(p + "intermediate.dense.bias"));
-    CHECK(layer.ffn_out_w == expected.at(p + "output.dense.weight"));
+    CHECK(unpack_linear(layer.ffn_out_w) == expected.at(p + "output.dense.weight"));
     CHECK(layer.ffn_out_b == expected.at(p + "output.dense.bias"));
     CHECK(layer.ffn_ln_g == expected.at(p + "output.LayerNorm.weight"));
     CHECK(layer.ffn_ln_b == expected.at(p + "output.LayerNorm.bias"));

@@ -27,6 +27,7 @@
 #include <cblas.h>
 
 #include "bert/encoder.hpp"
+#include "bert/linear.hpp"
 #include "bert/model_loader.hpp"
 
 namespace {
@@ -89,7 +90,15 @@ void fill(std::vector<float>& v, size_t n, std::mt19937& rng, float lo, float hi
   }
 }
 
-std::shared_ptr<const bert_model> minilm_shape_model(unsigned seed) {
+pool::bert::linear_weight random_linear(size_t out, size_t in, std::mt19937& rng,
+                                        float lo, float hi, size_t panel) {
+  std::vector<float> torch_weight;
+  fill(torch_weight, out * in, rng, lo, hi);
+  return pool::bert::pack_linear(torch_weight.data(), out, in, panel);
+}
+
+// The same weights for the same seed, whatever the panel width.
+std::shared_ptr<const bert_model> minilm_shape_model(unsigned seed, size_t panel) {
   auto m = std::make_shared<bert_model>();
   auto& c = m->config;
   c.vocab_size = 30522;
@@ -115,15 +124,15 @@ std::shared_ptr<const bert_model> minilm_shape_model(unsigned seed) {
   fill(w.emb_ln_b, h, rng, -0.1f, 0.1f);
   w.layers.resize(6);
   for (auto& l : w.layers) {
-    fill(l.qkv_w, 3 * h * h, rng, -w_h, w_h);
+    l.qkv_w = random_linear(3 * h, h, rng, -w_h, w_h, panel);
     fill(l.qkv_b, 3 * h, rng, -0.1f, 0.1f);
-    fill(l.attn_out_w, h * h, rng, -w_h, w_h);
+    l.attn_out_w = random_linear(h, h, rng, -w_h, w_h, panel);
     fill(l.attn_out_b, h, rng, -0.1f, 0.1f);
     fill(l.attn_ln_g, h, rng, 0.8f, 1.2f);
     fill(l.attn_ln_b, h, rng, -0.1f, 0.1f);
-    fill(l.ffn_in_w, i * h, rng, -w_h, w_h);
+    l.ffn_in_w = random_linear(i, h, rng, -w_h, w_h, panel);
     fill(l.ffn_in_b, i, rng, -0.1f, 0.1f);
-    fill(l.ffn_out_w, h * i, rng, -w_i, w_i);
+    l.ffn_out_w = random_linear(h, i, rng, -w_i, w_i, panel);
     fill(l.ffn_out_b, h, rng, -0.1f, 0.1f);
     fill(l.ffn_ln_g, h, rng, 0.8f, 1.2f);
     fill(l.ffn_ln_b, h, rng, -0.1f, 0.1f);
@@ -208,8 +217,9 @@ int main(int argc, char** argv) {
   if (!parse_args(argc, argv, opt)) {
     return 2;
   }
-  const auto model = minilm_shape_model(opt.seed);
-  const pool::bert::encoder enc(model);
+  size_t model_panel = pool::bert::preferred_panel_width(opt.threads.front());
+  auto model = minilm_shape_model(opt.seed, model_panel);
+  auto enc = std::make_unique<pool::bert::encoder>(model);
   std::mt19937 rng(opt.seed);
   std::vector<std::vector<int32_t>> full, mixed;
   std::uniform_int_distribution<size_t> len(8, opt.seq);
@@ -218,7 +228,7 @@ int main(int argc, char** argv) {
     mixed.push_back(random_sequence(len(rng), rng));
   }
   const std::vector<std::vector<int32_t>> single{random_sequence(opt.single, rng)};
-  std::vector<float> out(opt.batch * enc.dim());
+  std::vector<float> out(opt.batch * enc->dim());
   size_t mixed_tokens = 0;
   std::cout << "{\"engine\":\"embedpool-cblas\",\"model\":\"" << model->name
             << "\",\"batch\":" << opt.batch << ",\"seq\":" << opt.seq
@@ -231,22 +241,31 @@ int main(int argc, char** argv) {
   for (size_t ti = 0; ti < opt.threads.size(); ++ti) {
     const int threads = opt.threads[ti];
     openblas_set_num_threads(threads);
+    // The layout the node would load for this thread count.
+    const size_t panel = pool::bert::preferred_panel_width(threads);
+    if (panel != model_panel) {
+      enc.reset();
+      model_panel = panel;
+      model = minilm_shape_model(opt.seed, panel);
+      enc = std::make_unique<pool::bert::encoder>(model);
+    }
     const double peak = peak_gflops(opt.seconds / 3);
-    const auto tb = measure(opt.seconds, 3, [&] { enc.encode(full, out.data()); });
-    const auto tm = measure(opt.seconds, 3, [&] { enc.encode(mixed, out.data()); });
-    const auto ts = measure(opt.seconds / 2, 20, [&] { enc.encode(single, out.data()); });
-    const double gflops_b = model_flops(enc.config(), full) / tb.median_s / 1e9;
-    const double gflops_m = model_flops(enc.config(), mixed) / tm.median_s / 1e9;
+    const auto tb = measure(opt.seconds, 3, [&] { enc->encode(full, out.data()); });
+    const auto tm = measure(opt.seconds, 3, [&] { enc->encode(mixed, out.data()); });
+    const auto ts =
+        measure(opt.seconds / 2, 20, [&] { enc->encode(single, out.data()); });
+    const double gflops_b = model_flops(enc->config(), full) / tb.median_s / 1e9;
+    const double gflops_m = model_flops(enc->config(), mixed) / tm.median_s / 1e9;
     char buf[1024];
     std::snprintf(
         buf, sizeof buf,
-        "%s{\"threads\":%d,\"peak_gflops\":%.1f,"
+        "%s{\"threads\":%d,\"panel_width\":%zu,\"peak_gflops\":%.1f,"
         "\"batch\":{\"sentences_per_s\":%.1f,\"median_ms\":%.2f,\"p90_ms\":%.2f,"
         "\"runs\":%zu,\"gflops\":%.1f,\"fraction_of_peak\":%.3f},"
         "\"mixed\":{\"sentences_per_s\":%.1f,\"tokens\":%zu,\"median_ms\":%.2f,"
         "\"runs\":%zu,\"gflops\":%.1f,\"fraction_of_peak\":%.3f},"
         "\"single\":{\"median_ms\":%.3f,\"p90_ms\":%.3f,\"runs\":%zu}}",
-        ti ? "," : "", threads, peak, opt.batch / tb.median_s, tb.median_s * 1e3,
+        ti ? "," : "", threads, panel, peak, opt.batch / tb.median_s, tb.median_s * 1e3,
         tb.p90_s * 1e3, tb.runs, gflops_b, gflops_b / peak, opt.batch / tm.median_s,
         mixed_tokens, tm.median_s * 1e3, tm.runs, gflops_m, gflops_m / peak,
         ts.median_s * 1e3, ts.p90_s * 1e3, ts.runs);

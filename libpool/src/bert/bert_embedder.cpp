@@ -56,9 +56,9 @@ size_t bert_embedder::weights_bytes() const {
   size_t floats = w.word_emb.size() + w.pos_emb.size() + w.type_emb.size() +
                   w.emb_ln_g.size() + w.emb_ln_b.size();
   for (const auto& l : w.layers)
-    floats += l.qkv_w.size() + l.qkv_b.size() + l.attn_out_w.size() +
+    floats += l.qkv_w.values.size() + l.qkv_b.size() + l.attn_out_w.values.size() +
               l.attn_out_b.size() + l.attn_ln_g.size() + l.attn_ln_b.size() +
-              l.ffn_in_w.size() + l.ffn_in_b.size() + l.ffn_out_w.size() +
+              l.ffn_in_w.values.size() + l.ffn_in_b.size() + l.ffn_out_w.values.size() +
               l.ffn_out_b.size() + l.ffn_ln_g.size() + l.ffn_ln_b.size();
   return floats * sizeof(float);
 }
@@ -89,7 +89,8 @@ caf::expected<std::shared_ptr<const pool::embedder>> make_bert_embedder(
         "model.path: empty; model.kind = bert needs a sentence-transformers "
         "directory");
   }
-  auto model = load_bert_model(cfg.path);
+  auto model = load_bert_model(cfg.path,
+                               preferred_panel_width(static_cast<int>(cfg.blas_threads)));
   if (!model) {
     return std::move(model.error());
   }

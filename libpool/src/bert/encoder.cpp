@@ -1,6 +1,7 @@
 #include "bert/encoder.hpp"
 
 #include "bert/kernels.hpp"
+#include "bert/linear.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -25,6 +26,18 @@ void check_size(const std::vector<float>& v, size_t expected, const std::string&
   }
 }
 
+void check_linear(const linear_weight& w, size_t out, size_t in,
+                  const std::string& name) {
+  if (w.out != out || w.in != in || w.values.size() != out * in || w.panel == 0 ||
+      w.panel > out) {
+    throw std::invalid_argument(
+        "bert encoder: tensor " + name + " is [" + std::to_string(w.out) + " x " +
+        std::to_string(w.in) + "] with " + std::to_string(w.values.size()) +
+        " floats in panels of " + std::to_string(w.panel) + ", expected [" +
+        std::to_string(out) + " x " + std::to_string(in) + "]");
+  }
+}
+
 void check_positive(int value, const char* name) {
   if (value <= 0) {
     throw std::invalid_argument(std::string("bert encoder: config ") + name +
@@ -33,7 +46,7 @@ void check_positive(int value, const char* name) {
 }
 
 // C[m x n] = alpha * A[m x k] * op(B) + beta * C, row-major; `b_trans` means B
-// is stored [n x k] (torch's Linear layout).
+// is stored [n x k], otherwise [k x n].
 void gemm(bool b_trans, size_t m, size_t n, size_t k, float alpha, const float* a,
           size_t lda, const float* b, size_t ldb, float beta, float* c, size_t ldc) {
   cblas_sgemm(CblasRowMajor, CblasNoTrans, b_trans ? CblasTrans : CblasNoTrans,
@@ -85,15 +98,15 @@ encoder::encoder(std::shared_ptr<const bert_model> model, size_t chunk_tokens)
   for (size_t l = 0; l < w.layers.size(); ++l) {
     const layer_weights& lw = w.layers[l];
     const std::string p = "layer." + std::to_string(l) + ".";
-    check_size(lw.qkv_w, 3 * h * h, p + "qkv.weight");
+    check_linear(lw.qkv_w, 3 * h, h, p + "qkv.weight");
     check_size(lw.qkv_b, 3 * h, p + "qkv.bias");
-    check_size(lw.attn_out_w, h * h, p + "attention.output.dense.weight");
+    check_linear(lw.attn_out_w, h, h, p + "attention.output.dense.weight");
     check_size(lw.attn_out_b, h, p + "attention.output.dense.bias");
     check_size(lw.attn_ln_g, h, p + "attention.output.LayerNorm.weight");
     check_size(lw.attn_ln_b, h, p + "attention.output.LayerNorm.bias");
-    check_size(lw.ffn_in_w, i * h, p + "intermediate.dense.weight");
+    check_linear(lw.ffn_in_w, i, h, p + "intermediate.dense.weight");
     check_size(lw.ffn_in_b, i, p + "intermediate.dense.bias");
-    check_size(lw.ffn_out_w, h * i, p + "output.dense.weight");
+    check_linear(lw.ffn_out_w, h, i, p + "output.dense.weight");
     check_size(lw.ffn_out_b, h, p + "output.dense.bias");
     check_size(lw.ffn_ln_g, h, p + "output.LayerNorm.weight");
     check_size(lw.ffn_ln_b, h, p + "output.LayerNorm.bias");
@@ -195,7 +208,7 @@ void encoder::encode_chunk(const std::vector<std::vector<int32_t>>& token_ids,
 
   for (const layer_weights& lw : w.layers) {
     // Fused Q, K, V projection of all tokens: qkv[total x 3H].
-    gemm(true, total, 3 * h, h, 1.0f, x, h, lw.qkv_w.data(), h, 0.0f, qkv, 3 * h);
+    apply_linear(lw.qkv_w, x, total, h, 0.0f, qkv, 3 * h);
     add_bias(qkv, total, 3 * h, lw.qkv_b.data());
 
     // Attention per sequence and head on strided views of qkv.
@@ -214,14 +227,14 @@ void encoder::encode_chunk(const std::vector<std::vector<int32_t>>& token_ids,
     }
 
     // Output projection accumulated onto the residual, then LayerNorm.
-    gemm(true, total, h, h, 1.0f, ctx, h, lw.attn_out_w.data(), h, 1.0f, x, h);
+    apply_linear(lw.attn_out_w, ctx, total, h, 1.0f, x, h);
     bias_layer_norm(x, total, h, lw.attn_out_b.data(), lw.attn_ln_g.data(),
                     lw.attn_ln_b.data(), c.layer_norm_eps);
 
     // FFN: dense I + GELU, dense H onto the residual, LayerNorm.
-    gemm(true, total, inter, h, 1.0f, x, h, lw.ffn_in_w.data(), h, 0.0f, ffn, inter);
+    apply_linear(lw.ffn_in_w, x, total, h, 0.0f, ffn, inter);
     bias_gelu(ffn, total, inter, lw.ffn_in_b.data());
-    gemm(true, total, h, inter, 1.0f, ffn, inter, lw.ffn_out_w.data(), inter, 1.0f, x, h);
+    apply_linear(lw.ffn_out_w, ffn, total, inter, 1.0f, x, h);
     bias_layer_norm(x, total, h, lw.ffn_out_b.data(), lw.ffn_ln_g.data(),
                     lw.ffn_ln_b.data(), c.layer_norm_eps);
   }

@@ -441,7 +441,8 @@ caf::expected<bert_config> parse_bert_config(const std::string& text,
 
 caf::expected<bert_weights> extract_weights(const safetensors_view& file,
                                             const bert_config& config,
-                                            const std::string& label) {
+                                            const std::string& label,
+                                            size_t panel_width) {
   if (config.hidden_size <= 0 || config.vocab_size <= 0 || config.num_layers < 0 ||
       config.num_layers > max_layers || config.intermediate_size <= 0 ||
       config.max_position_embeddings <= 0 || config.type_vocab_size <= 0)
@@ -493,19 +494,27 @@ caf::expected<bert_weights> extract_weights(const safetensors_view& file,
     }
     if (err)
       break;
-    layer.qkv_w.reserve(3 * h * h);
+    std::vector<float> qkv_w;
+    qkv_w.reserve(3 * h * h);
     layer.qkv_b.reserve(3 * h);
     for (int k = 0; k < 3; ++k) {
-      layer.qkv_w.insert(layer.qkv_w.end(), parts_w[k].begin(), parts_w[k].end());
+      qkv_w.insert(qkv_w.end(), parts_w[k].begin(), parts_w[k].end());
       layer.qkv_b.insert(layer.qkv_b.end(), parts_b[k].begin(), parts_b[k].end());
     }
-    take(layer.attn_out_w, p + "attention.output.dense.weight", {h, h});
+    std::vector<float> attn_out_w, ffn_in_w, ffn_out_w;
+    take(attn_out_w, p + "attention.output.dense.weight", {h, h});
     take(layer.attn_out_b, p + "attention.output.dense.bias", {h});
     take_ln(layer.attn_ln_g, layer.attn_ln_b, p + "attention.output.LayerNorm");
-    take(layer.ffn_in_w, p + "intermediate.dense.weight", {inter, h});
+    take(ffn_in_w, p + "intermediate.dense.weight", {inter, h});
     take(layer.ffn_in_b, p + "intermediate.dense.bias", {inter});
-    take(layer.ffn_out_w, p + "output.dense.weight", {h, inter});
+    take(ffn_out_w, p + "output.dense.weight", {h, inter});
     take(layer.ffn_out_b, p + "output.dense.bias", {h});
+    if (err)
+      break;
+    layer.qkv_w = pack_linear(qkv_w.data(), 3 * h, h, panel_width);
+    layer.attn_out_w = pack_linear(attn_out_w.data(), h, h, panel_width);
+    layer.ffn_in_w = pack_linear(ffn_in_w.data(), inter, h, panel_width);
+    layer.ffn_out_w = pack_linear(ffn_out_w.data(), h, inter, panel_width);
     take_ln(layer.ffn_ln_g, layer.ffn_ln_b, p + "output.LayerNorm");
     if (!err)
       w.layers.push_back(std::move(layer));
@@ -517,7 +526,7 @@ caf::expected<bert_weights> extract_weights(const safetensors_view& file,
   return w;
 }
 
-caf::expected<bert_model> load_bert_model(const std::string& dir) {
+caf::expected<bert_model> load_bert_model(const std::string& dir, size_t panel_width) {
   std::error_code ec;
   if (!fs::is_directory(dir, ec))
     return fail(dir, "model directory not found");
@@ -553,7 +562,8 @@ caf::expected<bert_model> load_bert_model(const std::string& dir) {
   auto file = safetensors_file::load(weights_path);
   if (!file)
     return std::move(file.error());
-  auto weights = extract_weights((*file)->view(), model.config, weights_path);
+  auto weights =
+      extract_weights((*file)->view(), model.config, weights_path, panel_width);
   if (!weights)
     return std::move(weights.error());
   model.weights = std::move(*weights);

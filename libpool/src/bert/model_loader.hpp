@@ -8,6 +8,7 @@
 
 #include <caf/expected.hpp>
 
+#include "bert/linear.hpp"
 #include "bert/safetensors.hpp"
 
 namespace pool::bert {
@@ -33,16 +34,19 @@ struct bert_config {
   std::string query_prefix, passage_prefix;
 };
 
-/// All weights as row-major float32. Linear weights keep torch's [out x in] layout.
+/// All weights as row-major float32; Linear weights packed for the encoder's
+/// sgemm calls (see linear.hpp).
 struct layer_weights {
-  std::vector<float>
-      qkv_w;  // [3H x H]: query rows, then key rows, then value rows (fused)
-  std::vector<float> qkv_b;                   // [3H]
-  std::vector<float> attn_out_w, attn_out_b;  // [H x H], [H]
-  std::vector<float> attn_ln_g, attn_ln_b;    // [H], [H]
-  std::vector<float> ffn_in_w, ffn_in_b;      // [I x H], [I]
-  std::vector<float> ffn_out_w, ffn_out_b;    // [H x I], [H]
-  std::vector<float> ffn_ln_g, ffn_ln_b;      // [H], [H]
+  linear_weight qkv_w;       // out 3H, in H: query outputs, then key, then value (fused)
+  std::vector<float> qkv_b;  // [3H]
+  linear_weight attn_out_w;  // out H, in H
+  std::vector<float> attn_out_b;            // [H]
+  std::vector<float> attn_ln_g, attn_ln_b;  // [H], [H]
+  linear_weight ffn_in_w;                   // out I, in H
+  std::vector<float> ffn_in_b;              // [I]
+  linear_weight ffn_out_w;                  // out H, in I
+  std::vector<float> ffn_out_b;             // [H]
+  std::vector<float> ffn_ln_g, ffn_ln_b;    // [H], [H]
 };
 
 struct bert_weights {
@@ -62,9 +66,11 @@ struct bert_model {
 /// model.safetensors, modules.json (optional), the Pooling module's
 /// config.json (optional; default 1_Pooling/, mean pooling),
 /// sentence_bert_config.json, tokenizer_config.json and
-/// config_sentence_transformers.json (all optional). Every error is
-/// `invalid_input` with a message "<path of the file>: <what>".
-caf::expected<bert_model> load_bert_model(const std::string& dir);
+/// config_sentence_transformers.json (all optional). Linear weights are packed
+/// in panels of `panel_width` columns (0: one panel; see
+/// preferred_panel_width). Every error is `invalid_input` with a message
+/// "<path of the file>: <what>".
+caf::expected<bert_model> load_bert_model(const std::string& dir, size_t panel_width = 0);
 
 /// Largest accepted num_hidden_layers.
 constexpr int max_layers = 256;
@@ -81,8 +87,10 @@ caf::expected<bert_config> parse_bert_config(const std::string& text,
 /// names with or without a "bert." prefix; pooler.*, cls.* and
 /// embeddings.position_ids ignored; any other unexpected tensor, a missing
 /// tensor, a wrong shape or a non-float dtype is an error naming `label`.
+/// Linear weights are packed in panels of `panel_width` columns.
 caf::expected<bert_weights> extract_weights(const safetensors_view& file,
                                             const bert_config& config,
-                                            const std::string& label);
+                                            const std::string& label,
+                                            size_t panel_width = 0);
 
 }  // namespace pool::bert

@@ -6,7 +6,8 @@ I 1536; the same math as HF BertModel + mean pooling + Normalize) under
 torch.inference_mode at each thread count, on the same batch shapes as
 bert_encoder_bench: `batch` x `seq` tokens, `batch` mixed lengths (padded to
 the longest, with an attention mask, as HF does), and one `single`-token
-sentence. Then runs the C++ bench as a subprocess and prints both plus the
+sentence; torch's OpenBLAS runs the same number of threads (reported as
+"blas_threads"). Then runs the C++ bench as a subprocess and prints both plus the
 ratios as one JSON object.
 
     /usr/bin/python3 tools/bench/bert_vs_torch.py --bench build/tools/bert_encoder_bench
@@ -14,6 +15,7 @@ ratios as one JSON object.
 """
 
 import argparse
+import ctypes
 import json
 import math
 import os
@@ -74,6 +76,18 @@ class Bert(torch.nn.Module):
         return F.normalize(pooled, p=2, dim=1)
 
 
+def torch_blas():
+    """The BLAS torch calls for Linear (Debian's libblas.so.3, OpenBLAS here).
+    torch.set_num_threads does not reach it: left alone, OpenBLAS runs one
+    thread per core even in torch's "1 thread" runs."""
+    try:
+        lib = ctypes.CDLL("libblas.so.3")
+        lib.openblas_get_num_threads.restype = ctypes.c_int
+        return lib if hasattr(lib, "openblas_set_num_threads") else None
+    except OSError:
+        return None
+
+
 def padded(lengths, gen):
     n = max(lengths)
     ids = torch.zeros(len(lengths), n, dtype=torch.long)
@@ -119,6 +133,7 @@ def main():
 
     torch.manual_seed(1)
     model = Bert().eval()
+    blas = torch_blas()
     results, cpp_results, cpp = [], [], None
     # Alternate engines per thread count so both see similar machine load.
     for n in threads:
@@ -129,13 +144,17 @@ def main():
         mixed = padded(cpp["mixed_lengths"], gen)  # the C++ bench's lengths
         single = padded([args.single], gen)
         torch.set_num_threads(n)
+        if blas is not None:
+            blas.openblas_set_num_threads(n)
         with torch.inference_mode():
             tb = measure(lambda: model(*full), args.seconds, 3)
             tm = measure(lambda: model(*mixed), args.seconds, 3)
             ts = measure(lambda: model(*single), args.seconds / 2, 20)
         tb["sentences_per_s"] = args.batch / (tb["median_ms"] / 1e3)
         tm["sentences_per_s"] = args.batch / (tm["median_ms"] / 1e3)
-        results.append({"threads": n, "batch": tb, "mixed": tm, "single": ts})
+        results.append({"threads": n,
+                        "blas_threads": blas.openblas_get_num_threads() if blas else None,
+                        "batch": tb, "mixed": tm, "single": ts})
     cpp["results"] = cpp_results
 
     comparison = []

@@ -25,7 +25,7 @@ PACKAGES=(
   libcaf-dev libopenblas-dev catch2 libspdlog-dev libfmt-dev
   libutf8proc-dev nlohmann-json3-dev libssl-dev openssl
   clang libclang-rt-dev
-  jq procps gnuplot-nox
+  jq procps gnuplot-nox python3-numpy
 )
 
 install_missing() {

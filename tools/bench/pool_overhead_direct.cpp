@@ -13,40 +13,10 @@
 #include <vector>
 
 #include "../loadgen/texts.hpp"
+#include "embed_rate.hpp"
 #include "pool/config.hpp"
 #include "pool/embedder.hpp"
 #include "pool/error.hpp"
-
-namespace {
-
-using steady = std::chrono::steady_clock;
-
-/// Calls per second of `groups` texts per call over at least `seconds`.
-double calls_per_second(const pool::embedder& model,
-                        const std::vector<std::string>& texts, size_t group,
-                        double seconds, float& checksum) {
-  std::vector<float> out(group * model.dim());
-  std::vector<std::string_view> views(group);
-  uint64_t calls = 0;
-  size_t next = 0;
-  auto start = steady::now();
-  auto end = start + std::chrono::duration_cast<steady::duration>(
-                         std::chrono::duration<double>(seconds));
-  steady::time_point now;
-  do {
-    for (int rep = 0; rep < 16; ++rep) {
-      for (size_t k = 0; k < group; ++k)
-        views[k] = texts[(next++) % texts.size()];
-      model.embed(views, "", out.data());
-      checksum += out[0];
-      ++calls;
-    }
-    now = steady::now();
-  } while (now < end);
-  return static_cast<double>(calls) / std::chrono::duration<double>(now - start).count();
-}
-
-}  // namespace
 
 int main(int argc, char** argv) {
   size_t text_bytes = 64;
@@ -81,8 +51,9 @@ int main(int argc, char** argv) {
   pool::set_blas_threads(1);
   auto texts = pool::loadgen::make_texts(1024, text_bytes, 42);
   float checksum = 0;
-  auto embed_rps = calls_per_second(**model, texts, 1, seconds, checksum);
-  auto batch_rps = calls_per_second(**model, texts, batch_size, seconds, checksum);
+  auto embed_rps = pool::bench::calls_per_second(**model, texts, 1, seconds, checksum);
+  auto batch_rps =
+      pool::bench::calls_per_second(**model, texts, batch_size, seconds, checksum);
   std::printf(
       "{\"model\":\"%s\",\"text_bytes\":%zu,\"batch_size\":%zu,\"embed_rps\":%.1f,"
       "\"batch_rps\":%.1f,\"batch_texts_per_s\":%.1f,\"checksum\":%.3f}\n",

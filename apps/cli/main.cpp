@@ -18,6 +18,7 @@ Commands:
   batch           read texts from stdin, one per line, send them as ONE batch
                   message; prints one JSON line per text, in order
   status          print the node's pool status as one JSON object
+  metrics         print the node's metrics (Prometheus text exposition)
 
 Options:
   --host=H             node address (default 127.0.0.1, or node.host of --config-file)
@@ -141,7 +142,8 @@ int main(int argc, char** argv) {
     std::fputs(usage_text, stdout);
     return 0;
   }
-  if (args.command != "embed" && args.command != "batch" && args.command != "status") {
+  if (args.command != "embed" && args.command != "batch" && args.command != "status" &&
+      args.command != "metrics") {
     std::fprintf(stderr, "embedpool-cli: %s\n%s",
                  args.command.empty() ? "missing command"
                                       : ("unknown command " + args.command).c_str(),
@@ -179,6 +181,11 @@ int main(int argc, char** argv) {
                        result->values.data() + static_cast<size_t>(row) * result->dim,
                        result->dim)
                 << '\n';
+  } else if (args.command == "metrics") {
+    auto text = cl.metrics();
+    if (!text)
+      return fail(text.error());
+    std::cout << *text;
   } else {
     auto st = cl.status();
     if (!st)

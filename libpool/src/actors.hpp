@@ -8,6 +8,8 @@
 //   (embed_atom, text [, task])   -> matrix (one row)     validated, then delegated
 //   (batch_atom, texts [, task])  -> matrix               validated, then delegated
 //   (status_atom)                 -> pool_status          forwarded
+//   (metrics_atom)                -> std::string          Prometheus exposition
+//                                                         (statuses + registry)
 //   (join_atom, node, workers)    -> uint32_t             delegated (worker nodes)
 //   (leave_atom, node)            -> uint32_t             delegated (worker nodes)
 //   anything else                 -> pool error invalid_input (logged, bounded)
@@ -51,6 +53,9 @@
 
 namespace pool::detail {
 
+class metrics_registry;
+struct model_metrics;
+
 // -- worker ------------------------------------------------------------------
 
 struct worker_config {
@@ -60,6 +65,8 @@ struct worker_config {
   uint32_t micro_batch_texts = 64;
   fault_section fault;
   uint32_t slot = 0;  // for log lines only
+  /// Where compute time and micro-batch sizes are recorded; null = nowhere.
+  std::shared_ptr<model_metrics> metrics;
 };
 
 /// Spawns a worker; `detached` runs it on its own thread (production), false
@@ -104,6 +111,9 @@ struct supervisor_config {
   bool tls = false;
   /// Called once with the bound port after the first successful publish.
   std::function<void(uint16_t)> on_listening;
+  /// The node's metrics; the supervisor records into `metrics->model(model_name)`
+  /// and its gateway renders the registry. Null = a registry of its own.
+  std::shared_ptr<metrics_registry> metrics;
 };
 
 // -- lender (worker nodes) ------------------------------------------------------
@@ -148,10 +158,13 @@ struct admission_gate {
 };
 
 /// Spawns a gateway that validates requests against `limits` and submits them
-/// to `supervisor` through `gate`.
+/// to `supervisor` through `gate`, counting its own replies in
+/// `registry->model(model_name)` and rendering `registry` for `(metrics_atom)`
+/// (null = a registry of its own).
 caf::actor spawn_gateway(caf::local_actor* parent, caf::actor supervisor,
-                         const pool_section& limits,
-                         std::shared_ptr<admission_gate> gate);
+                         const pool_section& limits, std::shared_ptr<admission_gate> gate,
+                         std::shared_ptr<metrics_registry> registry = nullptr,
+                         const std::string& model_name = "");
 
 /// Validates one text for the gateway: an error for empty text, text over
 /// `max_text_bytes` (too_large) or invalid UTF-8; none otherwise. `what` names

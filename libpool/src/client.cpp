@@ -463,6 +463,11 @@ caf::expected<pool_status> client::status() {
       .get();
 }
 
+caf::expected<std::string> client::metrics() {
+  return impl_->submit_future<std::string>(caf::make_message(metrics_atom::value), false)
+      .get();
+}
+
 void client::embed_async(std::string text, callback<std::vector<float>> done,
                          std::string task) {
   impl_->submit<matrix>(

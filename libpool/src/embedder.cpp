@@ -35,6 +35,21 @@ caf::expected<std::shared_ptr<const embedder>> make_embedder(const model_config&
                                                   "\" is unknown (expected hash | bert)");
 }
 
+size_t embedder::count_tokens(const std::vector<std::string_view>& texts) const {
+  size_t tokens = 0;
+  for (auto text : texts) {
+    bool in_word = false;
+    for (char c : text) {
+      bool space =
+          c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+      if (!space && !in_word)
+        ++tokens;
+      in_word = !space;
+    }
+  }
+  return tokens;
+}
+
 void set_blas_threads(int n) {
   openblas_set_num_threads(n < 1 ? 1 : n);
 }

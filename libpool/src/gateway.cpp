@@ -4,6 +4,7 @@
 
 #include "actors.hpp"
 #include "logging.hpp"
+#include "metrics.hpp"
 
 namespace pool::detail {
 
@@ -21,6 +22,8 @@ struct gateway_state {
   pool_section limits;
   std::shared_ptr<admission_gate> gate;
   uint64_t unexpected = 0;
+  std::shared_ptr<metrics_registry> registry;
+  std::shared_ptr<model_metrics> metrics;  // of the default model
   std::shared_ptr<spdlog::logger> log = get_logger("gateway");
 };
 
@@ -35,6 +38,15 @@ std::string describe_message(const caf::type_erased_tuple& xs) {
   }
   result += ")";
   return bounded(result, max_logged_message);
+}
+
+/// Counts an error the gateway answers itself (validation, admission) as a
+/// reply and passes it on; the
+/// supervisor counts the replies it sends itself.
+caf::error counted(gateway_actor* self, caf::error err) {
+  if (err)
+    self->state.metrics->count_reply(reply_code(err));
+  return err;
 }
 
 caf::error validate_batch(const std::vector<std::string>& texts,
@@ -63,9 +75,10 @@ caf::result<matrix> submit(gateway_actor* self, lane ln, std::vector<std::string
   auto& gate = *self->state.gate;
   if (gate.queued.load(std::memory_order_relaxed) >= gate.limit) {
     gate.shed.fetch_add(1, std::memory_order_relaxed);
-    return make_error(pool_errc::overloaded,
-                      "the supervisor is behind (" + std::to_string(gate.limit) +
-                          " requests queued for it); retry after 100ms");
+    return counted(self,
+                   make_error(pool_errc::overloaded,
+                              "the supervisor is behind (" + std::to_string(gate.limit) +
+                                  " requests queued for it); retry after 100ms"));
   }
   gate.queued.fetch_add(1, std::memory_order_relaxed);
   auto rp = self->make_response_promise();
@@ -77,7 +90,7 @@ caf::result<matrix> submit(gateway_actor* self, lane ln, std::vector<std::string
 caf::result<matrix> handle_embed(gateway_actor* self, std::string& text,
                                  std::string& task) {
   if (auto err = validate_text(text, self->state.limits.max_text_bytes, "text"))
-    return err;
+    return counted(self, std::move(err));
   std::vector<std::string> texts;
   texts.emplace_back(std::move(text));
   return submit(self, lane::embed, std::move(texts), std::move(task));
@@ -86,16 +99,71 @@ caf::result<matrix> handle_embed(gateway_actor* self, std::string& text,
 caf::result<matrix> handle_batch(gateway_actor* self, std::vector<std::string>& texts,
                                  std::string& task) {
   if (auto err = validate_batch(texts, self->state.limits))
-    return err;
+    return counted(self, std::move(err));
   return submit(self, lane::batch, std::move(texts), std::move(task));
 }
 
+/// Every model a status reply says the node serves, default first.
+std::vector<std::string> served_models(const pool_status& st) {
+  if (st.models.empty())
+    return {st.model};
+  return st.models;
+}
+
+/// Collects the status of every model the supervisor serves (the plain
+/// `(status_atom)` reply is the default model's; further models are asked by
+/// name), then renders the exposition.
+caf::result<std::string> handle_metrics(gateway_actor* self) {
+  auto rp = self->make_response_promise<std::string>();
+  self->request(self->state.supervisor, status_timeout, status_atom::value)
+      .then(
+          [self, rp](pool_status& first) mutable {
+            auto names = served_models(first);
+            auto others = names.size() > 1 ? names.size() - 1 : 0;
+            auto statuses = std::make_shared<std::vector<pool_status>>();
+            statuses->reserve(others + 1);
+            statuses->push_back(std::move(first));
+            auto finish = [self, rp, statuses]() mutable {
+              node_gauges node;
+              node.resident_bytes = resident_memory_bytes();
+              rp.deliver(render_prometheus(*self->state.registry, *statuses, node));
+            };
+            if (others == 0) {
+              finish();
+              return;
+            }
+            auto outstanding = std::make_shared<size_t>(others);
+            for (size_t i = 1; i < names.size(); ++i)
+              self->request(self->state.supervisor, status_timeout, status_atom::value,
+                            names[i])
+                  .then(
+                      [statuses, outstanding, finish](pool_status& st) mutable {
+                        statuses->push_back(std::move(st));
+                        if (--*outstanding == 0)
+                          finish();
+                      },
+                      [rp, outstanding](caf::error& err) mutable {
+                        if (*outstanding != 0) {
+                          *outstanding = 0;
+                          rp.deliver(std::move(err));
+                        }
+                      });
+          },
+          [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
+  return rp;
+}
+
 caf::behavior gateway_behavior(gateway_actor* self, caf::actor supervisor,
-                               pool_section limits,
-                               std::shared_ptr<admission_gate> gate) {
+                               pool_section limits, std::shared_ptr<admission_gate> gate,
+                               std::shared_ptr<metrics_registry> registry,
+                               std::string model_name) {
   self->state.supervisor = std::move(supervisor);
   self->state.limits = limits;
   self->state.gate = std::move(gate);
+  if (!registry)
+    registry = std::make_shared<metrics_registry>();
+  self->state.metrics = registry->model(model_name);
+  self->state.registry = std::move(registry);
   // Without its supervisor the gateway could never answer: go down with it.
   self->monitor(self->state.supervisor);
   self->set_down_handler([=](caf::down_msg& msg) {
@@ -114,7 +182,8 @@ caf::behavior gateway_behavior(gateway_actor* self, caf::actor supervisor,
         .write(*st.log, spdlog::level::warn);
     return make_error(pool_errc::invalid_input,
                       "unsupported message " + what +
-                          "; expected (embed, text), (batch, texts) or (status)");
+                          "; expected (embed, text), (batch, texts), (status) or "
+                          "(metrics)");
   });
   return {
       [=](embed_atom, std::string& text) {
@@ -147,6 +216,7 @@ caf::behavior gateway_behavior(gateway_actor* self, caf::actor supervisor,
                   [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
         return rp;
       },
+      [=](metrics_atom) { return handle_metrics(self); },
   };
 }
 
@@ -204,9 +274,11 @@ caf::error validate_text(const std::string& text, uint32_t max_text_bytes,
 }
 
 caf::actor spawn_gateway(caf::local_actor* parent, caf::actor supervisor,
-                         const pool_section& limits,
-                         std::shared_ptr<admission_gate> gate) {
-  return parent->spawn(gateway_behavior, std::move(supervisor), limits, std::move(gate));
+                         const pool_section& limits, std::shared_ptr<admission_gate> gate,
+                         std::shared_ptr<metrics_registry> registry,
+                         const std::string& model_name) {
+  return parent->spawn(gateway_behavior, std::move(supervisor), limits, std::move(gate),
+                       std::move(registry), model_name);
 }
 
 }  // namespace pool::detail

@@ -11,6 +11,7 @@
 
 #include "actors.hpp"
 #include "logging.hpp"
+#include "metrics.hpp"
 
 namespace pool::detail {
 
@@ -111,6 +112,7 @@ struct request_entry {
   std::string task;
   caf::response_promise rp;
   time_point deadline;
+  time_point accepted_at;
   uint32_t attempts = 0;
   uint64_t dispatch_id = 0;  // 0 while pending
 };
@@ -150,6 +152,7 @@ struct supervisor_state {
   time_point last_stats;
   /// Worker nodes leaving: answered once none of their workers holds a job.
   std::unordered_map<std::string, caf::response_promise> leaving_nodes;
+  std::shared_ptr<model_metrics> metrics;  // never null once started
   std::shared_ptr<spdlog::logger> log = get_logger("supervisor");
   worker_limits limits;
   std::shared_ptr<memory_budget> budget;
@@ -219,8 +222,24 @@ worker_slot* pick_slot(supervisor_state& st, lane ln) {
   return best;
 }
 
+uint64_t micros_between(time_point from, time_point to) {
+  return to > from ? static_cast<uint64_t>(
+                         std::chrono::duration_cast<std::chrono::microseconds>(to - from)
+                             .count())
+                   : 0;
+}
+
+/// Records the end-to-end time of an accepted request that is being answered
+/// (every outcome: completed, failed, expired).
+void observe_answered(supervisor_actor* self, const request_entry& req) {
+  self->state.metrics->end_to_end.observe(
+      micros_between(req.accepted_at, self->clock().now()));
+}
+
 void dispatch(supervisor_actor* self, request_entry& req, worker_slot& slot) {
   auto& st = self->state;
+  if (req.attempts == 0)
+    st.metrics->queue_wait.observe(micros_between(req.accepted_at, self->clock().now()));
   auto li = lane_index(req.ln);
   --slot.credits[li];
   auto did = st.next_dispatch_id++;
@@ -234,6 +253,7 @@ void dispatch(supervisor_actor* self, request_entry& req, worker_slot& slot) {
 }
 
 void answer_error(supervisor_actor* self, request_entry& req, caf::error err) {
+  observe_answered(self, req);
   req.rp.deliver(std::move(err));
 }
 
@@ -901,8 +921,8 @@ void start_gateway(supervisor_actor* self) {
   auto& st = self->state;
   if (!st.gate)
     st.gate = std::make_shared<admission_gate>(admission_gate::limit_for(st.cfg.pool));
-  st.gateway =
-      spawn_gateway(self, caf::actor_cast<caf::actor>(self), st.cfg.pool, st.gate);
+  st.gateway = spawn_gateway(self, caf::actor_cast<caf::actor>(self), st.cfg.pool,
+                             st.gate, st.cfg.metrics, st.cfg.model_name);
   self->monitor(st.gateway);
 }
 
@@ -965,6 +985,7 @@ void on_job_answer(supervisor_actor* self, uint64_t did, matrix* result,
   if (result != nullptr) {
     ++slot.completed;
     if (it != st.requests.end()) {
+      observe_answered(self, it->second);
       it->second.rp.deliver(std::move(*result));
       ++st.ledger.completed;
       st.requests.erase(it);
@@ -1021,6 +1042,7 @@ caf::result<matrix> on_submit(supervisor_actor* self, uint8_t lane_value,
   req.texts = std::move(texts);
   req.task = std::move(task);
   req.deadline = now + st.cfg.pool.request_timeout;
+  req.accepted_at = now;
   req.rp = self->make_response_promise();
   ++st.ledger.accepted;
   if (slot != nullptr)
@@ -1033,6 +1055,9 @@ caf::result<matrix> on_submit(supervisor_actor* self, uint8_t lane_value,
 caf::behavior supervisor_behavior(supervisor_actor* self, supervisor_config cfg) {
   auto& st = self->state;
   st.cfg = std::move(cfg);
+  if (!st.cfg.metrics)
+    st.cfg.metrics = std::make_shared<metrics_registry>();
+  st.metrics = st.cfg.metrics->model(st.cfg.model_name);
   auto now = self->clock().now();
   st.last_stats = now;
   st.budget = st.cfg.budget ? st.cfg.budget : std::make_shared<memory_budget>(0);

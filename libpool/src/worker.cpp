@@ -8,6 +8,7 @@
 
 #include "actors.hpp"
 #include "logging.hpp"
+#include "metrics.hpp"
 
 namespace pool::detail {
 
@@ -99,6 +100,7 @@ void run_chunk(worker_actor* self, const worker_config& cfg) {
     return;
   }
   st.scratch.resize(st.chunk_texts.size() * dim);
+  auto started = std::chrono::steady_clock::now();
   caf::error failure;
   try {
     cfg.model->embed(st.chunk_texts, task, st.scratch.data());
@@ -108,6 +110,13 @@ void run_chunk(worker_actor* self, const worker_config& cfg) {
   }
   if (cfg.fault.compute_delay.count() > 0)
     std::this_thread::sleep_for(cfg.fault.compute_delay * st.chunk_texts.size());
+  if (cfg.metrics) {
+    auto elapsed = std::chrono::duration_cast<std::chrono::microseconds>(
+        std::chrono::steady_clock::now() - started);
+    cfg.metrics->compute.observe(static_cast<uint64_t>(elapsed.count()));
+    cfg.metrics->batch_texts.observe(st.chunk_texts.size());
+    cfg.metrics->batch_tokens.observe(cfg.model->count_tokens(st.chunk_texts));
+  }
   // Hand out the rows and answer every job that is complete.
   size_t row = 0;
   size_t remaining = st.chunk_texts.size();

@@ -14,6 +14,8 @@ using embed_atom = caf::atom_constant<caf::atom("embed")>;
 using batch_atom = caf::atom_constant<caf::atom("batch")>;
 /// `(status_atom)` -> `pool_status`.
 using status_atom = caf::atom_constant<caf::atom("status")>;
+/// `(metrics_atom)` -> `std::string`: the node's Prometheus text exposition.
+using metrics_atom = caf::atom_constant<caf::atom("metrics")>;
 
 // -- supervisor <-> worker ---------------------------------------------------
 

@@ -104,6 +104,9 @@ class client {
   /// The node's pool status (outside the window).
   caf::expected<pool_status> status();
 
+  /// The node's metrics as Prometheus text exposition (outside the window).
+  caf::expected<std::string> metrics();
+
   // -- callbacks (waits only for a window credit) ------------------------------
 
   /// Sends `(embed, text, task)`; `done` is called exactly once.

@@ -45,6 +45,10 @@ class embedder {
   /// embedder's per-call scratch (activations) plus the output rows. Counted
   /// per worker against pool.memory-budget. Excludes the texts themselves.
   virtual size_t worker_bytes(uint32_t max_batch_texts) const = 0;
+
+  /// Tokens the model sees for `texts` (metrics and usage reports). The
+  /// default counts whitespace-separated words; thread-safe like `embed`.
+  virtual size_t count_tokens(const std::vector<std::string_view>& texts) const;
 };
 
 /// Creates the embedder that `cfg.kind` names ("hash" or "bert"); an error

@@ -1,0 +1,346 @@
+#include "metrics.hpp"
+
+#include <algorithm>
+#include <cinttypes>
+#include <cstdio>
+#include <functional>
+#include <type_traits>
+
+#include <unistd.h>
+
+#include "pool/error.hpp"
+
+namespace pool::detail {
+
+namespace {
+
+/// Durations in microseconds: 0.5 ms .. 60 s.
+constexpr std::initializer_list<uint64_t> duration_bounds_us = {
+    500,    1000,   2500,    5000,    10000,   25000,    50000,    100000,
+    250000, 500000, 1000000, 2500000, 5000000, 10000000, 30000000, 60000000};
+constexpr std::initializer_list<uint64_t> text_count_bounds = {
+    1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096};
+constexpr std::initializer_list<uint64_t> token_count_bounds = {
+    8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536};
+constexpr double micros_per_second = 1e6;
+
+/// Worker states rendered by `embedpool_workers` (zero when none).
+constexpr const char* worker_states[] = {"starting",   "ready",    "stuck",
+                                         "restarting", "given_up", "stopped",
+                                         "leaving",    "left",     "lost"};
+
+std::string format_value(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%.17g", v);
+  return buf;
+}
+
+std::string escape_label(const std::string& value) {
+  std::string out;
+  out.reserve(value.size());
+  for (char c : value) {
+    if (c == '\\' || c == '"') {
+      out += '\\';
+      out += c;
+    } else if (c == '\n') {
+      out += "\\n";
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+std::string model_label(const std::string& model) {
+  return "model=\"" + escape_label(model) + "\"";
+}
+
+/// Writes the HELP and TYPE lines of one family.
+void family(std::string& out, const char* name, const char* type, const char* help) {
+  out += "# HELP ";
+  out += name;
+  out += ' ';
+  out += help;
+  out += "\n# TYPE ";
+  out += name;
+  out += ' ';
+  out += type;
+  out += '\n';
+}
+
+/// Appends `name{labels} value`; integers exactly, doubles in full precision.
+template <class T>
+void sample(std::string& out, const std::string& name, const std::string& labels,
+            T value) {
+  out += name;
+  out += '{';
+  out += labels;
+  out += "} ";
+  if constexpr (std::is_floating_point_v<T>)
+    out += format_value(value);
+  else
+    out += std::to_string(value);
+  out += '\n';
+}
+
+const char* reply_code_name(size_t index) {
+  if (index == 0)
+    return "ok";
+  if (index <= 7)
+    return to_string(static_cast<pool_errc>(index));
+  return "other";
+}
+
+}  // namespace
+
+// -- histogram ------------------------------------------------------------------
+
+histogram::histogram(std::initializer_list<uint64_t> bounds, double scale)
+    : bounds_(bounds),
+      scale_(scale),
+      buckets_(new std::atomic<uint64_t>[bounds.size() + 1]) {
+  for (size_t i = 0; i <= bounds_.size(); ++i)
+    buckets_[i].store(0, std::memory_order_relaxed);
+}
+
+void histogram::observe(uint64_t value) noexcept {
+  size_t i = 0;
+  while (i < bounds_.size() && value > bounds_[i])
+    ++i;
+  buckets_[i].fetch_add(1, std::memory_order_relaxed);
+  sum_.fetch_add(value, std::memory_order_relaxed);
+}
+
+uint64_t histogram::count() const noexcept {
+  uint64_t total = 0;
+  for (size_t i = 0; i <= bounds_.size(); ++i)
+    total += buckets_[i].load(std::memory_order_relaxed);
+  return total;
+}
+
+void histogram::render(std::string& out, const std::string& name,
+                       const std::string& labels) const {
+  uint64_t cumulative = 0;
+  auto bucket_name = name + "_bucket";
+  for (size_t i = 0; i <= bounds_.size(); ++i) {
+    cumulative += buckets_[i].load(std::memory_order_relaxed);
+    auto le = i < bounds_.size() ? format_value(static_cast<double>(bounds_[i]) / scale_)
+                                 : std::string{"+Inf"};
+    sample(out, bucket_name, labels + ",le=\"" + le + "\"", cumulative);
+  }
+  sample(out, name + "_sum", labels,
+         static_cast<double>(sum_.load(std::memory_order_relaxed)) / scale_);
+  sample(out, name + "_count", labels, cumulative);
+}
+
+// -- model_metrics --------------------------------------------------------------
+
+const char* to_string(http_endpoint x) {
+  switch (x) {
+    case http_endpoint::live:
+      return "/health/live";
+    case http_endpoint::ready:
+      return "/health/ready";
+    case http_endpoint::embeddings:
+      return "/v1/embeddings";
+    case http_endpoint::tei_embed:
+      return "/embed";
+    case http_endpoint::metrics:
+      return "/metrics";
+    case http_endpoint::other:
+      break;
+  }
+  return "other";
+}
+
+model_metrics::model_metrics()
+    : queue_wait(duration_bounds_us, micros_per_second),
+      compute(duration_bounds_us, micros_per_second),
+      end_to_end(duration_bounds_us, micros_per_second),
+      batch_texts(text_count_bounds, 1.0),
+      batch_tokens(token_count_bounds, 1.0) {
+  for (auto& r : replies)
+    r.store(0, std::memory_order_relaxed);
+  for (auto& row : http_responses)
+    for (auto& c : row)
+      c.store(0, std::memory_order_relaxed);
+}
+
+void model_metrics::count_reply(uint8_t code) noexcept {
+  replies[std::min<size_t>(code, replies.size() - 1)].fetch_add(
+      1, std::memory_order_relaxed);
+}
+
+void model_metrics::count_http(http_endpoint endpoint, int status) noexcept {
+  size_t i = 0;
+  while (i + 1 < http_status_codes.size() && http_status_codes[i] != status)
+    ++i;
+  http_responses[static_cast<size_t>(endpoint)][i].fetch_add(1,
+                                                             std::memory_order_relaxed);
+}
+
+uint8_t reply_code(const caf::error& err) {
+  if (auto code = pool_code(err))
+    return static_cast<uint8_t>(*code);
+  return 8;
+}
+
+uint64_t resident_memory_bytes() {
+  auto* f = std::fopen("/proc/self/statm", "r");
+  if (f == nullptr)
+    return 0;
+  unsigned long long size = 0;
+  unsigned long long resident = 0;
+  auto n = std::fscanf(f, "%llu %llu", &size, &resident);
+  std::fclose(f);
+  if (n != 2)
+    return 0;
+  auto page = sysconf(_SC_PAGESIZE);
+  return page > 0 ? resident * static_cast<uint64_t>(page) : 0;
+}
+
+// -- registry -------------------------------------------------------------------
+
+std::shared_ptr<model_metrics> metrics_registry::model(const std::string& name) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  auto& slot = models_[name];
+  if (!slot)
+    slot = std::make_shared<model_metrics>();
+  return slot;
+}
+
+std::map<std::string, std::shared_ptr<model_metrics>> metrics_registry::models() const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  return models_;
+}
+
+// -- exposition -----------------------------------------------------------------
+
+std::string render_prometheus(const metrics_registry& registry,
+                              const std::vector<pool_status>& statuses,
+                              const node_gauges& node) {
+  std::string out;
+  out.reserve(16384);
+  // Per-model families from the status snapshots.
+  using status_counter = std::function<uint64_t(const pool_status&)>;
+  auto per_status = [&](const char* name, const char* type, const char* help,
+                        const status_counter& value) {
+    family(out, name, type, help);
+    for (auto& st : statuses)
+      sample(out, name, model_label(st.model), value(st));
+  };
+  family(out, "embedpool_requests_total", "counter",
+         "Requests the supervisor answered or refused, by outcome (the ledger).");
+  for (auto& st : statuses) {
+    auto m = model_label(st.model);
+    sample(out, "embedpool_requests_total", m + ",outcome=\"completed\"",
+           st.ledger.completed);
+    sample(out, "embedpool_requests_total", m + ",outcome=\"failed\"", st.ledger.failed);
+    sample(out, "embedpool_requests_total", m + ",outcome=\"expired\"",
+           st.ledger.expired);
+    sample(out, "embedpool_requests_total", m + ",outcome=\"rejected\"",
+           st.ledger.rejected);
+  }
+  per_status("embedpool_requests_accepted_total", "counter",
+             "Requests the supervisor accepted (ledger).",
+             [](const pool_status& st) { return st.ledger.accepted; });
+  per_status("embedpool_requests_in_flight", "gauge",
+             "Accepted requests not answered yet.",
+             [](const pool_status& st) { return st.ledger.in_flight; });
+  per_status("embedpool_pending_requests", "gauge",
+             "Requests parked waiting for worker credit.",
+             [](const pool_status& st) { return st.pending; });
+  per_status("embedpool_pending_capacity", "gauge",
+             "Bound of the pending queue (pool.pending-capacity).",
+             [](const pool_status& st) { return st.pending_capacity; });
+  per_status("embedpool_draining", "gauge", "1 while the node drains, else 0.",
+             [](const pool_status& st) { return uint64_t{st.draining ? 1u : 0u}; });
+  per_status("embedpool_worker_restarts_total", "counter", "Worker restarts since start.",
+             [](const pool_status& st) { return st.restarts; });
+  per_status("embedpool_workers_abandoned_total", "counter",
+             "Stuck workers whose threads were abandoned.",
+             [](const pool_status& st) { return st.abandoned; });
+  family(out, "embedpool_workers", "gauge", "Worker slots by state.");
+  for (auto& st : statuses) {
+    auto m = model_label(st.model);
+    for (const char* state : worker_states) {
+      auto n = static_cast<uint64_t>(
+          std::count_if(st.workers.begin(), st.workers.end(),
+                        [&](const worker_status& w) { return w.state == state; }));
+      sample(out, "embedpool_workers", m + ",state=\"" + state + "\"", n);
+    }
+  }
+  family(out, "embedpool_worker_queue_depth", "gauge",
+         "Jobs a worker holds, from its last pong.");
+  for (auto& st : statuses)
+    for (auto& w : st.workers)
+      sample(out, "embedpool_worker_queue_depth",
+             model_label(st.model) + ",worker=\"" + std::to_string(w.id) + "\"",
+             w.queue_depth);
+  family(out, "embedpool_worker_credits", "gauge",
+         "Credits a worker has left, by lane (embed, batch).");
+  for (auto& st : statuses)
+    for (auto& w : st.workers) {
+      auto labels = model_label(st.model) + ",worker=\"" + std::to_string(w.id) + "\"";
+      sample(out, "embedpool_worker_credits", labels + ",lane=\"embed\"",
+             uint64_t{w.credits_embed});
+      sample(out, "embedpool_worker_credits", labels + ",lane=\"batch\"",
+             uint64_t{w.credits_batch});
+    }
+  // Recorded counters and histograms.
+  auto models = registry.models();
+  family(out, "embedpool_replies_total", "counter",
+         "Replies of the gateway by result: ok or the pool error code.");
+  for (auto& [name, m] : models)
+    for (size_t i = 0; i < m->replies.size(); ++i)
+      sample(out, "embedpool_replies_total",
+             model_label(name) + ",code=\"" + reply_code_name(i) + "\"",
+             m->replies[i].load(std::memory_order_relaxed));
+  family(out, "embedpool_http_responses_total", "counter",
+         "HTTP responses by endpoint and status code.");
+  for (auto& [name, m] : models)
+    for (size_t e = 0; e < http_endpoint_count; ++e)
+      for (size_t s = 0; s < http_status_codes.size(); ++s) {
+        auto n = m->http_responses[e][s].load(std::memory_order_relaxed);
+        if (n == 0)
+          continue;
+        auto code = http_status_codes[s] == 0 ? std::string{"other"}
+                                              : std::to_string(http_status_codes[s]);
+        sample(out, "embedpool_http_responses_total",
+               model_label(name) + ",endpoint=\"" +
+                   to_string(static_cast<http_endpoint>(e)) + "\",status=\"" + code +
+                   "\"",
+               n);
+      }
+  struct hist_family {
+    const char* name;
+    const char* help;
+    const histogram model_metrics::*member;
+  };
+  const hist_family hists[] = {
+      {"embedpool_queue_wait_seconds", "Time from acceptance to the first dispatch.",
+       &model_metrics::queue_wait},
+      {"embedpool_compute_seconds", "Time of one embedder call on a micro-batch.",
+       &model_metrics::compute},
+      {"embedpool_request_duration_seconds",
+       "Time from acceptance to the answer, whatever the outcome.",
+       &model_metrics::end_to_end},
+      {"embedpool_batch_texts", "Texts per embedder call.", &model_metrics::batch_texts},
+      {"embedpool_batch_tokens", "Tokens per embedder call, as the embedder counts.",
+       &model_metrics::batch_tokens},
+  };
+  for (auto& h : hists) {
+    family(out, h.name, "histogram", h.help);
+    for (auto& [name, m] : models)
+      ((*m).*(h.member)).render(out, h.name, model_label(name));
+  }
+  if (!statuses.empty()) {
+    family(out, "embedpool_resident_memory_bytes", "gauge",
+           "Resident set size of the node process.");
+    sample(out, "embedpool_resident_memory_bytes", model_label(statuses.front().model),
+           node.resident_bytes);
+  }
+  return out;
+}
+
+}  // namespace pool::detail

@@ -73,6 +73,11 @@ const std::vector<std::string> all_keys = {
     "fault.compute-delay",
     "fault.crash-every",
     "fault.hang-marker",
+    "http.host",
+    "http.port",
+    "http.threads",
+    "http.max-connections",
+    "http.max-body-bytes",
 };
 
 /// A temporary INI file, removed on destruction.
@@ -168,6 +173,11 @@ void check_same(const pool::node_config& a, const pool::node_config& b) {
   CHECK(a.fault.compute_delay == b.fault.compute_delay);
   CHECK(a.fault.crash_every == b.fault.crash_every);
   CHECK(a.fault.hang_marker == b.fault.hang_marker);
+  CHECK(a.http.host == b.http.host);
+  CHECK(a.http.port == b.http.port);
+  CHECK(a.http.threads == b.http.threads);
+  CHECK(a.http.max_connections == b.http.max_connections);
+  CHECK(a.http.max_body_bytes == b.http.max_body_bytes);
 }
 
 size_t count_of(const std::vector<std::string>& xs, const std::string& x) {
@@ -292,6 +302,12 @@ stats-interval = 0s
 compute-delay = 5us
 crash-every = 13
 hang-marker = "HANG"
+[http]
+host = "127.0.0.2"
+port = 0
+threads = 3
+max-connections = 5
+max-body-bytes = 2048
 )"};
   auto cfg = load({file.arg()});
   CHECK(cfg.node.host == "0.0.0.0");
@@ -322,6 +338,11 @@ hang-marker = "HANG"
   CHECK(cfg.heartbeat.timeout == 201ms);
   CHECK(cfg.model.kind == "bert");
   CHECK(cfg.model.path == "models/all-MiniLM-L6-v2");
+  CHECK(cfg.http.host == "127.0.0.2");
+  CHECK(cfg.http.port == 0);
+  CHECK(cfg.http.threads == 3);
+  CHECK(cfg.http.max_connections == 5);
+  CHECK(cfg.http.max_body_bytes == 2048);
   CHECK(cfg.model.dim == 4096);
   CHECK(cfg.model.hash_buckets == 16);
   CHECK(cfg.model.blas_threads == 64);

@@ -26,6 +26,7 @@ PACKAGES=(
   libutf8proc-dev nlohmann-json3-dev libssl-dev openssl
   clang libclang-rt-dev
   jq procps gnuplot-nox python3-numpy
+  libcpp-httplib-dev prometheus nodejs
 )
 
 install_missing() {
@@ -52,6 +53,9 @@ build() {
 
 run_tests() {
   build
+  # The OpenAI client check (tests/http_test.cpp) runs the official openai npm
+  # package at the version pinned in tools/openai_check/package-lock.json.
+  (cd tools/openai_check && npm ci --no-audit --no-fund)
   (cd build && ctest --output-on-failure --timeout 300)
   cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEMBEDPOOL_SANITIZE=ON \
     -DEMBEDPOOL_BUILD_TOOLS=OFF -DEMBEDPOOL_WERROR=ON >/dev/null

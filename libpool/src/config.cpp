@@ -657,6 +657,16 @@ const std::vector<key_spec>& schema() {
                  "PEM CA certificate; only peers it signed are accepted"),
       string_key("tls.passphrase", &nc::tls, &tls_section::passphrase, false,
                  "passphrase of tls.key, if it is encrypted"),
+      string_key("http.host", &nc::http, &http_section::host, true,
+                 "address the HTTP front binds; keep it on loopback (no TLS)"),
+      integer_key("http.port", &nc::http, &http_section::port, -1, 65535,
+                  "TCP port of the HTTP front; -1 = off, 0 picks a free port"),
+      integer_key("http.threads", &nc::http, &http_section::threads, 1, 256,
+                  "threads serving HTTP connections"),
+      integer_key("http.max-connections", &nc::http, &http_section::max_connections, 1,
+                  100000, "HTTP connections accepted at once (served or waiting)"),
+      integer_key("http.max-body-bytes", &nc::http, &http_section::max_body_bytes, 1024,
+                  1024 * mib, "largest HTTP request body; larger ones get 413"),
   };
   return specs;
 }

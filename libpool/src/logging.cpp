@@ -13,8 +13,8 @@ namespace pool::detail {
 
 namespace {
 
-constexpr const char* components[] = {"node", "supervisor", "gateway", "worker",
-                                      "client"};
+constexpr const char* components[] = {"node",   "supervisor", "gateway",
+                                      "worker", "http",       "client"};
 
 constexpr const char* text_pattern = "%Y-%m-%dT%H:%M:%S.%e%z %l %n %v";
 constexpr const char* json_pattern =

@@ -9,7 +9,9 @@
 #include <caf/io/all.hpp>
 
 #include "actors.hpp"
+#include "http_front.hpp"
 #include "logging.hpp"
+#include "metrics.hpp"
 #include "pool/embedder.hpp"
 #include "pool/protocol.hpp"
 #include "pool/tls.hpp"
@@ -51,6 +53,15 @@ caf::error check_node_rules(const node_config& cfg) {
                       "node.join: a worker node needs at least one HOST:PORT");
   if (auto err = validate_tls(cfg.tls))
     return err;
+  if (cfg.http.enabled() && cfg.node.role != "standalone")
+    return make_error(pool_errc::invalid_input,
+                      "http.port: only a standalone node serves HTTP (node.role is " +
+                          cfg.node.role + ")");
+  if (cfg.http.enabled() && !is_loopback(cfg.http.host) && !cfg.node.allow_insecure)
+    return make_error(pool_errc::invalid_input,
+                      "http.host: binding " + cfg.http.host +
+                          " (not loopback) is refused: the HTTP front has no TLS; set "
+                          "node.allow-insecure = true to allow it");
   if (cfg.node.role == "standalone" && !is_loopback(cfg.node.host) &&
       !cfg.tls.enabled() && !cfg.node.allow_insecure)
     return make_error(pool_errc::invalid_input,
@@ -170,8 +181,10 @@ int run_node(const node_config& cfg) {
   int exit_code = 0;
   {
     caf::actor_system sys{sys_cfg};
+    auto metrics = std::make_shared<detail::metrics_registry>();
     detail::worker_config wcfg;
     wcfg.model = *model;
+    wcfg.metrics = metrics->model((*model)->name());
     wcfg.micro_batch_texts = cfg.pool.micro_batch_texts;
     wcfg.fault = cfg.fault;
     detail::supervisor_config scfg;
@@ -192,6 +205,7 @@ int run_node(const node_config& cfg) {
     scfg.host = cfg.node.host;
     scfg.port = cfg.node.port;
     scfg.tls = cfg.tls.enabled();
+    scfg.metrics = metrics;
     caf::actor root;  // the supervisor, or the lender of a worker node
     if (cfg.node.role == "worker") {
       detail::lender_config lcfg;
@@ -208,6 +222,23 @@ int run_node(const node_config& cfg) {
       root = detail::spawn_lender(sys, std::move(lcfg));
     } else {
       root = detail::spawn_supervisor(sys, std::move(scfg));
+    }
+    std::unique_ptr<detail::http_front> http;
+    if (cfg.http.enabled()) {
+      detail::http_front_config hcfg;
+      hcfg.http = cfg.http;
+      hcfg.request_timeout = cfg.pool.request_timeout + std::chrono::seconds(5);
+      hcfg.model = *model;
+      hcfg.model_name = (*model)->name();
+      hcfg.metrics = metrics;
+      http = std::make_unique<detail::http_front>(sys, root, std::move(hcfg));
+      if (auto port = http->start(); !port) {
+        log->error("event=http_failed error=\"{}\"", describe(port.error()));
+        std::fprintf(stderr, "embedpool-node: %s\n", describe(port.error()).c_str());
+        http.reset();
+        caf::anon_send_exit(root, caf::exit_reason::user_shutdown);
+        exit_code = 2;
+      }
     }
     caf::scoped_actor self{sys};
     self->monitor(root);
@@ -240,6 +271,10 @@ int run_node(const node_config& cfg) {
         self->send(root, drain_atom::value);
       }
     }
+    // The supervisor is gone: HTTP requests now get 503 at once; stop
+    // serving before the actor system goes away.
+    if (http)
+      http->stop();
     detail::release_hung_workers();
   }
   log_event("node_stopped").add("exit_code", exit_code).write(*log, spdlog::level::info);

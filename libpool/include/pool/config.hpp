@@ -136,6 +136,19 @@ struct fault_section {
   std::string hang_marker;  // fault.hang-marker: a text containing it hangs the worker
 };
 
+/// `[http]`: the optional HTTP front (health, metrics, OpenAI- and TEI-shaped
+/// embeddings). Its requests go through the gateway like any peer's.
+struct http_section {
+  std::string host = "127.0.0.1";  // http.host: address the HTTP server binds
+  int32_t port = -1;               // http.port: -1 = off, 0 = pick a free port
+  uint32_t threads = 4;            // http.threads: threads serving connections
+  /// http.max-connections: connections accepted at once (served or waiting for
+  /// a thread); further ones wait in the kernel's listen backlog.
+  uint32_t max_connections = 64;
+  uint32_t max_body_bytes = 4 * 1024 * 1024;  // http.max-body-bytes: larger -> 413
+  bool enabled() const { return port >= 0; }
+};
+
 /// Everything a node reads at start.
 struct node_config {
   node_section node;
@@ -145,6 +158,7 @@ struct node_config {
   log_section log;
   fault_section fault;
   tls_section tls;
+  http_section http;
   /// Options of CAF's own sections (`scheduler`, `middleman`, ...) as
   /// `--section.key=value` arguments for `caf::actor_system_config::parse`.
   std::vector<std::string> caf_args;

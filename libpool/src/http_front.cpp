@@ -273,6 +273,19 @@ struct http_front::impl {
     models.push_back(cfg.model_name);
   }
 
+  /// Learns every model the node serves from the supervisor's status (the
+  /// default alone if it does not answer).
+  void load_models() {
+    caf::scoped_actor self{sys};
+    self->request(supervisor, status_timeout, status_atom::value)
+        .receive(
+            [&](pool_status& st) {
+              if (!st.models.empty())
+                models = st.models;
+            },
+            [](caf::error&) {});
+  }
+
   /// The current gateway; asks the supervisor when none is cached (or when
   /// `refresh`). Null if the supervisor is gone or has none right now.
   caf::actor current_gateway(bool refresh) {
@@ -315,19 +328,11 @@ struct http_front::impl {
                               const std::string& model) {
     std::string task;
     bool named = !model.empty() && model != cfg.model_name;
-    if (single) {
-      auto row = named ? ask<std::vector<float>>(cfg.request_timeout, embed_atom::value,
-                                                 texts.front(), task, model)
-                       : ask<std::vector<float>>(cfg.request_timeout, embed_atom::value,
-                                                 texts.front(), task);
-      if (!row)
-        return row.error();
-      matrix m;
-      m.rows = 1;
-      m.dim = static_cast<uint32_t>(row->size());
-      m.values = std::move(*row);
-      return m;
-    }
+    if (single && named)
+      return ask<matrix>(cfg.request_timeout, embed_atom::value, texts.front(), task,
+                         model);
+    if (single)
+      return ask<matrix>(cfg.request_timeout, embed_atom::value, texts.front(), task);
     if (named)
       return ask<matrix>(cfg.request_timeout, batch_atom::value, texts, task, model);
     return ask<matrix>(cfg.request_timeout, batch_atom::value, texts, task);
@@ -363,8 +368,11 @@ struct http_front::impl {
     model = it->get<std::string>();
     if (!model.empty() &&
         std::find(models.begin(), models.end(), model) == models.end()) {
+      std::string served;
+      for (auto& name : models)
+        served += (served.empty() ? "\"" : ", \"") + name + "\"";
       send_invalid(res, "unknown model \"" + bounded(model, 128) +
-                            "\"; this node serves \"" + cfg.model_name + "\"");
+                            "\"; this node serves " + served);
       return false;
     }
     return true;
@@ -561,6 +569,7 @@ caf::expected<uint16_t> http_front::start() {
   d.server.set_keep_alive_timeout(keep_alive_seconds);
   d.server.set_keep_alive_max_count(keep_alive_max_requests);
   d.install_routes();
+  d.load_models();
   int port = d.cfg.http.port;
   if (port == 0) {
     port = d.server.bind_to_any_port(d.cfg.http.host);

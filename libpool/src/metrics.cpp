@@ -260,6 +260,29 @@ std::string render_prometheus(const metrics_registry& registry,
   per_status("embedpool_workers_abandoned_total", "counter",
              "Stuck workers whose threads were abandoned.",
              [](const pool_status& st) { return st.abandoned; });
+  per_status("embedpool_workers_spawned_total", "counter",
+             "Workers started (first start, restart, scale-up).",
+             [](const pool_status& st) { return st.workers_spawned; });
+  per_status("embedpool_workers_evicted_total", "counter",
+             "Workers removed after idling for pool.idle-cooldown.",
+             [](const pool_status& st) { return st.workers_evicted; });
+  per_status("embedpool_workers_given_up_total", "counter",
+             "Worker slots given up (restart intensity or abandoned threads).",
+             [](const pool_status& st) { return st.workers_given_up; });
+  per_status("embedpool_workers_min", "gauge", "Lower bound of the worker count.",
+             [](const pool_status& st) { return uint64_t{st.min_workers}; });
+  per_status("embedpool_workers_max", "gauge", "Upper bound of the worker count.",
+             [](const pool_status& st) { return uint64_t{st.max_workers}; });
+  per_status("embedpool_memory_budget_bytes", "gauge",
+             "pool.memory-budget in bytes; 0 = no budget.",
+             [](const pool_status& st) { return st.memory_budget_bytes; });
+  per_status("embedpool_memory_used_bytes", "gauge",
+             "Estimated footprint of the live workers.",
+             [](const pool_status& st) { return st.memory_used_bytes; });
+  family(out, "embedpool_memory_pressure", "gauge",
+         "Estimated worker memory / budget; 0 without a budget.");
+  for (auto& st : statuses)
+    sample(out, "embedpool_memory_pressure", model_label(st.model), st.memory_pressure);
   family(out, "embedpool_workers", "gauge", "Worker slots by state.");
   for (auto& st : statuses) {
     auto m = model_label(st.model);

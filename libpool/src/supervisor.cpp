@@ -254,6 +254,7 @@ void dispatch(supervisor_actor* self, request_entry& req, worker_slot& slot) {
 
 void answer_error(supervisor_actor* self, request_entry& req, caf::error err) {
   observe_answered(self, req);
+  self->state.metrics->count_reply(reply_code(err));
   req.rp.deliver(std::move(err));
 }
 
@@ -986,6 +987,7 @@ void on_job_answer(supervisor_actor* self, uint64_t did, matrix* result,
     ++slot.completed;
     if (it != st.requests.end()) {
       observe_answered(self, it->second);
+      st.metrics->count_reply(0);
       it->second.rp.deliver(std::move(*result));
       ++st.ledger.completed;
       st.requests.erase(it);
@@ -1010,30 +1012,37 @@ void on_job_answer(supervisor_actor* self, uint64_t did, matrix* result,
   maybe_finish_drain(self);
 }
 
+/// Refuses a request without accepting it: counted as rejected in the ledger
+/// and as a reply by its code.
+caf::error refuse(supervisor_actor* self, caf::error err) {
+  ++self->state.ledger.rejected;
+  self->state.metrics->count_reply(reply_code(err));
+  return err;
+}
+
 caf::result<matrix> on_submit(supervisor_actor* self, uint8_t lane_value,
                               std::vector<std::string>& texts, std::string& task) {
   auto& st = self->state;
   auto now = self->clock().now();
   auto ln = lane_value == 0 ? lane::embed : lane::batch;
   if (st.draining) {
-    ++st.ledger.rejected;
-    return make_error(pool_errc::shutting_down, "node is draining; send to another node");
+    return refuse(self, make_error(pool_errc::shutting_down,
+                                   "node is draining; send to another node"));
   }
   if (!any_live_slot(st)) {
-    ++st.ledger.rejected;
-    return make_error(pool_errc::unavailable, "no worker available");
+    return refuse(self, make_error(pool_errc::unavailable, "no worker available"));
   }
   auto* slot = pick_slot(st, ln);
   if (slot == nullptr && (st.cfg.pool.policy == overload_policy::reject ||
                           pending_total(st) >= st.cfg.pool.pending_capacity)) {
-    ++st.ledger.rejected;
     note_shed(self, now);
-    return make_error(
-        pool_errc::overloaded,
-        std::string{"no worker credit available ("} +
-            (st.cfg.pool.policy == overload_policy::reject ? "policy reject"
-                                                           : "pending queue full") +
-            "); retry after " + std::to_string(retry_after_ms) + "ms");
+    return refuse(
+        self, make_error(pool_errc::overloaded,
+                         std::string{"no worker credit available ("} +
+                             (st.cfg.pool.policy == overload_policy::reject
+                                  ? "policy reject"
+                                  : "pending queue full") +
+                             "); retry after " + std::to_string(retry_after_ms) + "ms"));
   }
   auto id = st.next_request_id++;
   auto& req = st.requests[id];

@@ -41,8 +41,7 @@ std::string describe_message(const caf::type_erased_tuple& xs) {
 }
 
 /// Counts an error the gateway answers itself (validation, admission) as a
-/// reply and passes it on; the
-/// supervisor counts the replies it sends itself.
+/// reply and passes it on; the supervisor counts the replies it sends.
 caf::error counted(gateway_actor* self, caf::error err) {
   if (err)
     self->state.metrics->count_reply(reply_code(err));

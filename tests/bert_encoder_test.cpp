@@ -215,7 +215,8 @@ TEST_CASE("packed Linear weights give x * W^T in every panel layout", "[bert][li
   std::mt19937 rng(11);
   std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
   // (out, in): panels with a narrower last one; a depth that the small
-  // products must cut into chunks.
+  // products must cut into chunks. Rows: partial row blocks, and more rows
+  // than one pass of the panels takes.
   for (const auto& [out, in] :
        {std::pair<size_t, size_t>{200, 300}, {40, 1536}, {3, 5}}) {
     std::vector<float> torch_weight(out * in);
@@ -227,7 +228,7 @@ TEST_CASE("packed Linear weights give x * W^T in every panel layout", "[bert][li
       INFO("out " << out << " in " << in << " panel " << panel);
       CHECK(w.panel == (panel == 0 || panel > out ? out : panel));
       CHECK(pool::bert::unpack_linear(w) == torch_weight);
-      for (size_t rows : {size_t{0}, size_t{1}, size_t{16}, size_t{100}, size_t{130}}) {
+      for (size_t rows : {size_t{0}, size_t{1}, size_t{16}, size_t{130}, size_t{600}}) {
         for (float beta : {0.0f, 1.0f}) {
           INFO("rows " << rows << " beta " << beta);
           const size_t ldx = in + 3, ldy = out + 5;

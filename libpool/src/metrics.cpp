@@ -1,6 +1,7 @@
 #include "metrics.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <cinttypes>
 #include <cstdio>
 #include <functional>
@@ -29,10 +30,11 @@ constexpr const char* worker_states[] = {"starting",   "ready",    "stuck",
                                          "restarting", "given_up", "stopped",
                                          "leaving",    "left",     "lost"};
 
+/// The shortest fixed-point text that reads back as exactly `v` ("0.0005").
 std::string format_value(double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof(buf), "%.17g", v);
-  return buf;
+  char buf[400];  // fixed notation of any double fits
+  auto r = std::to_chars(buf, buf + sizeof(buf), v, std::chars_format::fixed);
+  return std::string(buf, r.ptr);
 }
 
 std::string escape_label(const std::string& value) {

@@ -421,3 +421,20 @@ TEST_CASE("The official OpenAI Node client works against the node unchanged",
   CHECK(r.status.code == 0);
   CHECK(r.out.find("openai-check: ok") != std::string::npos);
 }
+
+TEST_CASE("HTTP on a non-loopback address or on a worker node is refused naming the key",
+          "[http][config]") {
+  auto public_host = run_command({EMBEDPOOL_NODE_BIN, "--node.port=0",
+                                  "--log.file=", "--http.port=0", "--http.host=0.0.0.0"},
+                                 tool_timeout);
+  CHECK(public_host.status.exited);
+  CHECK(public_host.status.code == 2);
+  CHECK(public_host.err.find("http.host") != std::string::npos);
+  auto worker = run_command(
+      {EMBEDPOOL_NODE_BIN, "--node.port=0", "--log.file=", "--node.role=worker",
+       "--node.join=127.0.0.1:1", "--http.port=0"},
+      tool_timeout);
+  CHECK(worker.status.exited);
+  CHECK(worker.status.code == 2);
+  CHECK(worker.err.find("http.port") != std::string::npos);
+}

@@ -56,11 +56,13 @@ const std::vector<std::string> all_keys = {
     "pool.memory-budget",
     "heartbeat.interval",
     "heartbeat.timeout",
+    "model.name",
     "model.kind",
     "model.path",
     "model.dim",
     "model.hash-buckets",
     "model.blas-threads",
+    "models.names",
     "tls.certificate",
     "tls.key",
     "tls.ca-file",
@@ -160,7 +162,9 @@ void check_same(const pool::node_config& a, const pool::node_config& b) {
   CHECK(a.pool.memory_budget_mib == b.pool.memory_budget_mib);
   CHECK(a.heartbeat.interval == b.heartbeat.interval);
   CHECK(a.heartbeat.timeout == b.heartbeat.timeout);
+  CHECK(a.model.name == b.model.name);
   CHECK(a.model.kind == b.model.kind);
+  CHECK(a.models.size() == b.models.size());
   CHECK(a.model.path == b.model.path);
   CHECK(a.model.dim == b.model.dim);
   CHECK(a.model.hash_buckets == b.model.hash_buckets);
@@ -815,4 +819,79 @@ TEST_CASE("Worker limits default to pool.workers and refuse min above max", "[co
   REQUIRE_FALSE(bad);
   CHECK_THAT(pool::error_message(bad.error()),
              Catch::Contains("pool.min-workers: expected at most pool.max-workers (3)"));
+}
+
+TEST_CASE("Named models come from models.names and their own sections",
+          "[config][models]") {
+  temp_ini file{R"(
+[pool]
+workers = 3
+pending-capacity = 7
+[model]
+name = "main"
+[models]
+names = ["small", "big"]
+[models.small]
+kind = hash
+dim = 64
+[models.big]
+kind = bert
+path = "models/minilm"
+workers = 1
+max-workers = 4
+)"};
+  SECTION("each model takes its section, then [pool] and the [model] defaults") {
+    auto cfg = load({file.arg(), "--models.small.embed-queue-capacity=9"});
+    CHECK(pool::default_model_name(cfg) == "main");
+    REQUIRE(cfg.models.size() == 2);
+    auto& small = cfg.models[0];
+    CHECK(small.name == "small");
+    CHECK(small.model.name == "small");
+    CHECK(small.model.kind == "hash");
+    CHECK(small.model.dim == 64);
+    CHECK(small.model.hash_buckets == pool::model_config{}.hash_buckets);
+    CHECK(small.pool.workers == 3);
+    CHECK(small.pool.pending_capacity == 7);
+    CHECK(small.pool.embed_queue_capacity == 9);
+    auto& big = cfg.models[1];
+    CHECK(big.model.kind == "bert");
+    CHECK(big.model.path == "models/minilm");
+    CHECK(big.pool.workers == 1);
+    CHECK(big.pool.max_workers == 4);
+  }
+  SECTION("[pool] values given on the command line reach the models too") {
+    auto cfg = load({file.arg(), "--pool.pending-capacity=11"});
+    CHECK(cfg.models[0].pool.pending_capacity == 11);
+  }
+  SECTION("the default model is named after its kind unless model.name is set") {
+    CHECK(pool::default_model_name(load({})) == "hash");
+    CHECK(pool::default_model_name(load({"--model.name=x"})) == "x");
+  }
+}
+
+TEST_CASE("Bad named-model settings are refused naming the key", "[config][models]") {
+  auto refused = [](const std::vector<std::string>& args) {
+    auto result = pool::parse_node_args(args);
+    REQUIRE_FALSE(result);
+    return pool::error_message(result.error());
+  };
+  CHECK_THAT(refused({"--models.small.kind=hash"}),
+             Catch::Contains("models.small.kind: model \"small\" is not listed in "
+                             "models.names"));
+  CHECK_THAT(refused({"--models.names=a", "--models.a.colour=red"}),
+             Catch::Contains("unknown key models.a.colour"));
+  CHECK_THAT(refused({"--models.names=a", "--models.a.dim=0"}),
+             Catch::Contains("models.a.dim: expected an integer in [1, 4096]"));
+  CHECK_THAT(refused({"--models.names=a,a"}), Catch::Contains("listed twice"));
+  CHECK_THAT(refused({"--models.names=hash"}),
+             Catch::Contains("the default model's name"));
+  CHECK_THAT(refused({"--models.names=a b"}), Catch::Contains("models.names: expected"));
+  CHECK_THAT(refused({"--models.names=a", "--models.a.kind=bert"}),
+             Catch::Contains("models.a.path: required when models.a.kind = bert"));
+  CHECK_THAT(
+      refused(
+          {"--models.names=a", "--models.a.min-workers=5", "--models.a.max-workers=2"}),
+      Catch::Contains("models.a.min-workers: expected at most models.a.max-workers"));
+  temp_ini unlisted{"[models.ghost]\ndim = 8\n"};
+  CHECK_THAT(refused({unlisted.arg()}), Catch::Contains("not listed in models.names"));
 }

@@ -18,6 +18,7 @@
 #include <functional>
 #include <limits>
 #include <map>
+#include <set>
 #include <sstream>
 #include <stdexcept>
 
@@ -435,6 +436,7 @@ struct key_spec {
   std::function<void(node_config&, const std::string&)> set_string;
   std::function<void(node_config&, std::vector<std::string>)> set_list;
   std::function<std::string(const node_config&)> render;  // current value
+  std::string list_items = "HOST:PORT entries";           // list keys: what an item is
 };
 
 key_spec make_spec(std::string name, key_type type, std::string doc) {
@@ -544,6 +546,26 @@ key_spec overload_policy_key() {
   return spec;
 }
 
+/// `models.names`: kept in `node_config::models` (names only until the
+/// loader resolves each model's section).
+key_spec model_names_key() {
+  auto spec = make_spec("models.names", key_type::string_list,
+                        "more models this node serves, each set up in [models.NAME]");
+  spec.list_items = "model names";
+  spec.set_list = [](node_config& cfg, std::vector<std::string> names) {
+    cfg.models.clear();
+    for (auto& name : names)
+      cfg.models.push_back(named_model{std::move(name), {}, {}});
+  };
+  spec.render = [](const node_config& cfg) {
+    std::string out;
+    for (const auto& m : cfg.models)
+      out += (out.empty() ? "" : ",") + m.name;
+    return out;
+  };
+  return spec;
+}
+
 constexpr int64_t mib = 1024 * 1024;
 constexpr auto non_negative = duration_bound::non_negative;
 constexpr auto positive = duration_bound::positive;
@@ -622,6 +644,8 @@ const std::vector<key_spec>& schema() {
       duration_key(
           "heartbeat.timeout", &nc::heartbeat, &heartbeat_section::timeout, positive,
           "no pong for this long marks a worker stuck; above heartbeat.interval"),
+      string_key("model.name", &nc::model, &model_config::name, false,
+                 "what requests call the default model; \"\" = model.kind"),
       choice_key("model.kind", &nc::model, &model_config::kind, {"hash", "bert"},
                  "embedder: hash (built in, no weights) or bert (local model)"),
       string_key("model.path", &nc::model, &model_config::path, false,
@@ -632,6 +656,7 @@ const std::vector<key_spec>& schema() {
                   1048576, "feature-hashing buckets of the hash embedder"),
       integer_key("model.blas-threads", &nc::model, &model_config::blas_threads, 1, 64,
                   "OpenBLAS threads per worker"),
+      model_names_key(),
       choice_key("log.level", &nc::log, &log_section::level,
                  {"trace", "debug", "info", "warn", "error", "off"},
                  "least severe level logged"),
@@ -717,7 +742,7 @@ std::string expectation(const key_spec& spec) {
     case key_type::choice:
       return "one of " + choices_text(spec);
     case key_type::string_list:
-      return "HOST:PORT entries, comma-separated or a list of strings";
+      return spec.list_items + ", comma-separated or a list of strings";
   }
   return "a value";
 }
@@ -802,6 +827,43 @@ void apply(const key_spec& spec, const value& v, node_config& cfg,
   }
 }
 
+// -- named models ---------------------------------------------------------------
+
+/// Keys of a `[models.NAME]` section, each mirroring a `[model]` or `[pool]`
+/// key (same type, range and default).
+const std::map<std::string, std::string>& model_section_keys() {
+  static const std::map<std::string, std::string> keys = {
+      {"kind", "model.kind"},
+      {"path", "model.path"},
+      {"dim", "model.dim"},
+      {"hash-buckets", "model.hash-buckets"},
+      {"workers", "pool.workers"},
+      {"min-workers", "pool.min-workers"},
+      {"max-workers", "pool.max-workers"},
+      {"embed-queue-capacity", "pool.embed-queue-capacity"},
+      {"batch-queue-capacity", "pool.batch-queue-capacity"},
+      {"pending-capacity", "pool.pending-capacity"},
+  };
+  return keys;
+}
+
+/// A model name: 1..64 letters, digits, '-' or '_'.
+bool is_model_name(const std::string& name) {
+  return !name.empty() && name.size() <= 64 &&
+         std::all_of(name.begin(), name.end(), [](char ch) {
+           return std::isalnum(static_cast<unsigned char>(ch)) || ch == '-' || ch == '_';
+         });
+}
+
+/// One `models.NAME.key` setting, applied once every source is read (a
+/// model inherits `[pool]` values set anywhere, the command line included).
+struct model_setting {
+  std::string model;
+  std::string key;  // the key inside the section, e.g. "kind"
+  value v;
+  std::string where;
+};
+
 // -- loading ------------------------------------------------------------------
 
 /// Accumulates settings from file and command line.
@@ -809,6 +871,21 @@ struct loader {
   node_config cfg;
   std::map<std::string, std::string> source_of;  // our key -> where it was set
   std::map<std::string, std::string> caf_seen;   // CAF key -> where it was set
+  std::vector<model_setting> model_settings;     // in the order read
+
+  /// Splits "models.NAME.key" into NAME and key; false for anything else.
+  static bool split_model_key(const std::string& full, std::string& model,
+                              std::string& key) {
+    const std::string prefix = "models.";
+    if (full.compare(0, prefix.size(), prefix) != 0)
+      return false;
+    auto dot = full.find('.', prefix.size());
+    if (dot == std::string::npos)
+      return false;
+    model = full.substr(prefix.size(), dot - prefix.size());
+    key = full.substr(dot + 1);
+    return is_model_name(model);
+  }
 
   /// Stores a CAF option from the file as a command-line argument for CAF.
   void add_caf_from_file(const std::string& key, const value& v) {
@@ -857,7 +934,11 @@ struct loader {
         in.advance();
         auto top = section.substr(0, section.find('.'));
         section_is_caf = is_caf_section(top);
-        if (!section_is_caf && (top != section || !is_our_section(section)))
+        std::string model_name, rest;
+        bool model_section =
+            split_model_key(section + ".x", model_name, rest) && rest == "x";
+        if (!section_is_caf && !model_section &&
+            (top != section || !is_our_section(section)))
           in.fail_at("", "unknown section [" + section + "]");
         in.expect_end_of_line("");
         continue;
@@ -869,7 +950,11 @@ struct loader {
         in.fail_at(name, "key outside any section");
       auto key = section + "." + name;
       const key_spec* spec = section_is_caf ? nullptr : find_key(key);
-      if (!section_is_caf && spec == nullptr)
+      std::string model_name, model_key;
+      bool is_model_key = !section_is_caf && spec == nullptr &&
+                          split_model_key(key, model_name, model_key) &&
+                          model_section_keys().count(model_key) > 0;
+      if (!section_is_caf && spec == nullptr && !is_model_key)
         in.fail_at("", "unknown key " + key);
       in.skip_blanks();
       if (in.peek() != '=')
@@ -886,6 +971,11 @@ struct loader {
         // Type first: `timeout = 10 ms` reads better as "expected a duration".
         apply(*spec, v, cfg, where);
         in.expect_end_of_line(key);
+        source_of[key] = where;
+      } else if (is_model_key) {
+        in.expect_end_of_line(key);
+        model_settings.push_back(
+            model_setting{model_name, model_key, std::move(v), where});
         source_of[key] = where;
       } else {
         in.expect_end_of_line(key);
@@ -913,6 +1003,19 @@ struct loader {
       return;
     }
     const auto* spec = find_key(key);
+    std::string model_name, model_key;
+    if (spec == nullptr && split_model_key(key, model_name, model_key) &&
+        model_section_keys().count(model_key) > 0) {
+      if (eq == std::string::npos)
+        fail(key + ": expected a value, as in --" + key + "=... (" + where + ")");
+      auto text = arg.substr(eq + 1);
+      scanner in{text, where, false};
+      auto v = in.read_value(key, true);
+      in.expect_end_of_line(key);
+      model_settings.push_back(model_setting{model_name, model_key, std::move(v), where});
+      source_of[key] = where;
+      return;
+    }
     if (spec == nullptr)
       fail("unknown key " + key + " (" + where + ")");
     if (eq == std::string::npos) {
@@ -933,6 +1036,56 @@ struct loader {
   std::string source(const std::string& key) const {
     auto i = source_of.find(key);
     return i == source_of.end() ? std::string{"default"} : i->second;
+  }
+
+  /// Fills every model of models.names from `[pool]`, `[model]` defaults and
+  /// its own section; errors name the key.
+  void resolve_models() {
+    auto default_name = default_model_name(cfg);
+    if (!is_model_name(default_name))
+      fail("model.name: expected 1..64 letters, digits, '-' or '_', got " +
+           quote(default_name) + " (" + source("model.name") + ")");
+    if (cfg.models.size() + 1 > max_models)
+      fail("models.names: at most " + std::to_string(max_models - 1) +
+           " models besides the default one (" + source("models.names") + ")");
+    std::set<std::string> names{default_name};
+    for (const auto& m : cfg.models) {
+      if (!is_model_name(m.name))
+        fail("models.names: expected names of 1..64 letters, digits, '-' or '_', got " +
+             quote(m.name) + " (" + source("models.names") + ")");
+      if (!names.insert(m.name).second)
+        fail("models.names: " + quote(m.name) +
+             (m.name == default_name ? " is the default model's name (model.name)"
+                                     : " is listed twice") +
+             " (" + source("models.names") + ")");
+    }
+    for (const auto& s : model_settings)
+      if (names.count(s.model) == 0 || s.model == default_name)
+        fail("models." + s.model + "." + s.key + ": model " + quote(s.model) +
+             " is not listed in models.names (" + s.where + ")");
+    for (auto& m : cfg.models) {
+      node_config scratch;
+      scratch.model.blas_threads = cfg.model.blas_threads;
+      scratch.pool = cfg.pool;
+      std::string kind_source = "default";
+      for (const auto& s : model_settings) {
+        if (s.model != m.name)
+          continue;
+        auto spec = *find_key(model_section_keys().at(s.key));
+        spec.name = "models." + m.name + "." + s.key;
+        apply(spec, s.v, scratch, s.where);
+        if (s.key == "kind")
+          kind_source = s.where;
+      }
+      m.model = scratch.model;
+      m.model.name = m.name;
+      m.pool = scratch.pool;
+      if (m.model.kind == "bert" && m.model.path.empty())
+        fail("models." + m.name + ".path: required when models." + m.name +
+             ".kind = bert (set in " + kind_source + ")");
+      if (auto limits = resolve_worker_limits(m.pool, "models." + m.name); !limits)
+        fail(error_message(limits.error()));
+    }
   }
 
   /// Rules that involve more than one key.
@@ -996,6 +1149,7 @@ caf::expected<parsed_args> parse_node_args(const std::vector<std::string>& args)
     for (const auto* arg : rest)
       state.parse_argument(*arg);
     state.check_relations();
+    state.resolve_models();
     state.add_caf_defaults();
     result.config = std::move(state.cfg);
     return result;
@@ -1036,6 +1190,10 @@ std::string node_usage(const std::string& program) {
       << "Defaults added unless set: --middleman.heartbeat-interval=1s\n"
       << "                           --middleman.connection-timeout=10s\n";
   return out.str();
+}
+
+std::string default_model_name(const node_config& cfg) {
+  return cfg.model.name.empty() ? cfg.model.kind : cfg.model.name;
 }
 
 caf::expected<worker_limits> resolve_worker_limits(const pool_section& pool,

@@ -113,12 +113,28 @@ struct heartbeat_section {
 
 /// `[model]`
 struct model_config {
+  /// model.name: what requests call the default model; "" = model.kind.
+  std::string name;
   std::string kind = "hash";     // model.kind: hash | bert
   std::string path;              // model.path: sentence-transformers directory (bert)
   uint32_t dim = 384;            // model.dim: output dimension (hash)
   uint32_t hash_buckets = 4096;  // model.hash-buckets: feature-hashing buckets (hash)
   uint32_t blas_threads = 1;     // model.blas-threads: OpenBLAS threads
 };
+
+/// `[models.NAME]`: a model the node serves besides the default `[model]`.
+/// Keys: kind, path, dim, hash-buckets (as in `[model]`) and workers,
+/// min-workers, max-workers, embed-queue-capacity, batch-queue-capacity,
+/// pending-capacity (as in `[pool]`); every other setting is the node's.
+struct named_model {
+  std::string name;  // as listed in models.names
+  model_config model;
+  /// `[pool]` with this model's overrides applied.
+  pool_section pool;
+};
+
+/// Most models one node serves (the default one included).
+constexpr size_t max_models = 16;
 
 /// `[log]`
 struct log_section {
@@ -155,6 +171,9 @@ struct node_config {
   pool_section pool;
   heartbeat_section heartbeat;
   model_config model;
+  /// models.names: the other models, each configured in `[models.NAME]`;
+  /// resolved here in that order after parsing.
+  std::vector<named_model> models;
   log_section log;
   fault_section fault;
   tls_section tls;
@@ -174,6 +193,9 @@ struct parsed_args {
 /// Parses `--config-file=PATH`, then the file, then the remaining
 /// `--section.key=value` arguments. Errors name the key and the source.
 caf::expected<parsed_args> parse_node_args(const std::vector<std::string>& args);
+
+/// What requests call the default model: model.name, else model.kind.
+std::string default_model_name(const node_config& cfg);
 
 /// Parses "HOST:PORT" ("[::1]:4242" for IPv6); errors name `key` and the text.
 caf::expected<std::pair<std::string, uint16_t>> parse_host_port(const std::string& text,

@@ -863,8 +863,8 @@ max-workers = 4
     auto cfg = load({file.arg(), "--pool.pending-capacity=11"});
     CHECK(cfg.models[0].pool.pending_capacity == 11);
   }
-  SECTION("the default model is named after its kind unless model.name is set") {
-    CHECK(pool::default_model_name(load({})) == "hash");
+  SECTION("the default model is named by model.name, else later by its embedder") {
+    CHECK(pool::default_model_name(load({})).empty());
     CHECK(pool::default_model_name(load({"--model.name=x"})) == "x");
   }
 }
@@ -883,7 +883,7 @@ TEST_CASE("Bad named-model settings are refused naming the key", "[config][model
   CHECK_THAT(refused({"--models.names=a", "--models.a.dim=0"}),
              Catch::Contains("models.a.dim: expected an integer in [1, 4096]"));
   CHECK_THAT(refused({"--models.names=a,a"}), Catch::Contains("listed twice"));
-  CHECK_THAT(refused({"--models.names=hash"}),
+  CHECK_THAT(refused({"--model.name=main", "--models.names=main"}),
              Catch::Contains("the default model's name"));
   CHECK_THAT(refused({"--models.names=a b"}), Catch::Contains("models.names: expected"));
   CHECK_THAT(refused({"--models.names=a", "--models.a.kind=bert"}),

@@ -30,6 +30,8 @@ Options:
   --tls.ca-file=F      PEM CA that signed the node's certificate
   --tls.passphrase=S   passphrase of an encrypted key
   --task=T             task prefix for embed/batch (e.g. query, passage)
+  --model=NAME         model to use (default: the node's default model); for
+                       status, the model whose status to print
   --timeout=SECONDS    per-request timeout (default 60)
   -h, --help           show this help
 
@@ -42,6 +44,7 @@ struct cli_args {
   std::string command;
   std::vector<std::string> operands;
   std::string task;
+  std::string model;
   bool help = false;
 };
 
@@ -81,6 +84,8 @@ std::string parse(int argc, char** argv, cli_args& out) {
       tls_args.passphrase = value_of(arg);
     } else if (starts_with(arg, "--task=")) {
       out.task = value_of(arg);
+    } else if (starts_with(arg, "--model=")) {
+      out.model = value_of(arg);
     } else if (starts_with(arg, "--timeout=")) {
       try {
         auto seconds = std::stod(value_of(arg));
@@ -160,7 +165,7 @@ int main(int argc, char** argv) {
   auto& cl = **conn;
   if (args.command == "embed") {
     for (const auto& text : args.operands) {
-      auto vec = cl.embed(text, args.task);
+      auto vec = cl.embed(text, args.task, args.model);
       if (!vec)
         return fail(vec.error());
       std::cout << pool::embedding_to_json(vec->data(), vec->size()) << '\n';
@@ -173,7 +178,7 @@ int main(int argc, char** argv) {
         line.pop_back();
       texts.push_back(std::move(line));
     }
-    auto result = cl.embed_batch(texts, args.task);
+    auto result = cl.embed_batch(texts, args.task, args.model);
     if (!result)
       return fail(result.error());
     for (uint32_t row = 0; row < result->rows; ++row)
@@ -187,7 +192,7 @@ int main(int argc, char** argv) {
       return fail(text.error());
     std::cout << *text;
   } else {
-    auto st = cl.status();
+    auto st = cl.status(args.model);
     if (!st)
       return fail(st.error());
     std::cout << pool::to_json(*st) << '\n';

@@ -5,9 +5,12 @@
 //                                     └──────(done | fail, pong)──────┘
 //
 // gateway (published; the only actor peers reach)
-//   (embed_atom, text [, task])   -> matrix (one row)     validated, then delegated
-//   (batch_atom, texts [, task])  -> matrix               validated, then delegated
-//   (status_atom)                 -> pool_status          forwarded
+//   (embed_atom, text [, task [, model]])  -> matrix (one row)  validated, then
+//   (batch_atom, texts [, task [, model]]) -> matrix            delegated to the
+//                                                     model's supervisor
+//   (status_atom [, model])       -> pool_status          forwarded to the model's
+//                                                         supervisor
+//   model "" = the default model; an unknown one -> invalid_input naming it
 //   (metrics_atom)                -> std::string          Prometheus exposition
 //                                                         (statuses + registry)
 //   (join_atom, node, workers)    -> uint32_t             delegated (worker nodes)
@@ -16,6 +19,8 @@
 // supervisor
 //   (submit_atom, uint8_t lane, texts, task) -> matrix | pool error
 //   (status_atom)                            -> pool_status
+//   The default model's supervisor spawns one supervisor per other model of
+//   the node (its gateway routes to them) and drains them with itself.
 //   (gateway_atom)                           -> caf::actor (current gateway)
 //   (join_atom, node, std::vector<actor>)    -> uint32_t: lent workers added
 //   (leave_atom, node)                       -> uint32_t once the node's
@@ -79,6 +84,8 @@ void release_hung_workers();
 
 // -- supervisor --------------------------------------------------------------
 
+struct admission_gate;
+
 /// Creates a worker for a slot. The supervisor monitors what it returns.
 using worker_factory = std::function<caf::actor(caf::local_actor* self, uint32_t slot)>;
 
@@ -86,6 +93,7 @@ struct supervisor_config {
   pool_section pool;
   heartbeat_section heartbeat;
   log_section log;
+  /// What requests call this model (its status, log lines and metrics say so).
   std::string model_name;
   uint32_t dim = 0;
   worker_factory make_worker;
@@ -102,6 +110,20 @@ struct supervisor_config {
   /// Shared by the supervisors of every model of the node; null = a budget of
   /// this supervisor's own without a limit.
   std::shared_ptr<memory_budget> budget;
+  /// Every model the node serves, default first (pool_status::models); empty
+  /// = this model alone.
+  std::vector<std::string> model_names;
+  /// The node's other models (set on the default model's supervisor only):
+  /// it spawns a supervisor for each (no gateway, no publishing), routes to
+  /// them through its gateway, passes the drain on to them and quits after
+  /// they have. A model supervisor that dies is logged; its requests then
+  /// get CAF's receiver-down error.
+  std::vector<supervisor_config> other_models;
+  /// False for the other models' supervisors: they are reached through the
+  /// default model's gateway and spawn none.
+  bool with_gateway = true;
+  /// The bound of submissions queued for this supervisor; null = its own.
+  std::shared_ptr<admission_gate> gate;
   /// Publish the gateway on host:port through the middleman (false in
   /// deterministic tests, which talk to the gateway directly).
   bool publish = true;
@@ -156,6 +178,22 @@ struct admission_gate {
     return std::max<uint32_t>(1024, pool.pending_capacity);
   }
 };
+
+/// One model a gateway routes to.
+struct model_route {
+  std::string name;
+  caf::actor supervisor;
+  std::shared_ptr<admission_gate> gate;
+};
+
+/// Spawns a gateway that validates requests against `limits` and submits them
+/// to the supervisor of the model they name (`routes`, default first),
+/// counting its own replies in `registry->model(route name)` and rendering
+/// `registry` for `(metrics_atom)` (null = a registry of its own); it quits
+/// with the default model's supervisor.
+caf::actor spawn_gateway(caf::local_actor* parent, std::vector<model_route> routes,
+                         const pool_section& limits,
+                         std::shared_ptr<metrics_registry> registry = nullptr);
 
 /// Spawns a gateway that validates requests against `limits` and submits them
 /// to `supervisor` through `gate`, counting its own replies in

@@ -448,19 +448,40 @@ caf::expected<std::unique_ptr<client>> client::connect(const client_options& opt
   return std::unique_ptr<client>{new client(std::move(ptr))};
 }
 
+namespace {
+
+/// `(atom, payload, task)`, or `(atom, payload, task, model)` when a model is
+/// named (the 3-element form also reaches nodes that serve one model).
+template <class Atom, class Payload>
+caf::message request_message(Atom atom, Payload payload, std::string task,
+                             std::string model) {
+  if (model.empty())
+    return caf::make_message(atom, std::move(payload), std::move(task));
+  return caf::make_message(atom, std::move(payload), std::move(task), std::move(model));
+}
+
+caf::message status_message(std::string model) {
+  if (model.empty())
+    return caf::make_message(status_atom::value);
+  return caf::make_message(status_atom::value, std::move(model));
+}
+
+}  // namespace
+
 caf::expected<std::vector<float>> client::embed(const std::string& text,
-                                                const std::string& task) {
-  return embed_future(text, task).get();
+                                                const std::string& task,
+                                                const std::string& model) {
+  return embed_future(text, task, model).get();
 }
 
 caf::expected<matrix> client::embed_batch(const std::vector<std::string>& texts,
-                                          const std::string& task) {
-  return embed_batch_future(texts, task).get();
+                                          const std::string& task,
+                                          const std::string& model) {
+  return embed_batch_future(texts, task, model).get();
 }
 
-caf::expected<pool_status> client::status() {
-  return impl_->submit_future<pool_status>(caf::make_message(status_atom::value), false)
-      .get();
+caf::expected<pool_status> client::status(const std::string& model) {
+  return impl_->submit_future<pool_status>(status_message(model), false).get();
 }
 
 caf::expected<std::string> client::metrics() {
@@ -469,26 +490,26 @@ caf::expected<std::string> client::metrics() {
 }
 
 void client::embed_async(std::string text, callback<std::vector<float>> done,
-                         std::string task) {
-  impl_->submit<matrix>(
-      caf::make_message(embed_atom::value, std::move(text), std::move(task)),
-      first_row(std::move(done)), true);
+                         std::string task, std::string model) {
+  impl_->submit<matrix>(request_message(embed_atom::value, std::move(text),
+                                        std::move(task), std::move(model)),
+                        first_row(std::move(done)), true);
 }
 
 void client::embed_batch_async(std::vector<std::string> texts, callback<matrix> done,
-                               std::string task) {
-  impl_->submit<matrix>(
-      caf::make_message(batch_atom::value, std::move(texts), std::move(task)),
-      std::move(done), true);
+                               std::string task, std::string model) {
+  impl_->submit<matrix>(request_message(batch_atom::value, std::move(texts),
+                                        std::move(task), std::move(model)),
+                        std::move(done), true);
 }
 
-void client::status_async(callback<pool_status> done) {
-  impl_->submit<pool_status>(caf::make_message(status_atom::value), std::move(done),
-                             false);
+void client::status_async(callback<pool_status> done, std::string model) {
+  impl_->submit<pool_status>(status_message(std::move(model)), std::move(done), false);
 }
 
 std::future<caf::expected<std::vector<float>>> client::embed_future(std::string text,
-                                                                    std::string task) {
+                                                                    std::string task,
+                                                                    std::string model) {
   auto promise = std::make_shared<std::promise<caf::expected<std::vector<float>>>>();
   auto result = promise->get_future();
   embed_async(
@@ -496,14 +517,15 @@ std::future<caf::expected<std::vector<float>>> client::embed_future(std::string 
       [promise](caf::expected<std::vector<float>> x) {
         promise->set_value(std::move(x));
       },
-      std::move(task));
+      std::move(task), std::move(model));
   return result;
 }
 
 std::future<caf::expected<matrix>> client::embed_batch_future(
-    std::vector<std::string> texts, std::string task) {
-  return impl_->submit_future<matrix>(
-      caf::make_message(batch_atom::value, std::move(texts), std::move(task)), true);
+    std::vector<std::string> texts, std::string task, std::string model) {
+  return impl_->submit_future<matrix>(request_message(batch_atom::value, std::move(texts),
+                                                      std::move(task), std::move(model)),
+                                      true);
 }
 
 client_stats client::stats() const {

@@ -645,7 +645,7 @@ const std::vector<key_spec>& schema() {
           "heartbeat.timeout", &nc::heartbeat, &heartbeat_section::timeout, positive,
           "no pong for this long marks a worker stuck; above heartbeat.interval"),
       string_key("model.name", &nc::model, &model_config::name, false,
-                 "what requests call the default model; \"\" = model.kind"),
+                 "what requests call the default model; \"\" = the embedder's name"),
       choice_key("model.kind", &nc::model, &model_config::kind, {"hash", "bert"},
                  "embedder: hash (built in, no weights) or bert (local model)"),
       string_key("model.path", &nc::model, &model_config::path, false,
@@ -1042,13 +1042,15 @@ struct loader {
   /// its own section; errors name the key.
   void resolve_models() {
     auto default_name = default_model_name(cfg);
-    if (!is_model_name(default_name))
+    if (!default_name.empty() && !is_model_name(default_name))
       fail("model.name: expected 1..64 letters, digits, '-' or '_', got " +
            quote(default_name) + " (" + source("model.name") + ")");
     if (cfg.models.size() + 1 > max_models)
       fail("models.names: at most " + std::to_string(max_models - 1) +
            " models besides the default one (" + source("models.names") + ")");
-    std::set<std::string> names{default_name};
+    std::set<std::string> names;
+    if (!default_name.empty())
+      names.insert(default_name);
     for (const auto& m : cfg.models) {
       if (!is_model_name(m.name))
         fail("models.names: expected names of 1..64 letters, digits, '-' or '_', got " +
@@ -1193,7 +1195,7 @@ std::string node_usage(const std::string& program) {
 }
 
 std::string default_model_name(const node_config& cfg) {
-  return cfg.model.name.empty() ? cfg.model.kind : cfg.model.name;
+  return cfg.model.name;
 }
 
 caf::expected<worker_limits> resolve_worker_limits(const pool_section& pool,

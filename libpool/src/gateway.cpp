@@ -18,12 +18,13 @@ constexpr caf::timespan status_timeout = std::chrono::seconds(10);
 
 struct gateway_state {
   static inline const char* name = "embedpool.gateway";
-  caf::actor supervisor;
+  caf::actor supervisor;            // the default model's
+  std::vector<model_route> routes;  // default model first; never empty
+  /// Reply counters of each route's model, by index into `routes`.
+  std::vector<std::shared_ptr<model_metrics>> metrics;
   pool_section limits;
-  std::shared_ptr<admission_gate> gate;
   uint64_t unexpected = 0;
   std::shared_ptr<metrics_registry> registry;
-  std::shared_ptr<model_metrics> metrics;  // of the default model
   std::shared_ptr<spdlog::logger> log = get_logger("gateway");
 };
 
@@ -42,10 +43,29 @@ std::string describe_message(const caf::type_erased_tuple& xs) {
 
 /// Counts an error the gateway answers itself (validation, admission) as a
 /// reply and passes it on; the supervisor counts the replies it sends.
-caf::error counted(gateway_actor* self, caf::error err) {
+caf::error counted(gateway_actor* self, size_t route, caf::error err) {
   if (err)
-    self->state.metrics->count_reply(reply_code(err));
+    self->state.metrics[route]->count_reply(reply_code(err));
   return err;
+}
+
+/// The index of `model`'s route ("" = the default model), or an
+/// `invalid_input` error naming the model and the ones served (counted as
+/// the default model's reply).
+caf::expected<size_t> find_route(gateway_actor* self, const std::string& model) {
+  auto& routes = self->state.routes;
+  if (model.empty())
+    return size_t{0};
+  for (size_t i = 0; i < routes.size(); ++i)
+    if (routes[i].name == model)
+      return i;
+  std::string served;
+  for (auto& r : routes)
+    served += (served.empty() ? "" : ", ") + r.name;
+  return counted(
+      self, 0,
+      make_error(pool_errc::invalid_input, "unknown model \"" + bounded(model, 64) +
+                                               "\"; this node serves: " + served));
 }
 
 caf::error validate_batch(const std::vector<std::string>& texts,
@@ -69,37 +89,64 @@ caf::error validate_batch(const std::vector<std::string>& texts,
 /// actor clock until it fires, which would hold memory proportional to the
 /// offered rate for pool.request-timeout. The supervisor answers every request
 /// by its deadline; if it is gone, CAF bounces the request to the peer.
-caf::result<matrix> submit(gateway_actor* self, lane ln, std::vector<std::string> texts,
-                           std::string task) {
-  auto& gate = *self->state.gate;
+caf::result<matrix> submit(gateway_actor* self, size_t route, lane ln,
+                           std::vector<std::string> texts, std::string task) {
+  auto& target = self->state.routes[route];
+  auto& gate = *target.gate;
   if (gate.queued.load(std::memory_order_relaxed) >= gate.limit) {
     gate.shed.fetch_add(1, std::memory_order_relaxed);
-    return counted(self,
+    return counted(self, route,
                    make_error(pool_errc::overloaded,
                               "the supervisor is behind (" + std::to_string(gate.limit) +
                                   " requests queued for it); retry after 100ms"));
   }
   gate.queued.fetch_add(1, std::memory_order_relaxed);
   auto rp = self->make_response_promise();
-  rp.delegate(self->state.supervisor, submit_atom::value, static_cast<uint8_t>(ln),
+  rp.delegate(target.supervisor, submit_atom::value, static_cast<uint8_t>(ln),
               std::move(texts), std::move(task));
   return rp;
 }
 
 caf::result<matrix> handle_embed(gateway_actor* self, std::string& text,
-                                 std::string& task) {
+                                 std::string& task, const std::string& model = {}) {
+  auto route = find_route(self, model);
+  if (!route)
+    return route.error();
   if (auto err = validate_text(text, self->state.limits.max_text_bytes, "text"))
-    return counted(self, std::move(err));
+    return counted(self, *route, std::move(err));
   std::vector<std::string> texts;
   texts.emplace_back(std::move(text));
-  return submit(self, lane::embed, std::move(texts), std::move(task));
+  return submit(self, *route, lane::embed, std::move(texts), std::move(task));
 }
 
 caf::result<matrix> handle_batch(gateway_actor* self, std::vector<std::string>& texts,
-                                 std::string& task) {
+                                 std::string& task, const std::string& model = {}) {
+  auto route = find_route(self, model);
+  if (!route)
+    return route.error();
   if (auto err = validate_batch(texts, self->state.limits))
-    return counted(self, std::move(err));
-  return submit(self, lane::batch, std::move(texts), std::move(task));
+    return counted(self, *route, std::move(err));
+  return submit(self, *route, lane::batch, std::move(texts), std::move(task));
+}
+
+caf::result<pool_status> handle_status(gateway_actor* self, const std::string& model) {
+  auto route = find_route(self, model);
+  if (!route)
+    return route.error();
+  auto rp = self->make_response_promise<pool_status>();
+  self->request(self->state.routes[*route].supervisor, status_timeout, status_atom::value)
+      .then([rp](pool_status& st) mutable { rp.deliver(std::move(st)); },
+            [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
+  return rp;
+}
+
+/// The supervisor of the model named `name`. Names come from the statuses'
+/// `models`, which are the routes' names; the default model's otherwise.
+caf::actor route_supervisor(gateway_actor* self, const std::string& name) {
+  for (auto& r : self->state.routes)
+    if (r.name == name)
+      return r.supervisor;
+  return self->state.supervisor;
 }
 
 /// Every model a status reply says the node serves, default first.
@@ -133,8 +180,8 @@ caf::result<std::string> handle_metrics(gateway_actor* self) {
             }
             auto outstanding = std::make_shared<size_t>(others);
             for (size_t i = 1; i < names.size(); ++i)
-              self->request(self->state.supervisor, status_timeout, status_atom::value,
-                            names[i])
+              self->request(route_supervisor(self, names[i]), status_timeout,
+                            status_atom::value)
                   .then(
                       [statuses, outstanding, finish](pool_status& st) mutable {
                         statuses->push_back(std::move(st));
@@ -152,16 +199,16 @@ caf::result<std::string> handle_metrics(gateway_actor* self) {
   return rp;
 }
 
-caf::behavior gateway_behavior(gateway_actor* self, caf::actor supervisor,
-                               pool_section limits, std::shared_ptr<admission_gate> gate,
-                               std::shared_ptr<metrics_registry> registry,
-                               std::string model_name) {
-  self->state.supervisor = std::move(supervisor);
+caf::behavior gateway_behavior(gateway_actor* self, std::vector<model_route> routes,
+                               pool_section limits,
+                               std::shared_ptr<metrics_registry> registry) {
+  self->state.routes = std::move(routes);
+  self->state.supervisor = self->state.routes.front().supervisor;
   self->state.limits = limits;
-  self->state.gate = std::move(gate);
   if (!registry)
     registry = std::make_shared<metrics_registry>();
-  self->state.metrics = registry->model(model_name);
+  for (auto& r : self->state.routes)
+    self->state.metrics.push_back(registry->model(r.name));
   self->state.registry = std::move(registry);
   // Without its supervisor the gateway could never answer: go down with it.
   self->monitor(self->state.supervisor);
@@ -181,8 +228,8 @@ caf::behavior gateway_behavior(gateway_actor* self, caf::actor supervisor,
         .write(*st.log, spdlog::level::warn);
     return make_error(pool_errc::invalid_input,
                       "unsupported message " + what +
-                          "; expected (embed, text), (batch, texts), (status) or "
-                          "(metrics)");
+                          "; expected (embed, text [, task [, model]]), (batch, texts "
+                          "[, task [, model]]), (status [, model]) or (metrics)");
   });
   return {
       [=](embed_atom, std::string& text) {
@@ -199,6 +246,11 @@ caf::behavior gateway_behavior(gateway_actor* self, caf::actor supervisor,
       [=](batch_atom, std::vector<std::string>& texts, std::string& task) {
         return handle_batch(self, texts, task);
       },
+      [=](embed_atom, std::string& text, std::string& task, std::string& model) {
+        return handle_embed(self, text, task, model);
+      },
+      [=](batch_atom, std::vector<std::string>& texts, std::string& task,
+          std::string& model) { return handle_batch(self, texts, task, model); },
       // Worker nodes lend and take back their workers through the gateway; the
       // supervisor itself is never reachable from peers.
       [=](join_atom a, std::string& node, std::vector<caf::actor>& workers) {
@@ -208,13 +260,8 @@ caf::behavior gateway_behavior(gateway_actor* self, caf::actor supervisor,
       [=](leave_atom a, std::string& node) {
         return self->delegate(self->state.supervisor, a, std::move(node));
       },
-      [=](status_atom) -> caf::result<pool_status> {
-        auto rp = self->make_response_promise<pool_status>();
-        self->request(self->state.supervisor, status_timeout, status_atom::value)
-            .then([rp](pool_status& st) mutable { rp.deliver(std::move(st)); },
-                  [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
-        return rp;
-      },
+      [=](status_atom) { return handle_status(self, {}); },
+      [=](status_atom, std::string& model) { return handle_status(self, model); },
       [=](metrics_atom) { return handle_metrics(self); },
   };
 }
@@ -272,12 +319,19 @@ caf::error validate_text(const std::string& text, uint32_t max_text_bytes,
   return caf::none;
 }
 
+caf::actor spawn_gateway(caf::local_actor* parent, std::vector<model_route> routes,
+                         const pool_section& limits,
+                         std::shared_ptr<metrics_registry> registry) {
+  return parent->spawn(gateway_behavior, std::move(routes), limits, std::move(registry));
+}
+
 caf::actor spawn_gateway(caf::local_actor* parent, caf::actor supervisor,
                          const pool_section& limits, std::shared_ptr<admission_gate> gate,
                          std::shared_ptr<metrics_registry> registry,
                          const std::string& model_name) {
-  return parent->spawn(gateway_behavior, std::move(supervisor), limits, std::move(gate),
-                       std::move(registry), model_name);
+  std::vector<model_route> routes;
+  routes.push_back(model_route{model_name, std::move(supervisor), std::move(gate)});
+  return spawn_gateway(parent, std::move(routes), limits, std::move(registry));
 }
 
 }  // namespace pool::detail

@@ -71,26 +71,66 @@ caf::error check_node_rules(const node_config& cfg) {
   return caf::none;
 }
 
-/// The weights and minimum workers of the model must fit the memory budget:
-/// the supervisor reserves them unconditionally.
-caf::error check_memory_budget(const node_config& cfg, const embedder& model,
+/// A model the node serves, loaded.
+struct served_model {
+  std::string name;  // what requests call it
+  pool_section pool;
+  std::shared_ptr<const embedder> model;
+};
+
+/// The weights and minimum workers of every model must fit the memory
+/// budget: the supervisors reserve them unconditionally.
+caf::error check_memory_budget(const std::vector<served_model>& models,
                                const detail::memory_budget& budget) {
   if (budget.limit() == 0)
     return caf::none;
-  auto limits = resolve_worker_limits(cfg.pool);
-  if (!limits)
-    return limits.error();
-  uint64_t needed =
-      model.weights_bytes() +
-      uint64_t{limits->min} * model.worker_bytes(cfg.pool.micro_batch_texts);
+  uint64_t needed = 0;
+  uint32_t min_workers = 0;
+  for (const auto& m : models) {
+    auto limits = resolve_worker_limits(m.pool);
+    if (!limits)
+      return limits.error();
+    min_workers += limits->min;
+    needed += m.model->weights_bytes() +
+              uint64_t{limits->min} * m.model->worker_bytes(m.pool.micro_batch_texts);
+  }
   if (needed <= budget.limit())
     return caf::none;
   constexpr uint64_t mib = 1024 * 1024;
   return make_error(pool_errc::invalid_input,
                     "pool.memory-budget: " + std::to_string(budget.limit() / mib) +
-                        " MiB cannot hold the model's weights and its " +
-                        std::to_string(limits->min) + " minimum worker(s) (" +
+                        " MiB cannot hold the weights of " +
+                        std::to_string(models.size()) + " model(s) and their " +
+                        std::to_string(min_workers) + " minimum worker(s) (" +
                         std::to_string((needed + mib - 1) / mib) + " MiB estimated)");
+}
+
+/// The supervisor config of one served model (no publishing, no other models).
+detail::supervisor_config model_supervisor_config(
+    const node_config& cfg, const served_model& m,
+    std::shared_ptr<detail::memory_budget> budget,
+    std::shared_ptr<detail::metrics_registry> metrics) {
+  detail::worker_config wcfg;
+  wcfg.model = m.model;
+  wcfg.metrics = metrics->model(m.name);
+  wcfg.micro_batch_texts = m.pool.micro_batch_texts;
+  wcfg.fault = cfg.fault;
+  detail::supervisor_config scfg;
+  scfg.pool = m.pool;
+  scfg.heartbeat = cfg.heartbeat;
+  scfg.log = cfg.log;
+  scfg.model_name = m.name;
+  scfg.metrics = std::move(metrics);
+  scfg.dim = static_cast<uint32_t>(m.model->dim());
+  scfg.weights_bytes = m.model->weights_bytes();
+  scfg.worker_bytes = m.model->worker_bytes(m.pool.micro_batch_texts);
+  scfg.budget = std::move(budget);
+  scfg.make_worker = [wcfg](caf::local_actor* self, uint32_t slot) {
+    auto c = wcfg;
+    c.slot = slot;
+    return detail::spawn_worker(self->system(), std::move(c), true);
+  };
+  return scfg;
 }
 
 const char* signal_name(int sig) {
@@ -138,18 +178,41 @@ int run_node(const node_config& cfg) {
              "BASP without TLS on a non-loopback address: any peer that "
              "reaches the port can use and disrupt this node")
         .write(*log, spdlog::level::warn);
-  auto model = make_embedder(cfg.model);
-  if (!model) {
-    log->error("event=model_failed error=\"{}\"", describe(model.error()));
-    std::fprintf(stderr, "embedpool-node: %s\n", describe(model.error()).c_str());
-    detail::shutdown_logging();
-    return 2;
+  // A worker node lends workers of the default model only.
+  std::vector<served_model> served;
+  served.push_back(served_model{default_model_name(cfg), cfg.pool, nullptr});
+  if (cfg.node.role == "standalone")
+    for (const auto& m : cfg.models)
+      served.push_back(served_model{m.name, m.pool, nullptr});
+  for (size_t i = 0; i < served.size(); ++i) {
+    auto model = make_embedder(i == 0 ? cfg.model : cfg.models[i - 1].model);
+    if (!model) {
+      auto why = (i == 0 ? std::string{} : "models." + served[i].name + ": ") +
+                 describe(model.error());
+      log->error("event=model_failed model={} error=\"{}\"", served[i].name, why);
+      std::fprintf(stderr, "embedpool-node: %s\n", why.c_str());
+      detail::shutdown_logging();
+      return 2;
+    }
+    served[i].model = *model;
+    if (served[i].name.empty())
+      served[i].name = (*model)->name();
   }
+  for (size_t i = 1; i < served.size(); ++i)
+    if (served[i].name == served.front().name) {
+      auto why = "models.names: \"" + served[i].name +
+                 "\" is also the default model's name; set model.name";
+      log->error("event=config_refused error=\"{}\"", why);
+      std::fprintf(stderr, "embedpool-node: %s\n", why.c_str());
+      detail::shutdown_logging();
+      return 2;
+    }
+  const auto& model = served.front().model;
   set_blas_threads(static_cast<int>(cfg.model.blas_threads));
   auto budget =
       std::make_shared<detail::memory_budget>(cfg.pool.memory_budget_mib * 1024 * 1024);
   if (cfg.node.role == "standalone") {
-    if (auto err = check_memory_budget(cfg, **model, *budget)) {
+    if (auto err = check_memory_budget(served, *budget)) {
       log->error("event=config_refused error=\"{}\"", describe(err));
       std::fprintf(stderr, "embedpool-node: %s\n", describe(err).c_str());
       detail::shutdown_logging();
@@ -157,15 +220,23 @@ int run_node(const node_config& cfg) {
     }
   }
   log_event("node_starting")
-      .add("model", (*model)->name())
-      .add("dim", static_cast<uint64_t>((*model)->dim()))
+      .add("model", model->name())
+      .add("dim", static_cast<uint64_t>(model->dim()))
       .add("workers", cfg.pool.workers)
-      .add("weights_bytes", static_cast<uint64_t>((*model)->weights_bytes()))
-      .add("worker_bytes",
-           static_cast<uint64_t>((*model)->worker_bytes(cfg.pool.micro_batch_texts)))
+      .add("models", static_cast<uint64_t>(served.size()))
       .add("memory_budget_mib", cfg.pool.memory_budget_mib)
       .add("config_file", cfg.config_file.empty() ? "(none)" : cfg.config_file)
       .write(*log, spdlog::level::info);
+  for (const auto& m : served)
+    log_event("model_loaded")
+        .add("model", m.name)
+        .add("embedder", m.model->name())
+        .add("dim", static_cast<uint64_t>(m.model->dim()))
+        .add("workers", m.pool.workers)
+        .add("weights_bytes", static_cast<uint64_t>(m.model->weights_bytes()))
+        .add("worker_bytes",
+             static_cast<uint64_t>(m.model->worker_bytes(m.pool.micro_batch_texts)))
+        .write(*log, spdlog::level::info);
 
   caf::actor_system_config sys_cfg;
   add_message_types(sys_cfg);
@@ -183,24 +254,17 @@ int run_node(const node_config& cfg) {
     caf::actor_system sys{sys_cfg};
     auto metrics = std::make_shared<detail::metrics_registry>();
     detail::worker_config wcfg;
-    wcfg.model = *model;
-    wcfg.metrics = metrics->model((*model)->name());
+    wcfg.model = model;
+    wcfg.metrics = metrics->model(served.front().name);
     wcfg.micro_batch_texts = cfg.pool.micro_batch_texts;
     wcfg.fault = cfg.fault;
-    detail::supervisor_config scfg;
-    scfg.pool = cfg.pool;
-    scfg.heartbeat = cfg.heartbeat;
-    scfg.log = cfg.log;
-    scfg.model_name = (*model)->name();
-    scfg.dim = static_cast<uint32_t>((*model)->dim());
-    scfg.weights_bytes = (*model)->weights_bytes();
-    scfg.worker_bytes = (*model)->worker_bytes(cfg.pool.micro_batch_texts);
-    scfg.budget = budget;
-    scfg.make_worker = [wcfg](caf::local_actor* self, uint32_t slot) {
-      auto c = wcfg;
-      c.slot = slot;
-      return detail::spawn_worker(self->system(), std::move(c), true);
-    };
+    auto scfg = model_supervisor_config(cfg, served.front(), budget, metrics);
+    for (size_t i = 0; i < served.size(); ++i) {
+      scfg.model_names.push_back(served[i].name);
+      if (i > 0)
+        scfg.other_models.push_back(
+            model_supervisor_config(cfg, served[i], budget, metrics));
+    }
     scfg.publish = true;
     scfg.host = cfg.node.host;
     scfg.port = cfg.node.port;
@@ -228,8 +292,8 @@ int run_node(const node_config& cfg) {
       detail::http_front_config hcfg;
       hcfg.http = cfg.http;
       hcfg.request_timeout = cfg.pool.request_timeout + std::chrono::seconds(5);
-      hcfg.model = *model;
-      hcfg.model_name = (*model)->name();
+      hcfg.model = model;
+      hcfg.model_name = served.front().name;
       hcfg.metrics = metrics;
       http = std::make_unique<detail::http_front>(sys, root, std::move(hcfg));
       if (auto port = http->start(); !port) {

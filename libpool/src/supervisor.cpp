@@ -33,6 +33,9 @@ constexpr caf::timespan republish_delay = std::chrono::milliseconds(100);
 using publish_atom_retry = caf::atom_constant<caf::atom("republish")>;
 /// Most worker slots (local and lent) one supervisor keeps.
 constexpr size_t max_slots = 4096;
+/// How long past its drain deadline the default model's supervisor waits for
+/// the other models' supervisors to finish their drain.
+constexpr caf::timespan other_models_grace = std::chrono::seconds(2);
 /// The retry hint given with `overloaded`.
 constexpr int64_t retry_after_ms = 100;
 
@@ -162,11 +165,16 @@ struct supervisor_state {
   time_point depth_above_since;
   /// A refused scale-up is logged once per episode above the threshold.
   bool refusal_logged = false;
+  /// Supervisors of the node's other models (default model only): alive,
+  /// monitored, drained with this one.
+  std::vector<model_route> other_models;
   uint64_t workers_spawned = 0;
   uint64_t workers_evicted = 0;
   uint64_t workers_given_up = 0;
 
   ~supervisor_state() {
+    for (auto& m : other_models)
+      caf::anon_send_exit(m.supervisor, caf::exit_reason::kill);
     if (budget)
       budget->release(reserved_bytes);
     for (auto& s : slots)
@@ -183,12 +191,26 @@ size_t lane_index(lane ln) {
   return static_cast<size_t>(ln);
 }
 
+/// Writes a supervisor event; on a node with several models it names the
+/// model (`model=NAME` last).
+void write_event(supervisor_actor* self, const log_event& ev,
+                 spdlog::level::level_enum lvl) {
+  auto& st = self->state;
+  if (st.cfg.model_names.size() <= 1) {
+    ev.write(*st.log, lvl);
+    return;
+  }
+  auto named = ev;
+  named.add("model", st.cfg.model_name);
+  named.write(*st.log, lvl);
+}
+
 void info(supervisor_actor* self, const log_event& ev) {
-  ev.write(*self->state.log, spdlog::level::info);
+  write_event(self, ev, spdlog::level::info);
 }
 
 void warn(supervisor_actor* self, const log_event& ev) {
-  ev.write(*self->state.log, spdlog::level::warn);
+  write_event(self, ev, spdlog::level::warn);
 }
 
 bool any_live_slot(const supervisor_state& st) {
@@ -292,7 +314,8 @@ void pump(supervisor_actor* self) {
 }
 
 void maybe_finish_drain(supervisor_actor* self) {
-  if (self->state.draining && self->state.requests.empty())
+  auto& st = self->state;
+  if (st.draining && st.requests.empty() && st.other_models.empty())
     finish_drain(self);
 }
 
@@ -802,6 +825,7 @@ pool_status make_status(supervisor_actor* self) {
   result.memory_budget_bytes = st.budget->limit();
   result.memory_used_bytes = st.budget->used();
   result.memory_pressure = st.budget->pressure();
+  result.models = st.cfg.model_names;
   return result;
 }
 
@@ -920,15 +944,31 @@ void publish_gateway(supervisor_actor* self, uint16_t port, bool first, int atte
 
 void start_gateway(supervisor_actor* self) {
   auto& st = self->state;
-  if (!st.gate)
-    st.gate = std::make_shared<admission_gate>(admission_gate::limit_for(st.cfg.pool));
-  st.gateway = spawn_gateway(self, caf::actor_cast<caf::actor>(self), st.cfg.pool,
-                             st.gate, st.cfg.metrics, st.cfg.model_name);
+  std::vector<model_route> routes;
+  routes.push_back(
+      model_route{st.cfg.model_name, caf::actor_cast<caf::actor>(self), st.gate});
+  routes.insert(routes.end(), st.other_models.begin(), st.other_models.end());
+  st.gateway = spawn_gateway(self, std::move(routes), st.cfg.pool, st.cfg.metrics);
   self->monitor(st.gateway);
 }
 
 void on_down(supervisor_actor* self, caf::down_msg& msg) {
   auto& st = self->state;
+  for (auto m = st.other_models.begin(); m != st.other_models.end(); ++m) {
+    if (msg.source != m->supervisor.address())
+      continue;
+    if (st.draining) {
+      log_event("model_drained")
+          .add("model", m->name)
+          .write(*st.log, spdlog::level::info);
+    } else {
+      self->state.log->error("event=model_supervisor_died model={} reason=\"{}\"",
+                             m->name, describe(msg.reason));
+    }
+    st.other_models.erase(m);
+    maybe_finish_drain(self);
+    return;
+  }
   if (st.gateway && msg.source == st.gateway.address()) {
     warn(self, log_event("gateway_died").add("reason", describe(msg.reason)));
     st.gateway = nullptr;
@@ -1090,8 +1130,29 @@ caf::behavior supervisor_behavior(supervisor_actor* self, supervisor_config cfg)
     spawn_into(self, st.slots.back());
     info(self, log_event("worker_started").add("worker", i));
   }
-  start_gateway(self);
-  if (st.cfg.publish)
+  if (st.cfg.model_names.empty())
+    st.cfg.model_names.push_back(st.cfg.model_name);
+  st.gate =
+      st.cfg.gate
+          ? st.cfg.gate
+          : std::make_shared<admission_gate>(admission_gate::limit_for(st.cfg.pool));
+  for (auto& other : st.cfg.other_models) {
+    other.publish = false;
+    other.with_gateway = false;
+    other.budget = st.budget;
+    other.metrics = st.cfg.metrics;
+    other.model_names = st.cfg.model_names;
+    other.gate = std::make_shared<admission_gate>(admission_gate::limit_for(other.pool));
+    auto name = other.model_name;
+    auto gate = other.gate;
+    auto handle = spawn_supervisor(self->system(), std::move(other));
+    self->monitor(handle);
+    st.other_models.push_back(model_route{name, handle, gate});
+  }
+  st.cfg.other_models.clear();
+  if (st.cfg.with_gateway)
+    start_gateway(self);
+  if (st.cfg.publish && st.cfg.with_gateway)
     publish_gateway(self, st.cfg.port, true);
   self->set_down_handler([=](caf::down_msg& msg) { on_down(self, msg); });
   auto tick = std::min(max_tick, st.cfg.heartbeat.interval);
@@ -1222,7 +1283,10 @@ caf::behavior supervisor_behavior(supervisor_actor* self, supervisor_config cfg)
           log_stats(self);
         }
         check_ledger(s);
-        if (s.draining && t >= s.drain_deadline) {
+        // The other models drain with the same timeout; their answers go
+        // out through our gateway, so it outlives them (bounded by a grace).
+        if (s.draining && t >= s.drain_deadline &&
+            (s.other_models.empty() || t >= s.drain_deadline + other_models_grace)) {
           finish_drain(self);
           return;
         }
@@ -1235,6 +1299,8 @@ caf::behavior supervisor_behavior(supervisor_actor* self, supervisor_config cfg)
           return;
         s.draining = true;
         s.drain_deadline = self->clock().now() + s.cfg.pool.drain_timeout;
+        for (auto& m : s.other_models)
+          self->send(m.supervisor, drain_atom::value);
         info(self, log_event("drain_started")
                        .add("in_flight", static_cast<uint64_t>(s.requests.size()))
                        .add("timeout_ms", to_ms(s.cfg.pool.drain_timeout)));

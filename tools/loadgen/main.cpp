@@ -46,6 +46,7 @@ constexpr const char* usage_text =
   --texts-file=FILE      texts from FILE, one per line, instead of generated ones
   --batch-size=K         texts per batch request (default 16)
   --task=T               task prefix sent with every request
+  --model=NAME           model every request names (default: the node's default)
   --timeout=SECONDS      per-request timeout (default 30)
   --drain-wait=SECONDS   after sending stops, wait at most this long for the
                          remaining answers; unanswered ones count as `missing`
@@ -80,6 +81,7 @@ struct options {
   std::string texts_file;
   uint32_t batch_size = 16;
   std::string task;
+  std::string model;
   double timeout = 30;
   double drain_wait = -1;  // < 0: timeout + 5
   uint64_t max_outstanding = 100000;
@@ -169,6 +171,8 @@ std::string parse(int argc, char** argv, options& o) {
       o.batch_size = static_cast<uint32_t>(u);
     } else if (key == "task") {
       o.task = value;
+    } else if (key == "model") {
+      o.model = value;
     } else if (key == "timeout") {
       if (!parse_double(value, d) || d <= 0)
         return bad("a positive number of seconds");
@@ -462,14 +466,14 @@ class recorder {
   uint64_t status_errors_ = 0;
 };
 
-/// The node's status within `wait`, or none.
-caf::optional<pool::pool_status> status_within(pool::client& cl,
+/// The status of `model` ("" = the default) within `wait`, or none.
+caf::optional<pool::pool_status> status_within(pool::client& cl, const std::string& model,
                                                std::chrono::seconds wait) {
   auto promise = std::make_shared<std::promise<caf::expected<pool::pool_status>>>();
   auto fut = promise->get_future();
-  cl.status_async([promise](caf::expected<pool::pool_status> x) {
-    promise->set_value(std::move(x));
-  });
+  cl.status_async(
+      [promise](caf::expected<pool::pool_status> x) { promise->set_value(std::move(x)); },
+      model);
   if (fut.wait_for(wait) != std::future_status::ready)
     return caf::none;
   auto st = fut.get();
@@ -517,7 +521,7 @@ int main(int argc, char** argv) {
   bool poll_status = o.status_interval_ms > 0;
   caf::optional<pool::pool_status> status_before;
   if (poll_status)
-    status_before = status_within(cl, std::chrono::seconds(5));
+    status_before = status_within(cl, o.model, std::chrono::seconds(5));
 
   auto start = steady::now();
   recorder rec{start};
@@ -536,13 +540,15 @@ int main(int argc, char** argv) {
         rec.sample_rss(read_rss_kb(o.node_pid),
                        std::chrono::duration<double>(now - start).count() >= o.warmup);
       if (poll_status && !status_outstanding.exchange(true)) {
-        cl.status_async([&](caf::expected<pool::pool_status> st) {
-          if (st)
-            rec.sample_status(*st);
-          else
-            rec.status_failed();
-          status_outstanding = false;
-        });
+        cl.status_async(
+            [&](caf::expected<pool::pool_status> st) {
+              if (st)
+                rec.sample_status(*st);
+              else
+                rec.status_failed();
+              status_outstanding = false;
+            },
+            o.model);
       }
       next += period;
       std::this_thread::sleep_until(std::max(next, steady::now()));
@@ -561,7 +567,7 @@ int main(int argc, char** argv) {
             else
               rec.answer(idx, x ? caf::error{} : x.error());
           },
-          o.task);
+          o.task, o.model);
     } else {
       std::vector<std::string> batch;
       batch.reserve(o.batch_size);
@@ -577,7 +583,7 @@ int main(int argc, char** argv) {
             else
               rec.answer(idx, x ? caf::error{} : x.error());
           },
-          o.task);
+          o.task, o.model);
     }
   };
 
@@ -619,7 +625,7 @@ int main(int argc, char** argv) {
 
   nlohmann::json ledger_delta;
   if (status_before) {
-    if (auto after = status_within(cl, std::chrono::seconds(5))) {
+    if (auto after = status_within(cl, o.model, std::chrono::seconds(5))) {
       auto& a = after->ledger;
       auto& b = status_before->ledger;
       ledger_delta = {

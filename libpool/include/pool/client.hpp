@@ -91,42 +91,50 @@ class client {
   client(const client&) = delete;
   client& operator=(const client&) = delete;
 
+  // `model` names one of the models the node serves (its status lists them
+  // in `models`); "" = the node's default model. An unknown name is answered
+  // `invalid_input` naming it.
+
   // -- blocking ---------------------------------------------------------------
 
   /// One text -> its embedding.
   caf::expected<std::vector<float>> embed(const std::string& text,
-                                          const std::string& task = "");
+                                          const std::string& task = "",
+                                          const std::string& model = "");
 
   /// Many texts in ONE batch message -> a row-major matrix, row i for texts[i].
   caf::expected<matrix> embed_batch(const std::vector<std::string>& texts,
-                                    const std::string& task = "");
+                                    const std::string& task = "",
+                                    const std::string& model = "");
 
-  /// The node's pool status (outside the window).
-  caf::expected<pool_status> status();
+  /// The pool status of a model (outside the window).
+  caf::expected<pool_status> status(const std::string& model = "");
 
   /// The node's metrics as Prometheus text exposition (outside the window).
   caf::expected<std::string> metrics();
 
   // -- callbacks (waits only for a window credit) ------------------------------
 
-  /// Sends `(embed, text, task)`; `done` is called exactly once.
+  /// Sends `(embed, text, task [, model])`; `done` is called exactly once.
   void embed_async(std::string text, callback<std::vector<float>> done,
-                   std::string task = "");
+                   std::string task = "", std::string model = "");
 
-  /// Sends `(batch, texts, task)`; `done` is called exactly once.
+  /// Sends `(batch, texts, task [, model])`; `done` is called exactly once.
   void embed_batch_async(std::vector<std::string> texts, callback<matrix> done,
-                         std::string task = "");
+                         std::string task = "", std::string model = "");
 
-  /// Asks for the status (outside the window); `done` is called exactly once.
-  void status_async(callback<pool_status> done);
+  /// Asks for a model's status (outside the window); `done` is called exactly once.
+  void status_async(callback<pool_status> done, std::string model = "");
 
   // -- futures (waits only for a window credit) --------------------------------
 
   std::future<caf::expected<std::vector<float>>> embed_future(std::string text,
-                                                              std::string task = "");
+                                                              std::string task = "",
+                                                              std::string model = "");
 
   std::future<caf::expected<matrix>> embed_batch_future(std::vector<std::string> texts,
-                                                        std::string task = "");
+                                                        std::string task = "",
+                                                        std::string model = "");
 
   // -- state ------------------------------------------------------------------
 

@@ -113,7 +113,8 @@ struct heartbeat_section {
 
 /// `[model]`
 struct model_config {
-  /// model.name: what requests call the default model; "" = model.kind.
+  /// model.name: what requests call the default model; "" = the embedder's
+  /// name (hash-<dim>, or the bert model directory's name).
   std::string name;
   std::string kind = "hash";     // model.kind: hash | bert
   std::string path;              // model.path: sentence-transformers directory (bert)
@@ -194,7 +195,8 @@ struct parsed_args {
 /// `--section.key=value` arguments. Errors name the key and the source.
 caf::expected<parsed_args> parse_node_args(const std::vector<std::string>& args);
 
-/// What requests call the default model: model.name, else model.kind.
+/// What requests call the default model: model.name; "" until the node has
+/// loaded the embedder, whose name it then takes.
 std::string default_model_name(const node_config& cfg);
 
 /// Parses "HOST:PORT" ("[::1]:4242" for IPv6); errors name `key` and the text.

@@ -10,9 +10,15 @@
 //   (embed_atom, std::string text, std::string task)    -> matrix (one row)
 //   (batch_atom, std::vector<std::string> texts)        -> matrix
 //   (batch_atom, std::vector<std::string> texts, task)  -> matrix
+//   (embed_atom, text, task, std::string model)         -> matrix (one row)
+//   (batch_atom, texts, task, std::string model)        -> matrix
 //   (status_atom)                                       -> pool_status
+//   (status_atom, std::string model)                    -> pool_status
 // `task` selects a model-specific prefix (e.g. "query" or "passage"); empty
-// means none.
+// means none. `model` names one of the models the node serves (listed in
+// `pool_status::models`); empty means the default model, an unknown name is
+// answered `invalid_input` naming it. The forms without `model` use the
+// default model.
 #pragma once
 
 #include <cstdint>

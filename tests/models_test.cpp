@@ -2,6 +2,7 @@
 // each model answers with its own embedder and keeps its own ledger, an
 // unknown model is `invalid_input` naming it, and the memory budget is
 // checked before the node starts.
+#include <future>
 #include <string>
 #include <vector>
 
@@ -143,4 +144,26 @@ TEST_CASE("A memory budget too small for the minimum workers refuses to start",
   CHECK(run.status.code == 2);
   CHECK_THAT(run.err, Catch::Contains("pool.memory-budget: 30 MiB cannot hold"));
   CHECK_THAT(run.err, Catch::Contains("3 model(s)"));
+}
+
+TEST_CASE("Real workers scale up under a drill load and are evicted when idle",
+          "[scaling]") {
+  node_process node{{"--pool.workers=1", "--pool.max-workers=2",
+                     "--pool.scale-up-queue-depth=1", "--pool.scale-up-window=200ms",
+                     "--pool.idle-cooldown=500ms", "--fault.compute-delay=20ms",
+                     "--log.stats-interval=0s"}};
+  auto cl = connect_to(node);
+  std::vector<std::future<caf::expected<std::vector<float>>>> calls;
+  for (int i = 0; i < 40; ++i)
+    calls.push_back(cl->embed_future("drill " + std::to_string(i)));
+  CHECK(node.wait_for_log("event=scale_up reason=queue_depth", 10s));
+  for (auto& c : calls)
+    CHECK(static_cast<bool>(c.get()));  // nothing accepted is lost
+  CHECK(node.wait_for_log("event=scale_down reason=idle", 10s));
+  auto st = cl->status().value();
+  CHECK(st.workers_spawned == 2);
+  CHECK(st.workers_evicted == 1);
+  CHECK(st.max_workers == 2);
+  CHECK(st.ledger.completed == 40);
+  CHECK(st.ledger.accepted == st.ledger.completed);
 }

@@ -29,6 +29,14 @@ PACKAGES=(
   libcpp-httplib-dev prometheus nodejs
 )
 
+apt_install() {
+  local sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  echo "quickstart: installing $*"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@"
+}
+
 install_missing() {
   local missing=()
   for pkg in "${PACKAGES[@]}"; do
@@ -37,12 +45,11 @@ install_missing() {
     fi
   done
   if [ "${#missing[@]}" -gt 0 ]; then
-    echo "quickstart: installing ${missing[*]}"
-    local sudo=""
-    if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
-      "${missing[@]}"
+    apt_install "${missing[@]}"
+  fi
+  # Debian's own nodejs ships npm as a separate package (NodeSource's includes it).
+  if ! command -v npm >/dev/null 2>&1; then
+    apt_install npm
   fi
 }
 

@@ -381,12 +381,18 @@ TEST_CASE("the bert embedder tokenizes, prefixes and embeds texts like the refer
   }
 }
 
-TEST_CASE("a model without prompts embeds every task's text unchanged",
-          "[bert][embedder]") {
+/// The bert embedder of fixture `name`, loaded through make_bert_embedder.
+caf::expected<std::shared_ptr<const pool::embedder>> fixture_embedder(
+    const std::string& name) {
   pool::model_config cfg;
   cfg.kind = "bert";
-  cfg.path = fixture_dir("mini-mean");
-  auto made = pool::bert::make_bert_embedder(cfg);
+  cfg.path = fixture_dir(name);
+  return pool::bert::make_bert_embedder(cfg);
+}
+
+TEST_CASE("a model without prompts embeds every task's text unchanged",
+          "[bert][embedder]") {
+  auto made = fixture_embedder("mini-mean");
   REQUIRE(made);
   const auto& emb = **made;
   std::vector<float> plain(2 * emb.dim()), query(2 * emb.dim());
@@ -394,6 +400,22 @@ TEST_CASE("a model without prompts embeds every task's text unchanged",
   emb.embed(texts, "", plain.data());
   emb.embed(texts, "query", query.data());
   CHECK(plain == query);
+}
+
+TEST_CASE("the bert embedder counts the WordPiece tokens it encodes",
+          "[bert][embedder]") {
+  auto made = fixture_embedder("mini-mean");
+  REQUIRE(made);
+  const auto* bert = dynamic_cast<const pool::bert::bert_embedder*>(made->get());
+  REQUIRE(bert != nullptr);
+  const std::vector<std::string_view> texts{"hello, world!", "the first world"};
+  size_t expected = 0;
+  for (auto t : texts)
+    expected += bert->tokenize(t, "").size();
+  CHECK(bert->count_tokens(texts) == expected);
+  // Punctuation and [CLS]/[SEP] are tokens, unlike the default word count.
+  CHECK(bert->count_tokens({texts[0]}) >= 6);
+  CHECK(bert->pool::embedder::count_tokens({texts[0]}) == 2);
 }
 
 TEST_CASE("a missing or empty model path is a clear invalid_input error",

@@ -27,6 +27,13 @@ bert_embedder::bert_embedder(std::shared_ptr<const bert_model> model,
   }
 }
 
+size_t bert_embedder::count_tokens(const std::vector<std::string_view>& texts) const {
+  size_t tokens = 0;
+  for (auto text : texts)
+    tokens += tokenizer_.encode(text).size();
+  return tokens;
+}
+
 const std::string& bert_embedder::prefix_for(const std::string& task) const {
   static const std::string none;
   const bert_config& c = encoder_.config();

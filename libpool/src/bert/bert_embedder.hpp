@@ -39,6 +39,10 @@ class bert_embedder final : public pool::embedder {
   void embed(const std::vector<std::string_view>& texts, const std::string& task,
              float* out) const override;
 
+  /// WordPiece tokens the encoder sees, [CLS] and [SEP] included, after
+  /// truncation to max_seq_length (no task prefix).
+  size_t count_tokens(const std::vector<std::string_view>& texts) const override;
+
   /// Every weight tensor as float32.
   size_t weights_bytes() const override;
 

@@ -162,6 +162,9 @@ caf::actor spawn_lender(caf::actor_system& sys, lender_config cfg);
 /// Spawns the supervisor (which spawns and publishes the gateway).
 caf::actor spawn_supervisor(caf::actor_system& sys, supervisor_config cfg);
 
+/// The retry hint every `overloaded` answer carries, whoever sheds the request.
+constexpr int64_t overload_retry_after_ms = 100;
+
 /// Bounds the submissions on their way from a gateway to its supervisor, i.e.
 /// the supervisor's mailbox: the gateway counts one up per submission it
 /// forwards and sheds (answers `overloaded`) when `limit` are queued; the

@@ -98,7 +98,8 @@ caf::result<matrix> submit(gateway_actor* self, size_t route, lane ln,
     return counted(self, route,
                    make_error(pool_errc::overloaded,
                               "the supervisor is behind (" + std::to_string(gate.limit) +
-                                  " requests queued for it); retry after 100ms"));
+                                  " requests queued for it); retry after " +
+                                  std::to_string(overload_retry_after_ms) + "ms"));
   }
   gate.queued.fetch_add(1, std::memory_order_relaxed);
   auto rp = self->make_response_promise();

@@ -36,8 +36,6 @@ constexpr size_t max_slots = 4096;
 /// How long past its drain deadline the default model's supervisor waits for
 /// the other models' supervisors to finish their drain.
 constexpr caf::timespan other_models_grace = std::chrono::seconds(2);
-/// The retry hint given with `overloaded`.
-constexpr int64_t retry_after_ms = 100;
 
 /// Local slots: ready -> (died) restarting -> ready | given_up; (stuck) ->
 /// replaced at once; ready and idle for pool.idle-cooldown -> evicted (a
@@ -1076,13 +1074,13 @@ caf::result<matrix> on_submit(supervisor_actor* self, uint8_t lane_value,
   if (slot == nullptr && (st.cfg.pool.policy == overload_policy::reject ||
                           pending_total(st) >= st.cfg.pool.pending_capacity)) {
     note_shed(self, now);
-    return refuse(
-        self, make_error(pool_errc::overloaded,
-                         std::string{"no worker credit available ("} +
-                             (st.cfg.pool.policy == overload_policy::reject
-                                  ? "policy reject"
-                                  : "pending queue full") +
-                             "); retry after " + std::to_string(retry_after_ms) + "ms"));
+    return refuse(self, make_error(pool_errc::overloaded,
+                                   std::string{"no worker credit available ("} +
+                                       (st.cfg.pool.policy == overload_policy::reject
+                                            ? "policy reject"
+                                            : "pending queue full") +
+                                       "); retry after " +
+                                       std::to_string(overload_retry_after_ms) + "ms"));
   }
   auto id = st.next_request_id++;
   auto& req = st.requests[id];

@@ -419,7 +419,10 @@ caf::actor spawn_gateway(caf::local_actor* parent, std::vector<model_route> rout
     return gateway_behavior(self, std::move(routes), limits, std::move(registry));
   };
   // Only its parent (the node's supervisor) may stop it with an exit message.
-  return parent->spawn<impl>(parent->address(), true, std::move(init));
+  impl::options opts;
+  opts.owner = parent->address();
+  opts.self_logs = true;
+  return parent->spawn<impl>(std::move(opts), std::move(init));
 }
 
 caf::actor spawn_gateway(caf::local_actor* parent, caf::actor supervisor,

@@ -45,15 +45,16 @@ namespace pool::detail {
 
 /// Why `x` may not enter the mailbox of an actor that only `owner` may stop
 /// (a null owner: nobody), or null if it may. Refused: exit messages from
-/// anyone but `owner`; bare errors that are not responses; responses and
-/// stream handshakes from other nodes or from no sender; down messages from
+/// anyone but `owner`; bare errors that are not responses; responses from
+/// other nodes or from no sender, unless `remote_responses` (an actor that
+/// asks other nodes itself); stream handshakes from other nodes; down messages from
 /// them about anything but the sender itself; messages from other nodes that
 /// carry a forwarding chain.
 inline const char* refusal(const caf::mailbox_element& x, const caf::node_id& home,
-                           const caf::actor_addr& owner) {
+                           const caf::actor_addr& owner, bool remote_responses) {
   bool local = x.sender && x.sender->node() == home;
   if (x.mid.is_response())
-    return local ? nullptr : "response";
+    return local || remote_responses ? nullptr : "response";
   if (!local && !x.stages.empty())
     return "forwarding chain";
   const auto& content = x.content();
@@ -82,25 +83,32 @@ inline const char* refusal(const caf::mailbox_element& x, const caf::node_id& ho
 
 /// A stateful actor whose `enqueue` drops what `refusal` names (counted in
 /// `foreign_messages`); a refused request gets `invalid_input` at once, so no
-/// peer waits for it. With `self_logs`, the actor gets a `refused_note` when a
-/// log line is due (it must handle one); otherwise the line is written here.
+/// peer waits for it.
 template <class State>
 class guarded_actor : public caf::stateful_actor<State> {
  public:
   using super = caf::stateful_actor<State>;
   using init_fn = std::function<caf::behavior(guarded_actor*)>;
 
-  guarded_actor(caf::actor_config& cfg, caf::actor_addr owner, bool self_logs,
-                init_fn init)
-      : super(cfg),
-        owner_(std::move(owner)),
-        self_logs_(self_logs),
-        init_(std::move(init)) {}
+  /// Options of a guarded actor.
+  struct options {
+    /// The only actor whose exit message it obeys; null = none.
+    caf::actor_addr owner;
+    /// Gets a `refused_note` when a log line is due (and must handle it),
+    /// instead of a line written here without the peer's address.
+    bool self_logs = false;
+    /// Takes responses from other nodes (it sends requests to them).
+    bool remote_responses = false;
+  };
+
+  guarded_actor(caf::actor_config& cfg, options opts, init_fn init)
+      : super(cfg), opts_(std::move(opts)), init_(std::move(init)) {}
 
   caf::behavior make_behavior() override { return init_(this); }
 
   void enqueue(caf::mailbox_element_ptr what, caf::execution_unit* host) override {
-    auto why = refusal(*what, this->home_system().node(), owner_);
+    auto why =
+        refusal(*what, this->home_system().node(), opts_.owner, opts_.remote_responses);
     if (why == nullptr) {
       super::enqueue(std::move(what), host);
       return;
@@ -117,7 +125,7 @@ class guarded_actor : public caf::stateful_actor<State> {
     auto n = foreign_messages::instance().note();
     if (n == 0)
       return;
-    if (self_logs_)
+    if (opts_.self_logs)
       super::enqueue(caf::make_mailbox_element(nullptr, caf::make_message_id(), {},
                                                refused_note{why, node, n}),
                      host);
@@ -126,8 +134,7 @@ class guarded_actor : public caf::stateful_actor<State> {
   }
 
  private:
-  const caf::actor_addr owner_;
-  const bool self_logs_;
+  const options opts_;
   init_fn init_;
 };
 

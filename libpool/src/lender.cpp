@@ -240,7 +240,9 @@ caf::actor spawn_lender(caf::actor_system& sys, lender_config cfg) {
   impl::init_fn init = [cfg = std::move(cfg)](impl* self) mutable {
     return lender_behavior(self, std::move(cfg));
   };
-  return sys.spawn<impl>(caf::actor_addr{}, false, std::move(init));
+  impl::options opts;
+  opts.remote_responses = true;  // it asks the gateway it joins
+  return sys.spawn<impl>(std::move(opts), std::move(init));
 }
 
 }  // namespace pool::detail

@@ -245,9 +245,11 @@ caf::actor spawn_worker(caf::actor_system& sys, worker_config cfg, bool detached
   impl::init_fn init = [cfg = std::move(cfg)](impl* self) mutable {
     return worker_behavior(self, std::move(cfg));
   };
+  impl::options opts;
+  opts.owner = owner;
   if (detached)
-    return sys.spawn<impl, caf::detached>(owner, false, std::move(init));
-  return sys.spawn<impl>(owner, false, std::move(init));
+    return sys.spawn<impl, caf::detached>(std::move(opts), std::move(init));
+  return sys.spawn<impl>(std::move(opts), std::move(init));
 }
 
 void release_hung_workers() {

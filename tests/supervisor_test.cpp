@@ -582,3 +582,31 @@ TEST_CASE_METHOD(actor_fixture,
   // Draining is not a message anyone may send once a drain signal exists.
   CHECK(ledger_balances(st));
 }
+
+TEST_CASE_METHOD(actor_fixture,
+                 "a worker's answer counts only from that worker and for a job it holds",
+                 "[supervisor][security]") {
+  start(fake_config(1));
+  auto a = embed("the real one");
+  sched.run();
+  auto w = current_workers()[0];
+  REQUIRE(w->held.size() == 1);
+  auto id = w->held.front().first.id;
+  CHECK(id > 1000);  // random, not a counter a forger could guess
+  matrix forged;
+  forged.rows = 1;
+  forged.dim = 1;
+  forged.values = {-1.0f};
+  // Another actor with the right id, and the worker with a wrong one.
+  auto forger =
+      spawn_fn([](caf::event_based_actor*) -> caf::behavior { return {[](int) {}}; });
+  caf::send_as(forger, supervisor, done_atom::value, id, forged);
+  caf::send_as(w->handle, supervisor, done_atom::value, id + 1, forged);
+  sched.run();
+  CHECK(a->count == 0);
+  release(w);
+  REQUIRE(a->ok());
+  CHECK(a->value->values.at(0) == static_cast<float>(id));
+  CHECK(ledger_balances(status()));
+  caf::anon_send_exit(forger, caf::exit_reason::kill);
+}

@@ -1176,13 +1176,14 @@ caf::result<uint32_t> on_join(supervisor_actor* self, const caf::node_id& node,
         pool_errc::too_large,
         "join: node \"" + name + "\" would lend " + std::to_string(held + fresh.size()) +
             " workers; cluster.max-workers-per-node is " + std::to_string(limit));
-  // Free or reusable slots first (this node's lost or left ones, then freed
-  // ones), new slots for the rest, within the table's bound.
+  // Reusable slots first (lost or left ones of this name, e.g. a worker node
+  // that restarted, and freed ones), new slots for the rest, within the
+  // table's bound.
   std::vector<size_t> reuse;
   for (size_t i = 0; i < st.slots.size() && reuse.size() < fresh.size(); ++i) {
     auto& s = st.slots[i];
     if (s.remote && !s.handle &&
-        ((s.node_id == node &&
+        ((s.node == name &&
           (s.state == slot_state::lost || s.state == slot_state::left)) ||
          s.state == slot_state::freed))
       reuse.push_back(i);

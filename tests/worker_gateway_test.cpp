@@ -380,3 +380,36 @@ TEST_CASE_METHOD(actor_fixture,
     CHECK(pool_code(answers[i]->err) == pool_errc::unavailable);
   }
 }
+
+TEST_CASE_METHOD(worker_fixture,
+                 "a worker answers deadline_exceeded for a job whose time ran out "
+                 "instead of computing it",
+                 "[worker][deadline]") {
+  spawn(8);
+  auto late = make_job(1, 3);
+  late.time_left_ns = 1;  // gone by the time the worker gets to it
+  auto timely = make_job(2, 1);
+  timely.time_left_ns = std::chrono::nanoseconds{std::chrono::minutes(1)}.count();
+  tell(work_atom::value, late);
+  tell(work_atom::value, timely);
+  sched.run();
+  CHECK(box->events == std::vector<std::string>{"fail:1", "done:2"});
+  CHECK(model->calls() == std::vector<size_t>{1});  // only the timely text
+}
+
+TEST_CASE_METHOD(worker_fixture,
+                 "a single text waits behind at most one chunk of a long batch",
+                 "[worker]") {
+  spawn(4);
+  tell(work_atom::value, make_job(1, 12, lane::batch));
+  sched.run_once();  // the batch is queued, its first chunk not yet run
+  tell(work_atom::value, make_job(2, 1));
+  sched.run();
+  // The embed job goes into the next chunk (first, with batch rows filling
+  // the rest of it), not after the whole batch.
+  REQUIRE(box->events.size() == 2);
+  CHECK(box->events[0] == "done:2");
+  CHECK(box->events[1] == "done:1");
+  CHECK(model->calls() == std::vector<size_t>{4, 4, 4, 1});
+  CHECK(box->results[0].values[1] <= 2.0f);  // behind one chunk at most
+}

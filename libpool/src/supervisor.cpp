@@ -288,9 +288,12 @@ void dispatch(supervisor_actor* self, request_entry& req, worker_slot& slot) {
   st.dispatches.emplace(did, dispatch_entry{slot.id, req.id, req.ln});
   req.dispatch_id = did;
   ++req.attempts;
-  send_to_worker(
-      self, slot, work_atom::value,
-      job{did, static_cast<uint8_t>(req.ln), req.texts, req.task, req.attempts > 1});
+  auto left = std::max<int64_t>(1, std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                       req.deadline - self->clock().now())
+                                       .count());
+  send_to_worker(self, slot, work_atom::value,
+                 job{did, static_cast<uint8_t>(req.ln), req.texts, req.task,
+                     req.attempts > 1, left});
 }
 
 void answer_error(supervisor_actor* self, request_entry& req, caf::error err) {
@@ -1060,9 +1063,15 @@ void on_job_answer(supervisor_actor* self, uint64_t did, matrix* result,
     if (it != st.requests.end()) {
       auto& req = it->second;
       req.dispatch_id = 0;
-      if (req.attempts >= st.cfg.pool.max_attempts) {
+      // Out of time or refused by the worker itself: a retry cannot help.
+      auto code = pool_code(*failure);
+      bool final = code == pool_errc::deadline_exceeded;
+      if (final || req.attempts >= st.cfg.pool.max_attempts) {
+        if (final)
+          ++st.ledger.expired;
+        else
+          ++st.ledger.failed;
         answer_error(self, req, std::move(*failure));
-        ++st.ledger.failed;
         st.requests.erase(it);
       } else {
         st.pending[lane_index(req.ln)].push_front(rid);

@@ -20,17 +20,22 @@ std::atomic<bool> hung_workers_released{false};
 /// Upper bound on a drill hang, so that no thread outlives a test run forever.
 constexpr auto max_hang = std::chrono::minutes(10);
 
+using steady_time = std::chrono::steady_clock::time_point;
+
 struct queued_job {
   job work;
   caf::actor reply_to;
   matrix result;
   size_t next = 0;  // index of the next text to embed
+  steady_time deadline = steady_time::max();
 };
 
 struct worker_state {
   static inline const char* name = "embedpool.worker";
 
-  std::deque<queued_job> queue;
+  /// Jobs held, by lane: embed work goes before further batch chunks, so a
+  /// single text waits behind at most one chunk of a batch.
+  std::deque<queued_job> queues[2];
   bool run_scheduled = false;
   uint64_t received = 0;
   uint64_t completed = 0;
@@ -42,6 +47,35 @@ struct worker_state {
 
 using worker_actor = caf::stateful_actor<worker_state>;
 
+size_t held_jobs(const worker_state& st) {
+  return st.queues[0].size() + st.queues[1].size();
+}
+
+/// The queue the next chunk comes from: embed work first.
+std::deque<queued_job>& next_queue(worker_state& st) {
+  return st.queues[0].empty() ? st.queues[1] : st.queues[0];
+}
+
+/// Answers `deadline_exceeded` for every held job whose time ran out: nothing
+/// is computed for a caller that has gone.
+void drop_expired(worker_actor* self) {
+  auto now = std::chrono::steady_clock::now();
+  for (auto& q : self->state.queues) {
+    for (auto i = q.begin(); i != q.end();) {
+      if (i->deadline > now) {
+        ++i;
+        continue;
+      }
+      ++self->state.failed;
+      self->send(i->reply_to, fail_atom::value, i->work.id,
+                 make_error(pool_errc::deadline_exceeded,
+                            "the request's deadline passed while the job was queued "
+                            "at its worker"));
+      i = q.erase(i);
+    }
+  }
+}
+
 /// Jobs held and not answered: the local queue plus work still in the mailbox
 /// (the mailbox holds nothing but work, at most one run and at most one ping,
 /// which is the message being handled when this is called from the ping handler).
@@ -49,7 +83,7 @@ uint64_t queue_depth(worker_actor* self) {
   auto in_mailbox = static_cast<uint64_t>(self->mailbox().size());
   if (self->state.run_scheduled && in_mailbox > 0)
     --in_mailbox;
-  return self->state.queue.size() + in_mailbox;
+  return held_jobs(self->state) + in_mailbox;
 }
 
 void hang_until_released() {
@@ -60,7 +94,7 @@ void hang_until_released() {
 }
 
 void schedule_run(worker_actor* self) {
-  if (!self->state.run_scheduled && !self->state.queue.empty()) {
+  if (!self->state.run_scheduled && held_jobs(self->state) > 0) {
     self->state.run_scheduled = true;
     self->send(self, run_atom::value);
   }
@@ -74,23 +108,33 @@ void run_chunk(worker_actor* self, const worker_config& cfg) {
   st.chunk_texts.clear();
   size_t budget = cfg.micro_batch_texts;
   bool hang = false;
-  const auto& task = st.queue.front().work.task;
+  // Embed work first, then batch work fills what the chunk has left.
+  const auto task = next_queue(st).front().work.task;
   bool first = true;
-  for (auto& q : st.queue) {
-    // A retried (solo) job is embedded alone: it ends a chunk and starts one.
-    if (budget == 0 || q.work.task != task || (!first && q.work.solo))
-      break;
-    auto take = std::min(budget, q.work.texts.size() - q.next);
-    for (size_t i = q.next; i < q.next + take; ++i) {
-      st.chunk_texts.emplace_back(q.work.texts[i]);
-      if (!cfg.fault.hang_marker.empty() &&
-          q.work.texts[i].find(cfg.fault.hang_marker) != std::string::npos)
-        hang = true;
+  bool full = false;
+  size_t taken[2] = {0, 0};  // texts of each lane in this chunk
+  for (size_t ln = 0; ln < 2 && !full; ++ln) {
+    for (auto& q : st.queues[ln]) {
+      // A retried (solo) job is embedded alone: it ends a chunk and starts one.
+      if (budget == 0 || q.work.task != task || (!first && q.work.solo)) {
+        full = true;
+        break;
+      }
+      auto take = std::min(budget, q.work.texts.size() - q.next);
+      for (size_t i = q.next; i < q.next + take; ++i) {
+        st.chunk_texts.emplace_back(q.work.texts[i]);
+        if (!cfg.fault.hang_marker.empty() &&
+            q.work.texts[i].find(cfg.fault.hang_marker) != std::string::npos)
+          hang = true;
+      }
+      budget -= take;
+      taken[ln] += take;
+      first = false;
+      if (q.work.solo) {
+        full = true;
+        break;
+      }
     }
-    budget -= take;
-    if (q.work.solo)
-      break;
-    first = false;
   }
   if (hang) {
     log_event("worker_hang_drill")
@@ -118,32 +162,35 @@ void run_chunk(worker_actor* self, const worker_config& cfg) {
     cfg.metrics->batch_texts.observe(st.chunk_texts.size());
     cfg.metrics->batch_tokens.observe(cfg.model->count_tokens(st.chunk_texts));
   }
-  // Hand out the rows and answer every job that is complete.
+  // Hand out the rows, lane by lane, and answer every job that is complete.
   size_t row = 0;
-  size_t remaining = st.chunk_texts.size();
-  while (remaining > 0 && !st.queue.empty()) {
-    auto& q = st.queue.front();
-    auto take = std::min(remaining, q.work.texts.size() - q.next);
-    if (!failure) {
-      if (q.result.values.empty())
-        q.result.values.resize(q.work.texts.size() * dim);
-      std::copy(st.scratch.begin() + static_cast<std::ptrdiff_t>(row * dim),
-                st.scratch.begin() + static_cast<std::ptrdiff_t>((row + take) * dim),
-                q.result.values.begin() + static_cast<std::ptrdiff_t>(q.next * dim));
-    }
-    q.next += take;
-    row += take;
-    remaining -= take;
-    if (failure) {
-      ++st.failed;
-      self->send(q.reply_to, fail_atom::value, q.work.id, failure);
-      st.queue.pop_front();
-    } else if (q.next == q.work.texts.size()) {
-      q.result.rows = static_cast<uint32_t>(q.work.texts.size());
-      q.result.dim = static_cast<uint32_t>(dim);
-      ++st.completed;
-      self->send(q.reply_to, done_atom::value, q.work.id, std::move(q.result));
-      st.queue.pop_front();
+  for (size_t ln = 0; ln < 2; ++ln) {
+    auto& queue = st.queues[ln];
+    auto remaining = taken[ln];
+    while (remaining > 0 && !queue.empty()) {
+      auto& q = queue.front();
+      auto take = std::min(remaining, q.work.texts.size() - q.next);
+      if (!failure) {
+        if (q.result.values.empty())
+          q.result.values.resize(q.work.texts.size() * dim);
+        std::copy(st.scratch.begin() + static_cast<std::ptrdiff_t>(row * dim),
+                  st.scratch.begin() + static_cast<std::ptrdiff_t>((row + take) * dim),
+                  q.result.values.begin() + static_cast<std::ptrdiff_t>(q.next * dim));
+      }
+      q.next += take;
+      row += take;
+      remaining -= take;
+      if (failure) {
+        ++st.failed;
+        self->send(q.reply_to, fail_atom::value, q.work.id, failure);
+        queue.pop_front();
+      } else if (q.next == q.work.texts.size()) {
+        q.result.rows = static_cast<uint32_t>(q.work.texts.size());
+        q.result.dim = static_cast<uint32_t>(dim);
+        ++st.completed;
+        self->send(q.reply_to, done_atom::value, q.work.id, std::move(q.result));
+        queue.pop_front();
+      }
     }
   }
 }
@@ -181,12 +228,12 @@ caf::behavior worker_behavior(worker_actor* self, worker_config cfg) {
           return;
         auto& st = self->state;
         auto reply_to = caf::actor_cast<caf::actor>(self->current_sender());
-        if (st.queue.size() >= cfg.max_jobs) {
+        if (held_jobs(st) >= cfg.max_jobs) {
           ++st.failed;
           self->send(reply_to, fail_atom::value, work.id,
-                     make_error(pool_errc::overloaded,
-                                "worker holds " + std::to_string(st.queue.size()) +
-                                    " jobs, its whole credit"));
+                     make_error(pool_errc::overloaded, "worker holds " +
+                                                           std::to_string(held_jobs(st)) +
+                                                           " jobs, its whole credit"));
           return;
         }
         ++st.received;
@@ -205,7 +252,13 @@ caf::behavior worker_behavior(worker_actor* self, worker_config cfg) {
           self->send(reply_to, done_atom::value, work.id, std::move(empty));
           return;
         }
-        st.queue.push_back(queued_job{std::move(work), std::move(reply_to), {}, 0});
+        auto deadline = steady_time::max();
+        if (work.time_left_ns > 0)
+          deadline = std::chrono::steady_clock::now() +
+                     std::chrono::nanoseconds{work.time_left_ns};
+        auto ln = work.lane == static_cast<uint8_t>(lane::embed) ? 0 : 1;
+        st.queues[ln].push_back(
+            queued_job{std::move(work), std::move(reply_to), {}, 0, deadline});
         schedule_run(self);
       },
       [=](run_atom) {
@@ -216,7 +269,8 @@ caf::behavior worker_behavior(worker_actor* self, worker_config cfg) {
         if (self->current_sender() && self->current_sender().get() != self->ctrl())
           return;  // its own reminder only
         self->state.run_scheduled = false;
-        if (!self->state.queue.empty())
+        drop_expired(self);
+        if (held_jobs(self->state) > 0)
           run_chunk(self, cfg);
         schedule_run(self);
       },

@@ -83,11 +83,17 @@ struct job {
   /// A retry after a worker died or hung: embed it in a call of its own, so
   /// that a poison text cannot take innocent neighbours down with it again.
   bool solo = false;
+  /// Time left until the request's deadline when the job was sent, in
+  /// nanoseconds (relative, so that clocks of different nodes never meet);
+  /// 0 = none. A worker answers `deadline_exceeded` instead of computing a
+  /// job whose time ran out while it was queued.
+  int64_t time_left_ns = 0;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, job& x) {
-  return f(caf::meta::type_name("pool.job"), x.id, x.lane, x.texts, x.task, x.solo);
+  return f(caf::meta::type_name("pool.job"), x.id, x.lane, x.texts, x.task, x.solo,
+           x.time_left_ns);
 }
 
 /// What a worker reports with every pong.

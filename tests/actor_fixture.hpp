@@ -175,8 +175,12 @@ struct actor_fixture {
     // Plays the gateway: submits under a ticket and records every answer.
     spawn_fn([=](caf::event_based_actor* self) -> caf::behavior {
       constexpr uint64_t ticket = 7;
-      self->send(target, submit_atom::value, ticket, static_cast<uint8_t>(ln), texts,
-                 task);
+      detail::submission sub;
+      sub.ticket = ticket;
+      sub.ln = ln;
+      sub.texts = texts;
+      sub.task = task;
+      self->send(target, submit_atom::value, std::move(sub));
       return {
           [=](answer_atom, uint64_t t, matrix& m) {
             if (t != ticket)

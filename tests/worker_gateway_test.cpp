@@ -337,9 +337,7 @@ TEST_CASE_METHOD(actor_fixture,
   // counts down: the gate fills after `limit` forwards.
   auto held = std::make_shared<int>(0);
   auto stalled = spawn_fn([=](caf::event_based_actor* self) -> caf::behavior {
-    return {[=](submit_atom, uint64_t, uint8_t, std::vector<std::string>&, std::string&) {
-      ++*held;
-    }};
+    return {[=](submit_atom, detail::submission&) { ++*held; }};
   });
   auto gate = std::make_shared<detail::admission_gate>(2);
   pool_section limits;
@@ -412,4 +410,40 @@ TEST_CASE_METHOD(worker_fixture,
   CHECK(box->events[1] == "done:1");
   CHECK(model->calls() == std::vector<size_t>{4, 4, 4, 1});
   CHECK(box->results[0].values[1] <= 2.0f);  // behind one chunk at most
+}
+
+TEST_CASE_METHOD(gateway_fixture,
+                 "request bytes past pool.max-queued-bytes are refused, and come back "
+                 "once no worker holds them",
+                 "[gateway][bytes]") {
+  auto c = fake_config(1);
+  c.pool.max_text_bytes = 1000;
+  c.pool.request_timeout = std::chrono::seconds(1);
+  constexpr uint64_t cost = 100 + 32;  // byte_budget::cost of one 100-byte text
+  auto budget = std::make_shared<detail::byte_budget>(3 * cost);
+  c.bytes = budget;
+  start(c);
+  gateway = current_gateway();
+  std::vector<std::shared_ptr<answer>> held;
+  for (char ch : {'a', 'b', 'c'})
+    held.push_back(embed_text(std::string(100, ch)));
+  CHECK(budget->used == 3 * cost);
+  auto refused = embed_text(std::string(100, 'z'));
+  REQUIRE(refused->count == 1);
+  CHECK(refused->code() == pool_errc::overloaded);
+  CHECK(status().ledger.rejected == 1);
+  release(current_workers()[0]);
+  for (auto& a : held)
+    CHECK(a->ok());
+  CHECK(budget->used == 0);
+  // A request answered at its deadline while its worker still holds the job
+  // keeps its bytes until the worker is done with it.
+  auto late = embed_text(std::string(100, 'l'));
+  advance(std::chrono::milliseconds(1300));
+  REQUIRE(late->count == 1);
+  CHECK(late->code() == pool_errc::deadline_exceeded);
+  CHECK(budget->used == cost);
+  release(current_workers()[0]);
+  CHECK(budget->used == 0);
+  CHECK(ledger_balances(status()));
 }

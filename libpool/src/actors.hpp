@@ -31,8 +31,8 @@
 //   anything else                 -> pool error invalid_input (one log line a
 //                                    second at most, with the peer)
 // supervisor (local senders only)
-//   (submit_atom, ticket, uint8_t lane, texts, task) -> later (answer_atom,
-//                                    ticket, matrix | pool error) to the sender
+//   (submit_atom, submission)   -> later (answer_atom, ticket, matrix |
+//                                    pool error) to the sender
 //   (status_atom)                            -> pool_status
 //   The default model's supervisor spawns one supervisor per other model of
 //   the node (its gateway routes to them) and drains them with itself.
@@ -64,6 +64,7 @@
 #include <vector>
 
 #include <caf/actor.hpp>
+#include <caf/allowed_unsafe_message_type.hpp>
 #include <caf/behavior.hpp>
 #include <caf/fwd.hpp>
 #include <caf/stateful_actor.hpp>
@@ -118,6 +119,19 @@ void release_hung_workers();
 // -- supervisor --------------------------------------------------------------
 
 struct admission_gate;
+struct byte_budget;
+
+/// A request the gateway passes to a model's supervisor. Local only: it has
+/// no type name, so no peer can send one.
+struct submission {
+  uint64_t ticket = 0;  // the gateway's; the answer names it
+  lane ln = lane::embed;
+  std::vector<std::string> texts;
+  std::string task;
+  /// Bytes taken from the node's byte_budget for it (0 = none): the
+  /// supervisor gives them back once the request is done.
+  uint64_t charged = 0;
+};
 
 /// Creates a worker for a slot. The supervisor monitors what it returns.
 using worker_factory = std::function<caf::actor(caf::local_actor* self, uint32_t slot)>;
@@ -161,6 +175,9 @@ struct supervisor_config {
   bool with_gateway = true;
   /// The bound of submissions queued for this supervisor; null = its own.
   std::shared_ptr<admission_gate> gate;
+  /// The node's bound on request bytes (pool.max-queued-bytes), shared by
+  /// every model and the gateway; null = one of its own from `pool`.
+  std::shared_ptr<byte_budget> bytes;
   /// Publish the gateway on host:port through the middleman (false in
   /// deterministic tests, which talk to the gateway directly).
   bool publish = true;
@@ -222,11 +239,44 @@ struct admission_gate {
   }
 };
 
+/// Bounds the bytes of request text a node holds (pool.max-queued-bytes):
+/// the gateway takes a request's cost at admission or answers `overloaded`;
+/// its supervisor gives it back once the request is answered and no worker
+/// holds its job. Shared by the gateway and every model's supervisor;
+/// thread-safe.
+struct byte_budget {
+  explicit byte_budget(uint64_t limit_bytes) : limit(limit_bytes) {}
+  const uint64_t limit;  // 0 = no bound
+  std::atomic<uint64_t> used{0};
+
+  /// What a request's texts cost: their bytes plus a fixed overhead per text.
+  static uint64_t cost(const std::vector<std::string>& texts) {
+    uint64_t n = 0;
+    for (const auto& t : texts)
+      n += t.size() + 32;
+    return n;
+  }
+
+  /// Takes `n` bytes unless that would pass the limit.
+  bool try_take(uint64_t n) {
+    auto cur = used.load(std::memory_order_relaxed);
+    do {
+      if (limit != 0 && cur + n > limit)
+        return false;
+    } while (!used.compare_exchange_weak(cur, cur + n, std::memory_order_relaxed));
+    return true;
+  }
+
+  void give_back(uint64_t n) { used.fetch_sub(n, std::memory_order_relaxed); }
+};
+
 /// One model a gateway routes to.
 struct model_route {
   std::string name;
   caf::actor supervisor;
   std::shared_ptr<admission_gate> gate;
+  /// The node's request bytes (shared by every route); null = no bound.
+  std::shared_ptr<byte_budget> bytes;
 };
 
 /// Spawns a gateway that validates requests against `limits` and submits them
@@ -258,3 +308,5 @@ caf::error validate_text(const std::string& text, uint32_t max_text_bytes,
 bool is_valid_utf8(std::string_view text);
 
 }  // namespace pool::detail
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(pool::detail::submission)

@@ -637,6 +637,10 @@ const std::vector<key_spec>& schema() {
                    "one worker is added"),
       duration_key("pool.idle-cooldown", &nc::pool, &pool_section::idle_cooldown,
                    positive, "a worker idle this long is evicted, down to the minimum"),
+      integer_key("pool.max-queued-bytes", &nc::pool, &pool_section::max_queued_bytes_mib,
+                  0, int64_t{1} << 20,
+                  "MiB of request text the node holds at once; past it: overloaded; "
+                  "0 = no bound"),
       integer_key("pool.memory-budget", &nc::pool, &pool_section::memory_budget_mib, 0,
                   int64_t{1} << 24,
                   "MiB for model weights and worker buffers of all models; 0 = none"),

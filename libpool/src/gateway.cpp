@@ -118,11 +118,27 @@ caf::result<matrix> submit(gateway_actor* self, size_t route, lane ln,
                                   " requests queued for it); retry after " +
                                   std::to_string(overload_retry_after_ms) + "ms"));
   }
+  submission sub;
+  if (target.bytes) {
+    auto cost = byte_budget::cost(texts);
+    if (!target.bytes->try_take(cost)) {
+      gate.shed.fetch_add(1, std::memory_order_relaxed);
+      return counted(self, route,
+                     make_error(pool_errc::overloaded,
+                                "the node holds pool.max-queued-bytes (" +
+                                    std::to_string(target.bytes->limit >> 20) +
+                                    " MiB) of request text; retry after " +
+                                    std::to_string(overload_retry_after_ms) + "ms"));
+    }
+    sub.charged = cost;
+  }
   gate.queued.fetch_add(1, std::memory_order_relaxed);
-  auto ticket = st.next_ticket++;
-  st.pending.emplace(ticket, pending_answer{self->make_response_promise(), route});
-  self->send(target.supervisor, submit_atom::value, ticket, static_cast<uint8_t>(ln),
-             std::move(texts), std::move(task));
+  sub.ticket = st.next_ticket++;
+  sub.ln = ln;
+  sub.texts = std::move(texts);
+  sub.task = std::move(task);
+  st.pending.emplace(sub.ticket, pending_answer{self->make_response_promise(), route});
+  self->send(target.supervisor, submit_atom::value, std::move(sub));
   return caf::delegated<matrix>{};
 }
 
@@ -430,7 +446,8 @@ caf::actor spawn_gateway(caf::local_actor* parent, caf::actor supervisor,
                          std::shared_ptr<metrics_registry> registry,
                          const std::string& model_name) {
   std::vector<model_route> routes;
-  routes.push_back(model_route{model_name, std::move(supervisor), std::move(gate)});
+  routes.push_back(
+      model_route{model_name, std::move(supervisor), std::move(gate), nullptr});
   return spawn_gateway(parent, std::move(routes), limits, std::move(registry));
 }
 

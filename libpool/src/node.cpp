@@ -281,6 +281,9 @@ int run_node(const node_config& cfg) {
     auto drain_signal = std::make_shared<std::atomic<bool>>(false);
     auto scfg = model_supervisor_config(cfg, served.front(), budget, metrics);
     scfg.drain_signal = drain_signal;
+    // One bound on request bytes for the whole node, all models.
+    scfg.bytes =
+        std::make_shared<detail::byte_budget>(cfg.pool.max_queued_bytes_mib << 20);
     for (size_t i = 0; i < served.size(); ++i) {
       scfg.model_names.push_back(served[i].name);
       if (i > 0)

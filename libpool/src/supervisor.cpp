@@ -125,12 +125,16 @@ struct request_entry {
   time_point accepted_at;
   uint32_t attempts = 0;
   uint64_t dispatch_id = 0;  // 0 while pending
+  uint64_t charged = 0;      // bytes of the node's byte_budget it holds
 };
 
 struct dispatch_entry {
   uint32_t slot = 0;
   uint64_t request_id = 0;
   lane ln = lane::embed;
+  /// Bytes of a request answered (expired) while its worker still holds the
+  /// job: given back when the worker answers or dies.
+  uint64_t charged = 0;
 };
 
 struct supervisor_state {
@@ -155,6 +159,7 @@ struct supervisor_state {
   time_point drain_deadline;
   caf::actor gateway;
   std::shared_ptr<admission_gate> gate;
+  std::shared_ptr<byte_budget> bytes;  // never null once started
   uint16_t bound_port = 0;
   bool overloaded = false;
   uint64_t shed_unlogged = 0;
@@ -263,6 +268,27 @@ void observe_answered(supervisor_actor* self, const request_entry& req) {
       micros_between(req.accepted_at, self->clock().now()));
 }
 
+/// Forgets an accepted request. Its bytes go back to the node's budget, or,
+/// if a worker still holds its job, to the dispatch until the worker is done.
+std::unordered_map<uint64_t, request_entry>::iterator erase_request(
+    supervisor_state& st, std::unordered_map<uint64_t, request_entry>::iterator it) {
+  auto& req = it->second;
+  auto d =
+      req.dispatch_id != 0 ? st.dispatches.find(req.dispatch_id) : st.dispatches.end();
+  if (d != st.dispatches.end())
+    d->second.charged += req.charged;
+  else
+    st.bytes->give_back(req.charged);
+  return st.requests.erase(it);
+}
+
+/// Forgets a dispatch once its worker answered or is gone.
+void erase_dispatch(supervisor_state& st,
+                    std::unordered_map<uint64_t, dispatch_entry>::iterator d) {
+  st.bytes->give_back(d->second.charged);
+  st.dispatches.erase(d);
+}
+
 /// Sends to a worker. Workers on other nodes get it from the gateway, the
 /// only actor of this node that other nodes may know (and so address).
 template <caf::message_priority P = caf::message_priority::normal, class... Ts>
@@ -352,7 +378,7 @@ void fail_all_pending(supervisor_actor* self, pool_errc code, const std::string&
         continue;
       answer_error(self, it->second, make_error(code, why));
       ++st.ledger.failed;
-      st.requests.erase(it);
+      erase_request(st, it);
     }
     q.clear();
   }
@@ -369,7 +395,7 @@ void requeue_jobs(supervisor_actor* self, worker_slot& slot, const std::string& 
     if (d == st.dispatches.end())
       continue;
     auto rid = d->second.request_id;
-    st.dispatches.erase(d);
+    erase_dispatch(st, d);
     auto it = st.requests.find(rid);
     if (it == st.requests.end())
       continue;  // already answered (deadline passed)
@@ -381,7 +407,7 @@ void requeue_jobs(supervisor_actor* self, worker_slot& slot, const std::string& 
                                                             std::to_string(req.attempts) +
                                                             " worker(s); last: " + why));
       ++st.ledger.failed;
-      st.requests.erase(it);
+      erase_request(st, it);
     } else {
       retry.push_back(rid);
     }
@@ -617,7 +643,7 @@ void expire_deadlines(supervisor_actor* self, time_point now) {
       } else if (it->second.deadline <= now) {
         answer_error(self, it->second, expired_error());
         ++st.ledger.expired;
-        st.requests.erase(it);
+        erase_request(st, it);
         i = q.erase(i);
       } else {
         ++i;
@@ -630,7 +656,7 @@ void expire_deadlines(supervisor_actor* self, time_point now) {
     if (it->second.dispatch_id != 0 && it->second.deadline <= now) {
       answer_error(self, it->second, expired_error());
       ++st.ledger.expired;
-      it = st.requests.erase(it);
+      it = erase_request(st, it);
     } else {
       ++it;
     }
@@ -895,10 +921,12 @@ void finish_drain(supervisor_actor* self) {
                             "node shut down before the request finished "
                             "(pool.drain-timeout passed)"));
     ++st.ledger.failed;
-    it = st.requests.erase(it);
+    it = erase_request(st, it);
   }
   st.pending[0].clear();
   st.pending[1].clear();
+  for (auto d = st.dispatches.begin(); d != st.dispatches.end();)
+    d = (st.bytes->give_back(d->second.charged), st.dispatches.erase(d));
   for (auto& slot : st.slots) {
     release_worker(st, slot);
     if (slot.handle) {
@@ -969,8 +997,8 @@ void publish_gateway(supervisor_actor* self, uint16_t port, bool first, int atte
 void start_gateway(supervisor_actor* self) {
   auto& st = self->state;
   std::vector<model_route> routes;
-  routes.push_back(
-      model_route{st.cfg.model_name, caf::actor_cast<caf::actor>(self), st.gate});
+  routes.push_back(model_route{st.cfg.model_name, caf::actor_cast<caf::actor>(self),
+                               st.gate, st.bytes});
   routes.insert(routes.end(), st.other_models.begin(), st.other_models.end());
   st.gateway = spawn_gateway(self, std::move(routes), st.cfg.pool, st.cfg.metrics);
   self->monitor(st.gateway);
@@ -1044,7 +1072,7 @@ void on_job_answer(supervisor_actor* self, uint64_t did, matrix* result,
   auto rid = d->second.request_id;
   ++slot.credits[lane_index(d->second.ln)];
   slot.jobs.erase(did);
-  st.dispatches.erase(d);
+  erase_dispatch(st, d);
   if (slot.jobs.empty())
     slot.idle_since = self->clock().now();
   auto it = st.requests.find(rid);
@@ -1056,7 +1084,7 @@ void on_job_answer(supervisor_actor* self, uint64_t did, matrix* result,
       self->send(it->second.reply_to, answer_atom::value, it->second.ticket,
                  std::move(*result));
       ++st.ledger.completed;
-      st.requests.erase(it);
+      erase_request(st, it);
     }
   } else {
     ++slot.failed;
@@ -1072,7 +1100,7 @@ void on_job_answer(supervisor_actor* self, uint64_t did, matrix* result,
         else
           ++st.ledger.failed;
         answer_error(self, req, std::move(*failure));
-        st.requests.erase(it);
+        erase_request(st, it);
       } else {
         st.pending[lane_index(req.ln)].push_front(rid);
       }
@@ -1086,7 +1114,9 @@ void on_job_answer(supervisor_actor* self, uint64_t did, matrix* result,
 
 /// Refuses a request without accepting it: counted as rejected in the ledger
 /// and as a reply by its code, and answered to the submitter at once.
-void refuse(supervisor_actor* self, uint64_t ticket, caf::error err) {
+void refuse(supervisor_actor* self, const submission& sub, caf::error err) {
+  auto ticket = sub.ticket;
+  self->state.bytes->give_back(sub.charged);
   ++self->state.ledger.rejected;
   self->state.metrics->count_reply(reply_code(err));
   self->send(caf::actor_cast<caf::actor>(self->current_sender()), answer_atom::value,
@@ -1096,19 +1126,18 @@ void refuse(supervisor_actor* self, uint64_t ticket, caf::error err) {
 /// Takes a submission (from the gateway, which answers the peer): accepts
 /// it (dispatch or park) or refuses it; either way it is answered exactly
 /// once with `(answer_atom, ticket, matrix | error)`.
-void on_submit(supervisor_actor* self, uint64_t ticket, uint8_t lane_value,
-               std::vector<std::string>& texts, std::string& task) {
+void on_submit(supervisor_actor* self, submission& sub) {
   auto& st = self->state;
   auto now = self->clock().now();
-  auto ln = lane_value == 0 ? lane::embed : lane::batch;
+  auto ln = sub.ln;
   if (st.draining) {
     refuse(
-        self, ticket,
+        self, sub,
         make_error(pool_errc::shutting_down, "node is draining; send to another node"));
     return;
   }
   if (!any_live_slot(st)) {
-    refuse(self, ticket, make_error(pool_errc::unavailable, "no worker available"));
+    refuse(self, sub, make_error(pool_errc::unavailable, "no worker available"));
     return;
   }
   auto* slot = pick_slot(st, ln);
@@ -1116,7 +1145,7 @@ void on_submit(supervisor_actor* self, uint64_t ticket, uint8_t lane_value,
                           pending_total(st) >= st.cfg.pool.pending_capacity)) {
     note_shed(self, now);
     refuse(
-        self, ticket,
+        self, sub,
         make_error(
             pool_errc::overloaded,
             std::string{"no worker credit available ("} +
@@ -1129,12 +1158,13 @@ void on_submit(supervisor_actor* self, uint64_t ticket, uint8_t lane_value,
   auto& req = st.requests[id];
   req.id = id;
   req.ln = ln;
-  req.texts = std::move(texts);
-  req.task = std::move(task);
+  req.texts = std::move(sub.texts);
+  req.task = std::move(sub.task);
+  req.charged = sub.charged;
   req.deadline = now + st.cfg.pool.request_timeout;
   req.accepted_at = now;
   req.reply_to = caf::actor_cast<caf::actor>(self->current_sender());
-  req.ticket = ticket;
+  req.ticket = sub.ticket;
   ++st.ledger.accepted;
   if (slot != nullptr)
     dispatch(self, req, *slot);
@@ -1297,11 +1327,15 @@ caf::behavior supervisor_behavior(supervisor_actor* self, supervisor_config cfg)
       st.cfg.gate
           ? st.cfg.gate
           : std::make_shared<admission_gate>(admission_gate::limit_for(st.cfg.pool));
+  st.bytes = st.cfg.bytes
+                 ? st.cfg.bytes
+                 : std::make_shared<byte_budget>(st.cfg.pool.max_queued_bytes_mib << 20);
   for (auto& other : st.cfg.other_models) {
     other.publish = false;
     other.with_gateway = false;
     other.budget = st.budget;
     other.drain_signal = st.cfg.drain_signal;
+    other.bytes = st.bytes;
     other.metrics = st.cfg.metrics;
     other.model_names = st.cfg.model_names;
     other.gate = std::make_shared<admission_gate>(admission_gate::limit_for(other.pool));
@@ -1309,7 +1343,7 @@ caf::behavior supervisor_behavior(supervisor_actor* self, supervisor_config cfg)
     auto gate = other.gate;
     auto handle = spawn_supervisor(self->system(), std::move(other));
     self->monitor(handle);
-    st.other_models.push_back(model_route{name, handle, gate});
+    st.other_models.push_back(model_route{name, handle, gate, st.bytes});
   }
   st.cfg.other_models.clear();
   if (st.cfg.with_gateway)
@@ -1323,14 +1357,13 @@ caf::behavior supervisor_behavior(supervisor_actor* self, supervisor_config cfg)
   auto tick = std::min(max_tick, st.cfg.heartbeat.interval);
   self->send(self, tick_atom::value);
   return {
-      [=](submit_atom, uint64_t ticket, uint8_t ln, std::vector<std::string>& texts,
-          std::string& task) {
+      [=](submit_atom, submission& sub) {
         if (from_other_node(self))
           return;
         auto& gate = *self->state.gate;
         if (gate.queued.load(std::memory_order_relaxed) > 0)
           gate.queued.fetch_sub(1, std::memory_order_relaxed);
-        on_submit(self, ticket, ln, texts, task);
+        on_submit(self, sub);
         check_ledger(self->state);
       },
       [=](status_atom) -> caf::result<pool_status> {

@@ -93,6 +93,11 @@ struct pool_section {
   /// pool.memory-budget: MiB that weights plus worker buffers of every model
   /// of the node may take; 0 = no budget.
   uint64_t memory_budget_mib = 0;
+  /// pool.max-queued-bytes: MiB of request text the node holds at once, from
+  /// the gateway's admission until the request is answered and no worker
+  /// holds it any more, across all models (the default model's value
+  /// counts); past it requests are answered `overloaded`. 0 = no bound.
+  uint64_t max_queued_bytes_mib = 256;
 };
 
 /// The resolved worker limits of a pool: `min <= initial <= max`, all >= 1.

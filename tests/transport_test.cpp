@@ -67,6 +67,32 @@ std::string basp_header(uint8_t operation, uint32_t payload_len, uint64_t dest_a
   return h;
 }
 
+/// CAF 0.17's varbyte length of a sequence or string.
+std::string varbyte(size_t n) {
+  std::string out;
+  do {
+    auto low = static_cast<uint8_t>(n & 0x7f);
+    n >>= 7;
+    out.push_back(static_cast<char>(n != 0 ? (low | 0x80) : low));
+  } while (n != 0);
+  return out;
+}
+
+/// The payload of a direct message: an empty forwarding stack, then a message
+/// holding a message holding ... (`depth` levels) the empty message.
+std::string nested_payload(size_t depth) {
+  auto level = [](const std::string& type_names) {
+    return std::string(2, '\0') + varbyte(type_names.size()) + type_names;
+  };
+  std::string out(1, '\0');
+  auto outer = level("@<>+@message");
+  out.reserve(1 + depth * outer.size() + 8);
+  for (size_t i = 0; i < depth; ++i)
+    out += outer;
+  out += level("@<>");
+  return out;
+}
+
 }  // namespace
 
 TEST_CASE("TLS connections that fail or end on a head's port cut no other connection",
@@ -376,4 +402,60 @@ TEST_CASE("A node raises its descriptor limit and closes connections that stay s
   CHECK(idle_client->embed("the idle client is still connected"));
   auto again = connect_client(opts);
   CHECK(again->embed("and a new client is served"));
+}
+
+TEST_CASE(
+    "A plaintext port bounds raw BASP frames: lying sizes, random bytes, deep nesting",
+    "[transport][frames]") {
+  node_process node{{"--pool.workers=1"}};
+  CHECK_THAT(node.log(), Catch::Contains("event=basp_limits max_frame_bytes="));
+  CHECK_THAT(node.log(), Catch::Contains("guard=true"));
+  pool::client_options opts;
+  opts.port = node.port();
+  auto cl = connect_client(opts);
+  REQUIRE(cl->embed("before the frames"));
+  auto pid = node.process().pid();
+  auto rss_before = pool::test::rss_kb(pid);
+  SECTION("a header announcing 4 GiB closes its connection before any allocation") {
+    std::vector<std::unique_ptr<raw_socket>> peers;
+    for (int i = 0; i < 8; ++i) {
+      peers.push_back(std::make_unique<raw_socket>(node.port()));
+      peers.back()->send_all(basp_header(0x02, 0xffffffffu, 1) + std::string(1024, 'x'));
+    }
+    for (auto& p : peers) {
+      bool closed = false;
+      for (int i = 0; i < 100 && !closed; ++i)
+        closed = p->closed_by_peer(100ms);
+      CHECK(closed);
+    }
+    CHECK(pool::test::rss_kb(pid) - rss_before < 64 * 1024);  // not 8 x 4 GiB
+    CHECK(node.wait_for_log("event=basp_frame_refused reason=payload_too_large", 5s));
+  }
+  SECTION("random bytes are refused and cost nothing") {
+    std::string noise(65536, '\0');
+    uint32_t x = 12345;
+    for (auto& c : noise) {
+      x = x * 1664525u + 1013904223u;
+      c = static_cast<char>(x >> 24);
+    }
+    for (int i = 0; i < 20; ++i) {
+      raw_socket s{node.port()};
+      s.send_all(noise);
+    }
+    CHECK(pool::test::rss_kb(pid) - rss_before < 64 * 1024);
+  }
+  SECTION("a message nested 30,000 deep is dropped instead of overflowing the stack") {
+    auto payload = nested_payload(30000);
+    // CAF deserializes only messages to a registered actor: every id 1..32.
+    std::vector<std::unique_ptr<raw_socket>> peers;
+    for (uint64_t id = 1; id <= 32; ++id) {
+      peers.push_back(std::make_unique<raw_socket>(node.port()));
+      peers.back()->send_all(
+          basp_header(0x02, static_cast<uint32_t>(payload.size()), id) + payload);
+    }
+    CHECK(node.wait_for_log("reason=message_nested_too_deep", 10s));
+  }
+  CHECK_FALSE(node.process().poll_exit());
+  CHECK(cl->connected());
+  CHECK(cl->embed("after the frames"));
 }

@@ -11,6 +11,7 @@
 #include <caf/io/all.hpp>
 #include <caf/openssl/all.hpp>
 
+#include "basp_guard.hpp"
 #include "pool/tls.hpp"
 
 namespace pool {
@@ -520,6 +521,8 @@ caf::expected<std::unique_ptr<client>> client::connect(const client_options& opt
     return make_error(pool_errc::invalid_input, "client timeout must be positive");
   if (auto err = validate_tls(opts.tls))
     return err;
+  // Links the BASP frame guards (nesting bound) into client executables.
+  static_cast<void>(detail::max_frame_bytes());
   add_message_types(ptr->cfg);
   ptr->cfg.load<caf::io::middleman>();
   if (opts.tls.enabled())

@@ -10,6 +10,7 @@
 #include <caf/io/all.hpp>
 
 #include "actors.hpp"
+#include "basp_guard.hpp"
 #include "connection_guard.hpp"
 #include "http_front.hpp"
 #include "logging.hpp"
@@ -248,6 +249,26 @@ int run_node(const node_config& cfg) {
         .add("worker_bytes",
              static_cast<uint64_t>(m.model->worker_bytes(m.pool.micro_batch_texts)))
         .write(*log, spdlog::level::info);
+
+  // CAF 0.17 would read any payload a BASP header announces (up to 4 GiB per
+  // connection). A standalone node bounds it by the largest request its pool
+  // settings accept plus a lent worker's largest reply, with 1 MiB to spare.
+  // A worker node only talks to the supervisor it joined: no bound.
+  if (cfg.node.role == "standalone") {
+    uint64_t largest = 0;
+    for (const auto& m : served)
+      largest = std::max<uint64_t>(
+          largest, uint64_t{m.pool.max_batch_items} * (m.pool.max_text_bytes + 16) +
+                       uint64_t{m.pool.max_batch_items} * m.model->dim() * sizeof(float));
+    auto limit = std::max<uint64_t>(largest + 1024 * 1024, 8 * 1024 * 1024);
+    detail::set_max_frame_bytes(
+        static_cast<uint32_t>(std::min<uint64_t>(limit, UINT32_MAX)));
+  }
+  log_event("basp_limits")
+      .add("max_frame_bytes", detail::max_frame_bytes())
+      .add("max_message_depth", detail::default_max_message_depth)
+      .add("guard", detail::basp_guard_bound())
+      .write(*log, spdlog::level::info);
 
   caf::actor_system_config sys_cfg;
   add_message_types(sys_cfg);

@@ -2,7 +2,7 @@
 // tls_error_queue.cpp): libpool defines SSL_read, SSL_write, SSL_accept and
 // SSL_connect, each clearing the thread's error queue before calling
 // libssl's, and every executable linking libpool exports them
-// (libpool/src/tls_error_queue.list) so that libcaf_openssl binds to them.
+// (libpool/src/exported_symbols.list) so that libcaf_openssl binds to them.
 #pragma once
 
 #include <cstdint>

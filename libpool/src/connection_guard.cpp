@@ -71,7 +71,7 @@ fd_limit raise_fd_limit() {
 
 idle_connection_reaper::idle_connection_reaper(std::chrono::milliseconds timeout,
                                                std::set<uint16_t> excluded)
-    : timeout_(timeout), excluded_(std::move(excluded)) {
+    : timeout_(timeout), excluded_(std::move(excluded)), dir_(opendir("/proc/self/fd")) {
   thread_ = std::thread{[this] { run(); }};
 }
 
@@ -82,6 +82,8 @@ idle_connection_reaper::~idle_connection_reaper() {
   }
   stop_cv_.notify_all();
   thread_.join();
+  if (dir_ != nullptr)
+    closedir(static_cast<DIR*>(dir_));
 }
 
 void idle_connection_reaper::run() {
@@ -109,9 +111,12 @@ uint64_t idle_connection_reaper::sweep() {
   };
   std::vector<candidate> sockets;
   std::set<uint16_t> listening;
-  DIR* dir = opendir("/proc/self/fd");
+  // The directory stays open for the reaper's life: at the descriptor limit,
+  // when it matters most, opening it again would fail.
+  auto* dir = static_cast<DIR*>(dir_);
   if (dir == nullptr)
     return 0;
+  rewinddir(dir);
   int own = dirfd(dir);
   while (auto* entry = readdir(dir)) {
     char* end = nullptr;
@@ -134,7 +139,6 @@ uint64_t idle_connection_reaper::sweep() {
     }
     sockets.push_back({static_cast<int>(fd), inode, port});
   }
-  closedir(dir);
   uint64_t closed = 0;
   for (const auto& s : sockets) {
     if (listening.count(s.port) == 0 || excluded_.count(s.port) != 0)

@@ -58,6 +58,7 @@ class idle_connection_reaper {
 
   const std::chrono::milliseconds timeout_;
   const std::set<uint16_t> excluded_;
+  void* dir_;  // DIR* of /proc/self/fd, opened once
   std::atomic<uint64_t> closed_{0};
   std::mutex mtx_;
   std::condition_variable stop_cv_;

@@ -385,8 +385,7 @@ caf::behavior client_behavior(client_actor* self, client_actor_config cfg) {
           if (c->windowed)
             st.shared->release();
           c->fail(make_error(pool_errc::unavailable,
-                             "not sent: lost the connection to " +
-                                 endpoint_name(st.endpoints[st.current])));
+                             "not sent: lost the connection to " + st.shared->peer));
           return;
         }
         if (c->deadline <= steady::now()) {

@@ -12,6 +12,7 @@
 #include <caf/openssl/all.hpp>
 
 #include "basp_guard.hpp"
+#include "connection_guard.hpp"
 #include "pool/tls.hpp"
 
 namespace pool {
@@ -370,8 +371,10 @@ caf::behavior client_behavior(client_actor* self, client_actor_config cfg) {
                   self->monitor(s.gateway);
                   s.shared->set_connected(endpoint_name(ep));
                 },
-                [self](caf::error&) {
+                [self, ep](caf::error& err) {
                   auto& s = self->state;
+                  if (err == caf::sec::request_timeout)
+                    detail::shutdown_connections_to(ep.first, ep.second);
                   if (s.connected)
                     return;
                   ++s.failures;
@@ -551,7 +554,8 @@ caf::expected<std::unique_ptr<client>> client::connect(const client_options& opt
     caf::scoped_actor self{*ptr->sys};
     auto mm = connector(*ptr->sys, opts.tls.enabled());
     for (size_t i = 0; i < endpoints.size() && !ptr->gateway; ++i) {
-      const auto& [host, port] = endpoints[i];
+      const auto& host = endpoints[i].first;
+      const auto port = endpoints[i].second;
       std::string why;
       self->request(mm, opts.connect_timeout, caf::connect_atom::value, host, port)
           .receive(
@@ -563,7 +567,11 @@ caf::expected<std::unique_ptr<client>> client::connect(const client_options& opt
                   why = "no actor published at this port";
                 }
               },
-              [&](caf::error& err) { why = connect_failure(err, opts.connect_timeout); });
+              [&](caf::error& err) {
+                why = connect_failure(err, opts.connect_timeout);
+                if (err == caf::sec::request_timeout)
+                  detail::shutdown_connections_to(host, port);
+              });
       if (!ptr->gateway) {
         if (!failures.empty())
           failures += "; ";

@@ -3,10 +3,12 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <vector>
 
 #include <dirent.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/resource.h>
@@ -48,7 +50,69 @@ ino_t socket_inode(int fd) {
   return st.st_ino;
 }
 
+/// The peer of a connected TCP socket, normalised to IPv6 (v4-mapped).
+bool tcp_peer(int fd, in6_addr& addr, uint16_t& port) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof(ss);
+  if (getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0)
+    return false;
+  if (ss.ss_family == AF_INET) {
+    auto* in = reinterpret_cast<sockaddr_in*>(&ss);
+    addr = in6_addr{};
+    addr.s6_addr[10] = 0xff;
+    addr.s6_addr[11] = 0xff;
+    std::memcpy(&addr.s6_addr[12], &in->sin_addr, 4);
+    port = ntohs(in->sin_port);
+    return true;
+  }
+  if (ss.ss_family == AF_INET6) {
+    auto* in6 = reinterpret_cast<sockaddr_in6*>(&ss);
+    addr = in6->sin6_addr;
+    port = ntohs(in6->sin6_port);
+    return true;
+  }
+  return false;
+}
+
 }  // namespace
+
+size_t shutdown_connections_to(const std::string& host, uint16_t port) {
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_V4MAPPED | AI_ALL;
+  hints.ai_family = AF_INET6;
+  addrinfo* found = nullptr;
+  if (getaddrinfo(host.c_str(), nullptr, &hints, &found) != 0)
+    return 0;
+  std::vector<in6_addr> targets;
+  for (auto* ai = found; ai != nullptr; ai = ai->ai_next)
+    targets.push_back(reinterpret_cast<sockaddr_in6*>(ai->ai_addr)->sin6_addr);
+  freeaddrinfo(found);
+  DIR* dir = opendir("/proc/self/fd");
+  if (dir == nullptr)
+    return 0;
+  size_t n = 0;
+  int own = dirfd(dir);
+  while (auto* entry = readdir(dir)) {
+    char* end = nullptr;
+    auto fd = static_cast<int>(std::strtol(entry->d_name, &end, 10));
+    if (end == entry->d_name || *end != '\0' || fd == own || socket_inode(fd) == 0 ||
+        tcp_local_port(fd) == 0)
+      continue;
+    in6_addr peer{};
+    uint16_t peer_port = 0;
+    if (!tcp_peer(fd, peer, peer_port) || peer_port != port)
+      continue;
+    for (const auto& t : targets)
+      if (std::memcmp(&t, &peer, sizeof(peer)) == 0) {
+        if (shutdown(fd, SHUT_RDWR) == 0)
+          ++n;
+        break;
+      }
+  }
+  closedir(dir);
+  return n;
+}
 
 fd_limit raise_fd_limit() {
   fd_limit result;

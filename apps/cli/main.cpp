@@ -1,4 +1,5 @@
 // embedpool-cli: a command-line peer of an embedpool node.
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
 #include <string>
@@ -24,7 +25,8 @@ Options:
   --host=H             node address (default 127.0.0.1, or node.host of --config-file)
   --port=P             node port (default 4242, or node.port of --config-file)
   --config-file=PATH   read node.host, node.port and [tls] from a node configuration file
-  --fallback=H:P       another node to try when the first cannot be reached (repeatable)
+  --fallback=H:P       another node to try when the first cannot be reached or does
+                       not complete its handshake in time (repeatable)
   --tls.certificate=F  PEM certificate of this client (turns mutual TLS on)
   --tls.key=F          its PEM private key
   --tls.ca-file=F      PEM CA that signed the node's certificate
@@ -32,7 +34,9 @@ Options:
   --task=T             task prefix for embed/batch (e.g. query, passage)
   --model=NAME         model to use (default: the node's default model); for
                        status, the model whose status to print
-  --timeout=SECONDS    per-request timeout (default 60)
+  --timeout=SECONDS    per-request timeout (default 60); also bounds the
+                       connection to each node (at most 5 s, then the next
+                       --fallback is tried)
   -h, --help           show this help
 
 On an error the CLI prints "error: CODE: MESSAGE" on stderr and exits 1
@@ -93,6 +97,9 @@ std::string parse(int argc, char** argv, cli_args& out) {
           return "--timeout must be a positive number of seconds";
         out.client.timeout = std::chrono::duration_cast<caf::timespan>(
             std::chrono::duration<double>(seconds));
+        // It bounds the connection to each node too (5 s at most).
+        out.client.connect_timeout =
+            std::min(out.client.timeout, caf::timespan{std::chrono::seconds(5)});
       } catch (const std::exception&) {
         return "--timeout: expected a number of seconds, got \"" + value_of(arg) + "\"";
       }

@@ -11,6 +11,8 @@
 #include <caf/io/all.hpp>
 #include <caf/openssl/all.hpp>
 
+#include "basp_guard.hpp"
+#include "connection_guard.hpp"
 #include "pool/tls.hpp"
 
 namespace pool {
@@ -32,6 +34,33 @@ using call_atom = caf::atom_constant<caf::atom("cl_call")>;
 using close_atom = caf::atom_constant<caf::atom("cl_close")>;
 /// Client actor -> itself while calls are pending: expire overdue calls.
 using expire_atom = caf::atom_constant<caf::atom("cl_expire")>;
+/// Client actor -> itself after losing its node (`client_options::reconnect`).
+using reconnect_atom = caf::atom_constant<caf::atom("cl_recon")>;
+
+/// Backoff between reconnection attempts.
+constexpr auto reconnect_backoff_min = std::chrono::milliseconds(100);
+constexpr auto reconnect_backoff_max = std::chrono::milliseconds(2000);
+
+using endpoint = std::pair<std::string, uint16_t>;
+
+std::string endpoint_name(const endpoint& ep) {
+  return ep.first + ":" + std::to_string(ep.second);
+}
+
+/// The middleman actor that connects (CAF's, or the openssl module's).
+caf::io::middleman_actor connector(caf::actor_system& sys, bool tls) {
+  return tls ? sys.openssl_manager().actor_handle() : sys.middleman().actor_handle();
+}
+
+/// The error of a connect attempt, for people.
+std::string connect_failure(const caf::error& err, caf::timespan timeout) {
+  if (err == caf::sec::request_timeout)
+    return "no handshake within " +
+           std::to_string(
+               std::chrono::duration_cast<std::chrono::milliseconds>(timeout).count()) +
+           " ms";
+  return caf::actor_system_config::render(err);
+}
 
 /// How often the client actor looks for overdue calls (the precision of the
 /// per-call timeout). Calls carry no CAF request timeout: in CAF 0.17 each one
@@ -49,7 +78,7 @@ struct shared_state {
   explicit shared_state(uint32_t w) : window(w) {}
 
   const uint32_t window;  // 0 = unlimited
-  std::string peer;       // "host:port", for messages
+  std::string peer;       // "host:port", for messages; guarded by mtx once shared
 
   std::mutex mtx;
   std::condition_variable credit_returned;
@@ -62,14 +91,16 @@ struct shared_state {
   std::atomic<uint64_t> timed_out{0};
   std::atomic<uint64_t> lost{0};
   std::atomic<uint64_t> late_answers{0};
+  std::atomic<uint64_t> reconnects{0};
 
   /// Error a call gets when the client cannot send; none if it can. Requires
   /// mtx held.
   caf::error refusal() const {
     if (closed)
-      return make_error(pool_errc::unavailable, "the client was closed");
+      return make_error(pool_errc::unavailable, "not sent: the client was closed");
     if (!connected)
-      return make_error(pool_errc::unavailable, "lost the connection to " + peer);
+      return make_error(pool_errc::unavailable,
+                        "not sent: lost the connection to " + peer);
     return caf::none;
   }
 
@@ -112,6 +143,15 @@ struct shared_state {
       connected = false;
     }
     credit_returned.notify_all();
+  }
+
+  void set_connected(std::string new_peer) {
+    {
+      std::lock_guard<std::mutex> guard{mtx};
+      peer = std::move(new_peer);
+      connected = true;
+    }
+    ++reconnects;
   }
 
   void set_closed() {
@@ -164,6 +204,14 @@ struct client_actor_state {
   bool expire_scheduled = false;
   uint64_t next_id = 1;
   bool connected = true;
+  /// Reconnection (`client_options::reconnect`): every endpoint, the one in
+  /// use, and the attempts failed since the node was lost.
+  bool reconnect = false;
+  bool tls = false;
+  caf::timespan connect_timeout{};
+  std::vector<endpoint> endpoints;
+  size_t current = 0;
+  uint32_t failures = 0;
 };
 
 /// Removes call `id` from the pending table and returns its credit; null if
@@ -249,24 +297,90 @@ void fail_all(client_actor* self, const caf::error& err, bool count_as_lost) {
   }
 }
 
-caf::behavior client_behavior(client_actor* self, caf::actor gateway,
-                              std::shared_ptr<shared_state> shared) {
-  self->state.gateway = gateway;
-  self->state.shared = std::move(shared);
-  self->monitor(gateway);
+/// How the client actor is set up.
+struct client_actor_config {
+  caf::actor gateway;
+  std::shared_ptr<shared_state> shared;
+  bool reconnect = false;
+  bool tls = false;
+  caf::timespan connect_timeout{};
+  std::vector<endpoint> endpoints;
+  size_t current = 0;  // the endpoint `gateway` lives at
+};
+
+void schedule_reconnect(client_actor* self) {
+  auto& st = self->state;
+  auto exponent = std::min<uint32_t>(st.failures, 16);
+  auto delay = std::min<std::chrono::milliseconds>(
+      reconnect_backoff_min * (int64_t{1} << exponent), reconnect_backoff_max);
+  self->delayed_send(self, st.failures == 0 ? std::chrono::milliseconds(0) : delay,
+                     reconnect_atom::value);
+}
+
+caf::behavior client_behavior(client_actor* self, client_actor_config cfg) {
+  auto& init = self->state;
+  init.gateway = cfg.gateway;
+  init.shared = std::move(cfg.shared);
+  init.reconnect = cfg.reconnect;
+  init.tls = cfg.tls;
+  init.connect_timeout = cfg.connect_timeout;
+  init.endpoints = std::move(cfg.endpoints);
+  init.current = cfg.current;
+  self->monitor(init.gateway);
   self->set_down_handler([self](caf::down_msg& msg) {
     auto& st = self->state;
     if (msg.source != st.gateway.address() || !st.connected)
       return;
     st.connected = false;
+    st.gateway = nullptr;
     st.shared->set_disconnected();
     fail_all(
         self,
-        make_error(pool_errc::unavailable, "lost the connection to " + st.shared->peer +
+        make_error(pool_errc::unavailable, "lost the connection to " +
+                                               endpoint_name(st.endpoints[st.current]) +
                                                " (" + caf::to_string(msg.reason) + ")"),
         true);
+    if (st.reconnect) {
+      st.failures = 0;
+      schedule_reconnect(self);
+    }
   });
   return {
+      [self](reconnect_atom) {
+        auto& st = self->state;
+        if (st.connected)
+          return;
+        st.current = (st.current + 1) % st.endpoints.size();
+        auto ep = st.endpoints[st.current];
+        self->request(connector(self->system(), st.tls), st.connect_timeout,
+                      caf::connect_atom::value, ep.first, ep.second)
+            .then(
+                [self, ep](caf::node_id&, caf::strong_actor_ptr& ptr,
+                           std::set<std::string>&) {
+                  auto& s = self->state;
+                  if (s.connected)
+                    return;
+                  if (!ptr) {
+                    ++s.failures;
+                    schedule_reconnect(self);
+                    return;
+                  }
+                  s.gateway = caf::actor_cast<caf::actor>(ptr);
+                  s.connected = true;
+                  s.failures = 0;
+                  self->monitor(s.gateway);
+                  s.shared->set_connected(endpoint_name(ep));
+                },
+                [self, ep](caf::error& err) {
+                  auto& s = self->state;
+                  if (err == caf::sec::request_timeout)
+                    detail::shutdown_connections_to(ep.first, ep.second);
+                  if (s.connected)
+                    return;
+                  ++s.failures;
+                  schedule_reconnect(self);
+                });
+      },
       [self](call_atom, call_handle& h) {
         auto& st = self->state;
         auto c = std::move(h.ptr);
@@ -274,7 +388,7 @@ caf::behavior client_behavior(client_actor* self, caf::actor gateway,
           if (c->windowed)
             st.shared->release();
           c->fail(make_error(pool_errc::unavailable,
-                             "lost the connection to " + st.shared->peer));
+                             "not sent: lost the connection to " + st.shared->peer));
           return;
         }
         if (c->deadline <= steady::now()) {
@@ -409,6 +523,8 @@ caf::expected<std::unique_ptr<client>> client::connect(const client_options& opt
     return make_error(pool_errc::invalid_input, "client timeout must be positive");
   if (auto err = validate_tls(opts.tls))
     return err;
+  // Links the BASP frame guards (nesting bound) into client executables.
+  static_cast<void>(detail::max_frame_bytes());
   add_message_types(ptr->cfg);
   ptr->cfg.load<caf::io::middleman>();
   if (opts.tls.enabled())
@@ -419,32 +535,63 @@ caf::expected<std::unique_ptr<client>> client::connect(const client_options& opt
   if (auto err = ptr->cfg.parse(args, no_ini))
     return err;
   ptr->sys = std::make_unique<caf::actor_system>(ptr->cfg);
-  std::vector<std::pair<std::string, uint16_t>> endpoints{{opts.host, opts.port}};
+  if (opts.connect_timeout <= caf::timespan::zero())
+    return make_error(pool_errc::invalid_input,
+                      "client connect timeout must be positive");
+  std::vector<endpoint> endpoints{{opts.host, opts.port}};
   for (const auto& entry : opts.fallbacks) {
     auto endpoint = parse_host_port(entry, "fallback");
     if (!endpoint)
       return endpoint.error();
     endpoints.push_back(std::move(*endpoint));
   }
-  std::string peer;
+  // CAF's blocking remote_actor has no timeout (a node that accepts TCP but
+  // never answers its handshake would hang us for ever): ask the middleman
+  // actor with a request timeout instead.
   std::string failures;
-  for (const auto& [host, port] : endpoints) {
-    peer = host + ":" + std::to_string(port);
-    auto gw = opts.tls.enabled() ? caf::openssl::remote_actor(*ptr->sys, host, port)
-                                 : ptr->sys->middleman().remote_actor(host, port);
-    if (gw) {
-      ptr->gateway = std::move(*gw);
-      break;
+  size_t current = 0;
+  {
+    caf::scoped_actor self{*ptr->sys};
+    auto mm = connector(*ptr->sys, opts.tls.enabled());
+    for (size_t i = 0; i < endpoints.size() && !ptr->gateway; ++i) {
+      const auto& host = endpoints[i].first;
+      const auto port = endpoints[i].second;
+      std::string why;
+      self->request(mm, opts.connect_timeout, caf::connect_atom::value, host, port)
+          .receive(
+              [&](caf::node_id&, caf::strong_actor_ptr& gw, std::set<std::string>&) {
+                if (gw) {
+                  ptr->gateway = caf::actor_cast<caf::actor>(gw);
+                  current = i;
+                } else {
+                  why = "no actor published at this port";
+                }
+              },
+              [&](caf::error& err) {
+                why = connect_failure(err, opts.connect_timeout);
+                if (err == caf::sec::request_timeout)
+                  detail::shutdown_connections_to(host, port);
+              });
+      if (!ptr->gateway) {
+        if (!failures.empty())
+          failures += "; ";
+        failures += endpoint_name(endpoints[i]) + ": " + why;
+      }
     }
-    if (!failures.empty())
-      failures += "; ";
-    failures += peer + ": " + caf::actor_system_config::render(gw.error());
   }
   if (!ptr->gateway)
     return make_error(pool_errc::unavailable, "cannot connect to " + failures);
   ptr->shared = std::make_shared<shared_state>(opts.window);
-  ptr->shared->peer = peer;
-  ptr->actor = ptr->sys->spawn(client_behavior, ptr->gateway, ptr->shared);
+  ptr->shared->peer = endpoint_name(endpoints[current]);
+  client_actor_config acfg;
+  acfg.gateway = ptr->gateway;
+  acfg.shared = ptr->shared;
+  acfg.reconnect = opts.reconnect;
+  acfg.tls = opts.tls.enabled();
+  acfg.connect_timeout = opts.connect_timeout;
+  acfg.endpoints = std::move(endpoints);
+  acfg.current = current;
+  ptr->actor = ptr->sys->spawn(client_behavior, std::move(acfg));
   return std::unique_ptr<client>{new client(std::move(ptr))};
 }
 
@@ -536,9 +683,11 @@ client_stats client::stats() const {
   result.timed_out = sh.timed_out.load();
   result.lost = sh.lost.load();
   result.late_answers = sh.late_answers.load();
+  result.reconnects = sh.reconnects.load();
   std::lock_guard<std::mutex> guard{sh.mtx};
   result.in_flight = sh.in_flight;
   result.connected = sh.connected;
+  result.node = sh.peer;
   return result;
 }
 

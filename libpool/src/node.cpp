@@ -2,6 +2,7 @@
 
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <random>
 #include <sstream>
@@ -10,12 +11,15 @@
 #include <caf/io/all.hpp>
 
 #include "actors.hpp"
+#include "basp_guard.hpp"
+#include "connection_guard.hpp"
 #include "http_front.hpp"
 #include "logging.hpp"
 #include "metrics.hpp"
 #include "pool/embedder.hpp"
 #include "pool/protocol.hpp"
 #include "pool/tls.hpp"
+#include "tls_error_queue.hpp"
 
 #include <unistd.h>
 
@@ -169,6 +173,14 @@ int run_node(const node_config& cfg) {
     return 2;
   }
   auto log = detail::get_logger("node");
+  // Every connection costs a descriptor: take all the kernel allows us.
+  auto fds = detail::raise_fd_limit();
+  log_event("fd_limit")
+      .add("soft_before", fds.soft_before)
+      .add("soft", fds.soft)
+      .add("hard", fds.hard)
+      .add("error", fds.error == 0 ? "none" : std::strerror(fds.error))
+      .write(*log, fds.error == 0 ? spdlog::level::info : spdlog::level::warn);
   if (auto err = check_node_rules(cfg)) {
     log->error("event=config_refused error=\"{}\"", describe(err));
     std::fprintf(stderr, "embedpool-node: %s\n", describe(err).c_str());
@@ -252,11 +264,35 @@ int run_node(const node_config& cfg) {
              static_cast<uint64_t>(m.model->worker_bytes(m.pool.micro_batch_texts)))
         .write(*log, spdlog::level::info);
 
+  // CAF 0.17 would read any payload a BASP header announces (up to 4 GiB per
+  // connection). A standalone node bounds it by the largest request its pool
+  // settings accept plus a lent worker's largest reply, with 1 MiB to spare.
+  // A worker node only talks to the supervisor it joined: no bound.
+  if (cfg.node.role == "standalone") {
+    uint64_t largest = 0;
+    for (const auto& m : served)
+      largest = std::max<uint64_t>(
+          largest, uint64_t{m.pool.max_batch_items} * (m.pool.max_text_bytes + 16) +
+                       uint64_t{m.pool.max_batch_items} * m.model->dim() * sizeof(float));
+    auto limit = std::max<uint64_t>(largest + 1024 * 1024, 8 * 1024 * 1024);
+    detail::set_max_frame_bytes(
+        static_cast<uint32_t>(std::min<uint64_t>(limit, UINT32_MAX)));
+  }
+  log_event("basp_limits")
+      .add("max_frame_bytes", detail::max_frame_bytes())
+      .add("max_message_depth", detail::default_max_message_depth)
+      .add("guard", detail::basp_guard_bound())
+      .write(*log, spdlog::level::info);
+
   caf::actor_system_config sys_cfg;
   add_message_types(sys_cfg);
   sys_cfg.load<caf::io::middleman>();
-  if (cfg.tls.enabled())
+  if (cfg.tls.enabled()) {
     enable_tls(sys_cfg, cfg.tls);
+    log_event("tls_enabled")
+        .add("error_queue_guard", detail::tls_error_queue_guard_bound())
+        .write(*log, spdlog::level::info);
+  }
   std::istringstream no_ini;
   if (auto err = sys_cfg.parse(cfg.caf_args, no_ini)) {
     log->error("event=config_failed error=\"{}\"", caf::actor_system_config::render(err));
@@ -314,6 +350,7 @@ int run_node(const node_config& cfg) {
       root = detail::spawn_supervisor(sys, std::move(scfg));
     }
     std::unique_ptr<detail::http_front> http;
+    uint16_t http_port = 0;
     if (cfg.http.enabled()) {
       detail::http_front_config hcfg;
       hcfg.http = cfg.http;
@@ -322,13 +359,26 @@ int run_node(const node_config& cfg) {
       hcfg.model_name = served.front().name;
       hcfg.metrics = metrics;
       http = std::make_unique<detail::http_front>(sys, root, std::move(hcfg));
-      if (auto port = http->start(); !port) {
+      auto port = http->start();
+      http_port = port ? *port : 0;
+      if (!port) {
         log->error("event=http_failed error=\"{}\"", describe(port.error()));
         std::fprintf(stderr, "embedpool-node: %s\n", describe(port.error()).c_str());
         http.reset();
         caf::anon_send_exit(root, caf::exit_reason::user_shutdown);
         exit_code = 2;
       }
+    }
+    // Accepted connections silent for the connection timeout are closed, also
+    // those CAF's broker never times out (no complete BASP header yet).
+    std::unique_ptr<detail::idle_connection_reaper> reaper;
+    auto idle_timeout = std::chrono::duration_cast<std::chrono::milliseconds>(
+        caf::get_or(sys.config(), "middleman.connection-timeout", caf::timespan{0}));
+    if (idle_timeout.count() > 0) {
+      std::set<uint16_t> excluded;
+      if (http_port != 0)
+        excluded.insert(http_port);
+      reaper = std::make_unique<detail::idle_connection_reaper>(idle_timeout, excluded);
     }
     caf::scoped_actor self{sys};
     self->monitor(root);

@@ -66,7 +66,9 @@ Prints one JSON object: sent, completed, errors (code -> count), missing,
 duplicates, throughput_rps, latency_ms {p50,p90,p99,max} (of completed
 requests), node_rss_kb {start,after_warmup,peak,end} (with --node-pid), and more.
 Exit status: 0 if every sent request was answered exactly once, 1 if not,
-2 for usage errors or when the node cannot be reached.
+2 for usage errors or when the node cannot be reached, 3 when the connection
+to the node was lost during the run (sending stops at once; the summary is
+still printed, calls the client could not send count as `unsent`).
 )";
 
 struct options {
@@ -262,6 +264,23 @@ class recorder {
     ++bucket(steady::now()).unsent;
   }
 
+  /// Request `idx` (registered by begin_send) never reached the network: it
+  /// counts as unsent, not as sent.
+  void not_sent(size_t idx) {
+    std::lock_guard<std::mutex> guard{mtx_};
+    if (frozen_ || idx >= answers_.size() || answers_[idx] != 0)
+      return;
+    answers_[idx] = 1;
+    ++not_sent_;
+    --outstanding_;
+    ++unsent_;
+    auto& b = bucket(sent_at_[idx]);
+    --b.offered;
+    ++b.unsent;
+    if (outstanding_ == 0)
+      drained_.notify_all();
+  }
+
   /// One answer for request `idx`: none for success, else the error.
   void answer(size_t idx, const caf::error& err) {
     std::lock_guard<std::mutex> guard{mtx_};
@@ -343,7 +362,7 @@ class recorder {
                                 const nlohmann::json& ledger_delta) {
     std::lock_guard<std::mutex> guard{mtx_};
     frozen_ = true;
-    uint64_t sent = sent_at_.size();
+    uint64_t sent = sent_at_.size() - not_sent_;
     uint64_t missing = 0;
     for (auto n : answers_)
       if (n == 0)
@@ -406,7 +425,8 @@ class recorder {
       j["node_ledger_delta"] = ledger_delta;
     j["client"] = {{"late_answers", cs.late_answers},
                    {"timed_out", cs.timed_out},
-                   {"lost", cs.lost}};
+                   {"lost", cs.lost},
+                   {"reconnects", cs.reconnects}};
     return j;
   }
 
@@ -454,6 +474,7 @@ class recorder {
   uint64_t completed_ = 0;
   uint64_t duplicates_ = 0;
   uint64_t unsent_ = 0;
+  uint64_t not_sent_ = 0;  // registered, then refused before the network
   uint64_t outstanding_ = 0;
   bool frozen_ = false;
   int64_t rss_start_ = -1;
@@ -555,17 +576,26 @@ int main(int argc, char** argv) {
     }
   }};
 
+  // A call the client refuses before it reaches the network (it lost its node)
+  // is not a sent request: the answer says "not sent".
+  auto settle = [&rec](size_t idx, const caf::error& err) {
+    if (err && pool::pool_code(err) == pool::pool_errc::unavailable &&
+        pool::error_message(err).rfind("not sent: ", 0) == 0)
+      rec.not_sent(idx);
+    else
+      rec.answer(idx, err);
+  };
   auto send_one = [&](uint64_t n) {
     auto idx = rec.begin_send();
     if (o.mode == "embed") {
       cl.embed_async(
           texts[n % texts.size()],
-          [&rec, idx](caf::expected<std::vector<float>> x) {
+          [&rec, settle, idx](caf::expected<std::vector<float>> x) {
             if (x && x->empty())
               rec.answer(idx, pool::make_error(pool::pool_errc::invalid_input,
                                                "empty embedding"));
             else
-              rec.answer(idx, x ? caf::error{} : x.error());
+              settle(idx, x ? caf::error{} : x.error());
           },
           o.task, o.model);
     } else {
@@ -576,12 +606,12 @@ int main(int argc, char** argv) {
       auto rows = o.batch_size;
       cl.embed_batch_async(
           std::move(batch),
-          [&rec, idx, rows](caf::expected<pool::matrix> x) {
+          [&rec, settle, idx, rows](caf::expected<pool::matrix> x) {
             if (x && x->rows != rows)
               rec.answer(idx, pool::make_error(pool::pool_errc::invalid_input,
                                                "batch answer with wrong row count"));
             else
-              rec.answer(idx, x ? caf::error{} : x.error());
+              settle(idx, x ? caf::error{} : x.error());
           },
           o.task, o.model);
     }
@@ -590,7 +620,13 @@ int main(int argc, char** argv) {
   auto send_deadline = start + std::chrono::duration_cast<steady::duration>(
                                    std::chrono::duration<double>(o.duration));
   uint64_t attempts = 0;
-  auto more = [&] { return o.count == 0 || attempts < o.count; };
+  // Sending stops for good when the client loses its node.
+  bool lost_node = false;
+  auto more = [&] {
+    if (!lost_node && !cl.connected())
+      lost_node = true;
+    return !lost_node && (o.count == 0 || attempts < o.count);
+  };
   if (o.rate > 0) {
     // Open loop: request k is due at start + k / rate, whatever the answers do.
     for (;;) {
@@ -617,6 +653,11 @@ int main(int argc, char** argv) {
       send_one(attempts++);
   }
   rec.mark_send_end();
+  if (lost_node)
+    std::fprintf(stderr,
+                 "embedpool-loadgen: lost the connection to %s after %llu requests; "
+                 "stopped sending\n",
+                 cl.stats().node.c_str(), static_cast<unsigned long long>(attempts));
   auto drain_wait = o.drain_wait >= 0 ? o.drain_wait : o.timeout + 5;
   rec.wait_drained(steady::now() + std::chrono::duration_cast<steady::duration>(
                                        std::chrono::duration<double>(drain_wait)));
@@ -642,6 +683,8 @@ int main(int argc, char** argv) {
   // Close the client while `rec` still exists: closing settles any status
   // call still pending, and its callback records into `rec`.
   conn->reset();
+  if (lost_node)
+    return 3;
   bool exactly_once = summary["missing"] == 0 && summary["duplicates"] == 0;
   return exactly_once ? 0 : 1;
 }

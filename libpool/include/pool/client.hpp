@@ -10,10 +10,18 @@
 // until an answer returns a credit (or its timeout passes). This is "the
 // sender waits" end to end; the node's network reader never blocks.
 //
+// Connecting never hangs: each node gets `connect_timeout` to complete its
+// handshake (TCP, TLS and BASP), then the next of `fallbacks` is tried.
+//
+// A call that never reached the network (the client was disconnected or
+// closed when it was made) fails with `unavailable` and a message starting
+// with "not sent: ", so callers can tell it from a call lost in flight.
+//
 // Lost connection: the client monitors the node's gateway. When the node
 // vanishes (process killed, connection dropped, gateway gone), every pending
-// call fails at once with `unavailable` and every later call fails
-// immediately the same way; the client does not reconnect (make a new one).
+// call fails at once with `unavailable`. Without `reconnect`, every later call
+// fails immediately the same way (make a new client); with it, the client
+// connects again to the next reachable node of its list.
 #pragma once
 
 #include <chrono>
@@ -45,6 +53,17 @@ struct client_options {
   /// answer by then fails with `deadline_exceeded` (checked every 10 ms). A
   /// pending call costs memory only until it is settled, whatever the timeout.
   caf::timespan timeout = std::chrono::seconds(60);
+  /// Bound on connecting to one node, TCP, TLS and BASP handshakes included.
+  /// A node that has not answered by then (frozen, overloaded, or not an
+  /// embedpool node) counts as unreachable and the next endpoint is tried.
+  caf::timespan connect_timeout = std::chrono::seconds(5);
+  /// What happens after the node is lost. Pending calls fail at once with
+  /// `unavailable` either way. false (default): the client stays
+  /// disconnected. true: it connects again, trying the endpoints in turn
+  /// (host:port, then `fallbacks`, starting after the lost one) every 100 ms
+  /// doubling to 2 s, until one answers; calls made meanwhile fail at once
+  /// with `unavailable`, and `connected()` turns true again once it is back.
+  bool reconnect = false;
   /// Most embed/batch calls in flight at once; further calls wait for a
   /// credit. 0 disables the window (no limit: only for load generators that
   /// bound their own outstanding calls). `status()` never counts.
@@ -63,8 +82,10 @@ struct client_stats {
   /// Answers that arrived for calls already settled (by timeout or loss);
   /// they are dropped, so every call still completes exactly once.
   uint64_t late_answers = 0;
-  uint32_t in_flight = 0;  // embed/batch calls holding a window credit
-  bool connected = true;   // false once the node's gateway is gone
+  uint32_t in_flight = 0;   // embed/batch calls holding a window credit
+  bool connected = true;    // false once the node's gateway is gone (until reconnected)
+  uint64_t reconnects = 0;  // successful reconnections (`client_options::reconnect`)
+  std::string node;         // "host:port" of the node connected to (or last lost)
 };
 
 template <class T>
@@ -140,7 +161,8 @@ class client {
 
   client_stats stats() const;
 
-  /// False once the connection to the node is lost.
+  /// False once the connection to the node is lost (true again after a
+  /// reconnection).
   bool connected() const;
 
   const client_options& options() const;

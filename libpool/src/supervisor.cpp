@@ -1005,6 +1005,13 @@ void on_down(supervisor_actor* self, caf::down_msg& msg) {
 
 /// A worker answered a job: return its credit, answer the request unless its
 /// deadline already passed, and refill the worker from the pending queue.
+/// A worker's refusal of the input itself (a text over the model's limit):
+/// answered at once, never retried, not the worker's fault.
+bool is_input_error(const caf::error& err) {
+  auto code = pool_code(err);
+  return code && (*code == pool_errc::too_large || *code == pool_errc::invalid_input);
+}
+
 void on_job_answer(supervisor_actor* self, uint64_t did, matrix* result,
                    caf::error* failure) {
   auto& st = self->state;
@@ -1031,11 +1038,13 @@ void on_job_answer(supervisor_actor* self, uint64_t did, matrix* result,
       st.requests.erase(it);
     }
   } else {
-    ++slot.failed;
+    const bool input_error = is_input_error(*failure);
+    if (!input_error)
+      ++slot.failed;
     if (it != st.requests.end()) {
       auto& req = it->second;
       req.dispatch_id = 0;
-      if (req.attempts >= st.cfg.pool.max_attempts) {
+      if (input_error || req.attempts >= st.cfg.pool.max_attempts) {
         answer_error(self, req, std::move(*failure));
         ++st.ledger.failed;
         st.requests.erase(it);
@@ -1067,6 +1076,8 @@ caf::result<matrix> on_submit(supervisor_actor* self, uint8_t lane_value,
     return refuse(self, make_error(pool_errc::shutting_down,
                                    "node is draining; send to another node"));
   }
+  if (auto err = check_task(task, st.cfg.tasks, st.cfg.model_name))
+    return refuse(self, std::move(err));
   if (!any_live_slot(st)) {
     return refuse(self, make_error(pool_errc::unavailable, "no worker available"));
   }

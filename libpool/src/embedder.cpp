@@ -64,13 +64,13 @@ void embedder::embed_counted(const std::vector<std::string_view>& texts,
 caf::expected<std::vector<embedder::token>> embedder::tokenize(std::string_view,
                                                                const std::string&) const {
   return make_error(pool_errc::invalid_input,
-                    "model " + name() + " has no vocabulary: it has no tokens");
+                    "the model has no vocabulary: it has no tokens");
 }
 
 caf::expected<std::string> embedder::detokenize(const std::vector<int64_t>&) const {
   return make_error(
       pool_errc::invalid_input,
-      "model " + name() + " has no vocabulary: token ids are not supported, send text");
+      "the model has no vocabulary: token ids are not supported, send text");
 }
 
 caf::error check_task(const std::string& task, const std::vector<std::string>& known,

@@ -141,9 +141,9 @@ caf::expected<std::string> bert_embedder::detokenize(
   std::vector<int32_t> expected{tokenizer_.cls_id()};
   for (size_t i = first; i < last; ++i) {
     if (ids[i] < 0 || ids[i] >= vocab)
-      return make_error(pool_errc::invalid_input,
-                        "token id " + std::to_string(ids[i]) + " is outside [0, " +
-                            std::to_string(vocab) + ") of model " + name());
+      return make_error(pool_errc::invalid_input, "token id " + std::to_string(ids[i]) +
+                                                      " is outside the vocabulary [0, " +
+                                                      std::to_string(vocab) + ")");
     const auto id = static_cast<int32_t>(ids[i]);
     auto piece = tokenizer_.token_text(id);
     if (piece.size() > 2 && piece.compare(0, 2, "##") == 0 && !text.empty()) {
@@ -160,9 +160,8 @@ caf::expected<std::string> bert_embedder::detokenize(
   // exactly these ids.
   if (tokenizer_.encode_untruncated(text) != expected)
     return make_error(pool_errc::invalid_input,
-                      "token ids are not what model " + name() +
-                          "'s tokenizer produces for any text (they do not "
-                          "round-trip through its vocabulary)");
+                      "the token ids are not what the model's tokenizer produces "
+                      "for any text (they do not round-trip through its vocabulary)");
   return text;
 }
 

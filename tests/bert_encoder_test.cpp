@@ -587,3 +587,63 @@ TEST_CASE("token ids round-trip through the vocabulary; foreign ids are refused"
   REQUIRE_FALSE(refused);
   CHECK_THAT(pool::error_message(refused.error()), Catch::Contains("no vocabulary"));
 }
+
+TEST_CASE("a model directory's tokenizer settings give Hugging Face's ids end to end",
+          "[bert][embedder][golden][settings]") {
+  // tools/fixtures/gen_tokenizer_settings.js: the mini-mean fixture with
+  // tokenizer_config.json and sentence_bert_config.json replaced, and the ids
+  // sentence-transformers feeds the model (HF tokenizers, str.lower(),
+  // truncation at max_seq_length or min(positions, model_max_length)).
+  namespace fs = std::filesystem;
+  std::ifstream in{std::string{EMBEDPOOL_SOURCE_DIR} +
+                   "/tests/data/tokenizer/model_settings.jsonl"};
+  REQUIRE(in);
+  const auto dir =
+      fs::temp_directory_path() / ("bert_model_settings_" + std::to_string(::getpid()));
+  std::string current;  // the settings the directory holds
+  std::shared_ptr<const pool::embedder> made;
+  size_t records = 0;
+  size_t mismatches = 0;
+  std::ostringstream report;
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty())
+      continue;
+    auto j = nlohmann::json::parse(line);
+    const auto settings =
+        j.at("tokenizer_config").dump() + " " + j.at("sentence_bert_config").dump();
+    if (settings != current) {
+      fs::remove_all(dir);
+      fs::copy(fixture_dir("mini-mean"), dir, fs::copy_options::recursive);
+      std::ofstream{dir / "tokenizer_config.json"} << j.at("tokenizer_config").dump();
+      std::ofstream{dir / "sentence_bert_config.json"}
+          << j.at("sentence_bert_config").dump();
+      pool::model_config cfg;
+      cfg.kind = "bert";
+      cfg.path = dir.string();
+      auto e = pool::bert::make_bert_embedder(cfg);
+      REQUIRE(e);
+      made = *e;
+      current = settings;
+    }
+    const auto* bert = dynamic_cast<const pool::bert::bert_embedder*>(made.get());
+    REQUIRE(bert != nullptr);
+    const auto text = j.at("text").get<std::string>();
+    const auto want = j.at("ids").get<std::vector<int32_t>>();
+    const auto got = bert->token_ids(text, "");
+    ++records;
+    if (got != want && mismatches++ < 8) {
+      report << settings << " text=" << nlohmann::json(text).dump() << "\n  expected";
+      for (auto id : want)
+        report << ' ' << id;
+      report << "\n  got     ";
+      for (auto id : got)
+        report << ' ' << id;
+      report << '\n';
+    }
+  }
+  fs::remove_all(dir);
+  INFO(report.str());
+  CHECK(records == 128);
+  CHECK(mismatches == 0);
+}

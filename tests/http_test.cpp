@@ -852,3 +852,31 @@ TEST_CASE("LangChain JS OpenAIEmbeddings with its default settings embeds docume
   CHECK(r.status.code == 0);
   CHECK(r.out.find("langchain-check: ok") != std::string::npos);
 }
+
+TEST_CASE(
+    "A model directory setting of the wrong type, or a missing Pooling folder, stops "
+    "the node with exit 2 naming the file and the key",
+    "[config][bert]") {
+  namespace fs = std::filesystem;
+  temp_dir tmp;
+  const auto dir = tmp.path() / "model";
+  fs::copy(bert_fixture("mini-mean"), dir, fs::copy_options::recursive);
+  auto run = [&] {
+    return run_command({EMBEDPOOL_NODE_BIN, "--node.port=0", "--log.file=",
+                        "--model.kind=bert", "--model.path=" + dir.string()},
+                       tool_timeout);
+  };
+  std::ofstream{dir / "tokenizer_config.json"} << R"({"strip_accents":"no"})";
+  auto strip = run();
+  CHECK(strip.status.exited);
+  CHECK(strip.status.code == 2);
+  CHECK_THAT(strip.err, Catch::Contains("tokenizer_config.json") &&
+                            Catch::Contains("strip_accents"));
+  std::ofstream{dir / "tokenizer_config.json"} << R"({"tokenize_chinese_chars":null})";
+  fs::remove_all(dir / "1_Pooling");
+  auto pooling = run();
+  CHECK(pooling.status.exited);
+  CHECK(pooling.status.code == 2);
+  CHECK_THAT(pooling.err,
+             Catch::Contains("modules.json") && Catch::Contains("1_Pooling"));
+}

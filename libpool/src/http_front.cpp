@@ -740,36 +740,32 @@ struct http_front::impl {
         !read_string(body, "prompt_name", res, task))
       return false;
     normalize = norm.value_or(true);
-    if (!normalize && model.model->normalizes())
-      return send_invalid(res,
-                          "normalize: model " + model.name +
-                              " normalises its embeddings itself (hash, or a Normalize "
-                              "module in modules.json); normalize=false is not "
-                              "available",
-                          "normalize"),
-             false;
-    if (truncate && *truncate != model.truncate)
-      return send_invalid(res,
-                          "truncate: model " + model.name +
-                              " is served with "
-                              "model.truncate = " +
-                              (model.truncate ? "true" : "false") +
-                              "; per-request truncation is not available",
-                          "truncate"),
-             false;
-    if (auto it = body.find("truncation_direction"); it != body.end() && !it->is_null()) {
+    std::string param;
+    std::string refusal;
+    if (!normalize && model.model->normalizes()) {
+      param = "normalize";
+      refusal = "normalize: model " + model.name +
+                " normalises its embeddings itself (hash, or a Normalize module in "
+                "modules.json); normalize=false is not available";
+    } else if (truncate && *truncate != model.truncate) {
+      param = "truncate";
+      refusal = "truncate: model " + model.name + " is served with model.truncate = " +
+                (model.truncate ? "true" : "false") +
+                "; per-request truncation is not available";
+    } else if (auto it = body.find("truncation_direction");
+               it != body.end() && !it->is_null()) {
+      param = "truncation_direction";
       if (!it->is_string() || (*it != "Right" && *it != "Left"))
-        return send_invalid(res, "truncation_direction: expected \"Right\" or \"Left\"",
-                            "truncation_direction"),
-               false;
-      if (*it == "Left")
-        return send_invalid(res,
-                            "truncation_direction: only \"Right\" is available (the "
-                            "end of a long text is cut)",
-                            "truncation_direction"),
-               false;
+        refusal = "truncation_direction: expected \"Right\" or \"Left\"";
+      else if (*it == "Left")
+        refusal =
+            "truncation_direction: only \"Right\" is available (the end of a long text "
+            "is cut)";
     }
-    return true;
+    if (refusal.empty())
+      return true;
+    send_invalid(res, refusal, param);
+    return false;
   }
 
   void on_tei(const httplib::Request& req, httplib::Response& res) {

@@ -1003,14 +1003,15 @@ void on_down(supervisor_actor* self, caf::down_msg& msg) {
   maybe_finish_drain(self);
 }
 
-/// A worker answered a job: return its credit, answer the request unless its
-/// deadline already passed, and refill the worker from the pending queue.
 /// A worker's refusal of the input itself (a text over the model's limit):
 /// answered at once, never retried, not the worker's fault.
 bool is_input_error(const caf::error& err) {
   auto code = pool_code(err);
   return code && (*code == pool_errc::too_large || *code == pool_errc::invalid_input);
 }
+
+/// A worker answered a job: return its credit, answer the request unless its
+/// deadline already passed, and refill the worker from the pending queue.
 
 void on_job_answer(supervisor_actor* self, uint64_t did, matrix* result,
                    caf::error* failure) {

@@ -19,6 +19,7 @@ namespace pool::test {
 
 using release_atom = caf::atom_constant<caf::atom("release")>;
 using crash_atom = caf::atom_constant<caf::atom("crash")>;
+using refuse_atom = caf::atom_constant<caf::atom("refuse")>;
 
 /// What a fake worker saw and holds. Owned by the test; the actor writes it
 /// from the (single) test coordinator thread.
@@ -72,6 +73,16 @@ inline caf::behavior fake_worker(caf::event_based_actor* self,
           m.values.assign(j.texts.size(), static_cast<float>(j.id));
           self->send(to, done_atom::value, j.id, std::move(m));
         }
+      },
+      // Answers the oldest held job with an input error, as a worker does for
+      // a text over the model's limit with model.truncate = false.
+      [=](refuse_atom) {
+        if (probe->held.empty())
+          return;
+        auto [j, to] = std::move(probe->held.front());
+        probe->held.erase(probe->held.begin());
+        self->send(to, fail_atom::value, j.id,
+                   make_error(pool_errc::too_large, "text 0 has 9 tokens, over 8"));
       },
       [=](crash_atom) { self->quit(make_error(pool_errc::worker_failed, "fake crash")); },
   };

@@ -2,8 +2,11 @@
 // tools/fixtures/gen_bert_fixtures.py with an independent torch model).
 #include <catch2/catch.hpp>
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <memory>
@@ -370,7 +373,7 @@ TEST_CASE("the bert embedder tokenizes, prefixes and embeds texts like the refer
         const auto text = t.at("text").get<std::string>();
         const auto task = t.at("task").get<std::string>();
         INFO("text \"" << text << "\" task \"" << task << "\"");
-        CHECK(bert->tokenize(text, task) == t.at("ids").get<std::vector<int32_t>>());
+        CHECK(bert->token_ids(text, task) == t.at("ids").get<std::vector<int32_t>>());
         std::vector<float> out(emb.dim());
         emb.embed({text}, task, out.data());
         const auto cmp = compare(out.data(), t.at("embedding").get<std::vector<float>>());
@@ -411,7 +414,7 @@ TEST_CASE("the bert embedder counts the WordPiece tokens it encodes",
   const std::vector<std::string_view> texts{"hello, world!", "the first world"};
   size_t expected = 0;
   for (auto t : texts)
-    expected += bert->tokenize(t, "").size();
+    expected += bert->token_ids(t, "").size();
   CHECK(bert->count_tokens(texts) == expected);
   // Punctuation and [CLS]/[SEP] are tokens, unlike the default word count.
   CHECK(bert->count_tokens({texts[0]}) >= 6);
@@ -443,4 +446,204 @@ TEST_CASE("make_embedder builds the bert embedder for model.kind = bert",
   CHECK((*made)->name() == "small-cls-norm-f16");
   CHECK((*made)->dim() == 48);
   CHECK(dynamic_cast<const pool::bert::bert_embedder*>(made->get()) != nullptr);
+}
+
+TEST_CASE("embed_counted counts the tokens it encoded, prompt included",
+          "[bert][embedder]") {
+  auto made = fixture_embedder("mini-mean-norm-prefixed");
+  REQUIRE(made);
+  const auto* bert = dynamic_cast<const pool::bert::bert_embedder*>(made->get());
+  REQUIRE(bert != nullptr);
+  const std::vector<std::string_view> texts{"hello , world !", "the first world"};
+  for (const std::string task : {"", "query", "passage"}) {
+    INFO("task " << task);
+    std::vector<float> counted(texts.size() * bert->dim()), plain(counted.size());
+    pool::embed_report report;
+    bert->embed_counted(texts, task, counted.data(), report);
+    bert->embed(texts, task, plain.data());
+    CHECK(counted == plain);
+    REQUIRE(report.tokens.size() == texts.size());
+    for (size_t i = 0; i < texts.size(); ++i) {
+      CHECK(report.tokens[i] == bert->token_ids(texts[i], task).size());
+      CHECK_FALSE(report.refused[i]);
+    }
+  }
+  // The prompt's tokens are counted: "query: " adds two ("query", ":").
+  pool::embed_report plain, query;
+  std::vector<float> out(bert->dim());
+  bert->embed_counted({texts[0]}, "", out.data(), plain);
+  bert->embed_counted({texts[0]}, "query", out.data(), query);
+  CHECK(query.tokens[0] == plain.tokens[0] + 2);
+}
+
+TEST_CASE("the prompts of config_sentence_transformers.json are the model's tasks",
+          "[bert][embedder][tasks]") {
+  auto made = fixture_embedder("mini-mean-norm-prefixed");
+  REQUIRE(made);
+  CHECK((*made)->tasks() == std::vector<std::string>{"passage", "query"});
+  CHECK_FALSE(pool::check_task("", (*made)->tasks(), "m"));
+  CHECK_FALSE(pool::check_task("query", (*made)->tasks(), "m"));
+  auto err = pool::check_task("document", (*made)->tasks(), "m");
+  REQUIRE(err);
+  CHECK(pool::pool_code(err) == pool::pool_errc::invalid_input);
+  CHECK_THAT(pool::error_message(err),
+             Catch::Contains("document") && Catch::Contains("passage, query"));
+  auto plain = fixture_embedder("mini-mean");
+  REQUIRE(plain);
+  CHECK((*plain)->tasks().empty());
+  CHECK(pool::check_task("query", (*plain)->tasks(), "m"));
+}
+
+TEST_CASE("default_prompt_name applies its prompt to requests without a task",
+          "[bert][embedder][tasks]") {
+  namespace fs = std::filesystem;
+  const auto src = fs::path{fixture_dir("mini-mean-norm-prefixed")};
+  const auto dir =
+      fs::temp_directory_path() / ("bert_default_prompt_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::copy(src, dir, fs::copy_options::recursive);
+  {
+    std::ofstream out{dir / "config_sentence_transformers.json"};
+    out << R"({"prompts": {"query": "query: ", "passage": "passage: "},
+               "default_prompt_name": "query"})";
+  }
+  pool::model_config cfg;
+  cfg.kind = "bert";
+  cfg.path = dir.string();
+  auto with_default = pool::bert::make_bert_embedder(cfg);
+  REQUIRE(with_default);
+  auto reference = fixture_embedder("mini-mean-norm-prefixed");
+  REQUIRE(reference);
+  const std::vector<std::string_view> texts{"he was one of the first"};
+  std::vector<float> a((*reference)->dim()), b(a.size());
+  (*with_default)->embed(texts, "", a.data());
+  (*reference)->embed(texts, "query", b.data());
+  CHECK(a == b);
+  fs::remove_all(dir);
+}
+
+TEST_CASE(
+    "with model.truncate = false a text over max_seq_length is refused naming its "
+    "token count and the limit",
+    "[bert][embedder][truncate]") {
+  pool::model_config cfg;
+  cfg.kind = "bert";
+  cfg.path = fixture_dir("mini-mean");
+  cfg.truncate = false;
+  auto strict = pool::bert::make_bert_embedder(cfg);
+  REQUIRE(strict);
+  cfg.truncate = true;
+  auto lenient = pool::bert::make_bert_embedder(cfg);
+  REQUIRE(lenient);
+  const size_t limit = (*strict)->max_input_tokens();
+  REQUIRE(limit > 2);
+  std::string long_text;
+  for (size_t i = 0; i < limit; ++i)
+    long_text += "world ";
+  const std::vector<std::string_view> texts{"the first world", long_text};
+  std::vector<float> out(2 * (*strict)->dim()), ref(out.size());
+  pool::embed_report report;
+  (*strict)->embed_counted(texts, "", out.data(), report);
+  CHECK_FALSE(report.refused[0]);
+  REQUIRE(report.refused[1]);
+  CHECK(pool::pool_code(report.refused[1]) == pool::pool_errc::too_large);
+  const auto msg = pool::error_message(report.refused[1]);
+  CHECK_THAT(msg, Catch::Contains(std::to_string(limit + 2) + " tokens") &&
+                      Catch::Contains(std::to_string(limit)));
+  // The accepted text's row is what the lenient model computes.
+  (*lenient)->embed({texts[0]}, "", ref.data());
+  CHECK(std::equal(ref.begin(), ref.begin() + static_cast<ptrdiff_t>((*strict)->dim()),
+                   out.begin()));
+  // With truncation the long text is cut to the limit and counted so.
+  pool::embed_report cut;
+  (*lenient)->embed_counted(texts, "", out.data(), cut);
+  CHECK_FALSE(cut.refused[1]);
+  CHECK(cut.tokens[1] == limit);
+}
+
+TEST_CASE("token ids round-trip through the vocabulary; foreign ids are refused",
+          "[bert][embedder][token_ids]") {
+  auto made = fixture_embedder("mini-mean");
+  REQUIRE(made);
+  const auto* bert = dynamic_cast<const pool::bert::bert_embedder*>(made->get());
+  REQUIRE(bert != nullptr);
+  for (const std::string text : {"hello , world !", "the first world"}) {
+    const auto ids = bert->token_ids(text, "");
+    std::vector<int64_t> inner(ids.begin() + 1, ids.end() - 1);
+    auto back = bert->detokenize(inner);
+    REQUIRE(back);
+    CHECK(bert->token_ids(*back, "") == ids);
+    std::vector<int64_t> with_specials(ids.begin(), ids.end());
+    CHECK(bert->detokenize(with_specials).value() == *back);
+  }
+  auto out_of_range =
+      bert->detokenize({static_cast<int64_t>(bert->tokenizer().vocab_size())});
+  REQUIRE_FALSE(out_of_range);
+  CHECK(pool::pool_code(out_of_range.error()) == pool::pool_errc::invalid_input);
+  CHECK_FALSE(bert->detokenize({-1}));
+  auto hash = pool::make_embedder(pool::model_config{});
+  REQUIRE(hash);
+  auto refused = (*hash)->detokenize({1, 2});
+  REQUIRE_FALSE(refused);
+  CHECK_THAT(pool::error_message(refused.error()), Catch::Contains("no vocabulary"));
+}
+
+TEST_CASE("a model directory's tokenizer settings give Hugging Face's ids end to end",
+          "[bert][embedder][golden][settings]") {
+  // tools/fixtures/gen_tokenizer_settings.js: the mini-mean fixture with
+  // tokenizer_config.json and sentence_bert_config.json replaced, and the ids
+  // sentence-transformers feeds the model (HF tokenizers, str.lower(),
+  // truncation at max_seq_length or min(positions, model_max_length)).
+  namespace fs = std::filesystem;
+  std::ifstream in{std::string{EMBEDPOOL_SOURCE_DIR} +
+                   "/tests/data/tokenizer/model_settings.jsonl"};
+  REQUIRE(in);
+  const auto dir =
+      fs::temp_directory_path() / ("bert_model_settings_" + std::to_string(::getpid()));
+  std::string current;  // the settings the directory holds
+  std::shared_ptr<const pool::embedder> made;
+  size_t records = 0;
+  size_t mismatches = 0;
+  std::ostringstream report;
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty())
+      continue;
+    auto j = nlohmann::json::parse(line);
+    const auto settings =
+        j.at("tokenizer_config").dump() + " " + j.at("sentence_bert_config").dump();
+    if (settings != current) {
+      fs::remove_all(dir);
+      fs::copy(fixture_dir("mini-mean"), dir, fs::copy_options::recursive);
+      std::ofstream{dir / "tokenizer_config.json"} << j.at("tokenizer_config").dump();
+      std::ofstream{dir / "sentence_bert_config.json"}
+          << j.at("sentence_bert_config").dump();
+      pool::model_config cfg;
+      cfg.kind = "bert";
+      cfg.path = dir.string();
+      auto e = pool::bert::make_bert_embedder(cfg);
+      REQUIRE(e);
+      made = *e;
+      current = settings;
+    }
+    const auto* bert = dynamic_cast<const pool::bert::bert_embedder*>(made.get());
+    REQUIRE(bert != nullptr);
+    const auto text = j.at("text").get<std::string>();
+    const auto want = j.at("ids").get<std::vector<int32_t>>();
+    const auto got = bert->token_ids(text, "");
+    ++records;
+    if (got != want && mismatches++ < 8) {
+      report << settings << " text=" << nlohmann::json(text).dump() << "\n  expected";
+      for (auto id : want)
+        report << ' ' << id;
+      report << "\n  got     ";
+      for (auto id : got)
+        report << ' ' << id;
+      report << '\n';
+    }
+  }
+  fs::remove_all(dir);
+  INFO(report.str());
+  CHECK(records == 128);
+  CHECK(mismatches == 0);
 }

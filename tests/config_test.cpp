@@ -62,6 +62,8 @@ const std::vector<std::string> all_keys = {
     "model.dim",
     "model.hash-buckets",
     "model.blas-threads",
+    "model.truncate",
+    "model.matryoshka",
     "models.names",
     "tls.certificate",
     "tls.key",

@@ -228,8 +228,11 @@ TEST_CASE("a tiny F32 model directory loads with every weight in place",
   CHECK_FALSE(c.normalize);
   CHECK(c.max_seq_length == static_cast<size_t>(positions));  // 512 capped
   CHECK(c.do_lower_case);
-  CHECK(c.query_prefix.empty());
-  CHECK(c.passage_prefix.empty());
+  CHECK_FALSE(c.strip_accents.has_value());
+  CHECK(c.tokenize_chinese_chars);
+  CHECK_FALSE(c.lower_input);
+  CHECK(c.prompts.empty());
+  CHECK(c.default_prompt_name.empty());
   CHECK(model->name == "tiny-bert");
   CHECK(model->vocab_path == (dir / "vocab.txt").string());
   check_weights(*model, expected);
@@ -332,32 +335,113 @@ TEST_CASE(
     REQUIRE(model);
     CHECK(model->config.do_lower_case);
   }
-  SECTION("a cased tokenizer keeps case unless sentence_bert_config asks to lower-case") {
+  SECTION(
+      "sentence_bert_config's do_lower_case is str.lower() before a cased tokenizer") {
     write_json(dir / "tokenizer_config.json", {{"do_lower_case", false}});
     auto model = load_bert_model(dir.string());
     REQUIRE(model);
     CHECK_FALSE(model->config.do_lower_case);
+    CHECK_FALSE(model->config.lower_input);
     write_json(dir / "sentence_bert_config.json", {{"do_lower_case", true}});
     model = load_bert_model(dir.string());
     REQUIRE(model);
+    // The tokenizer stays cased (no accent stripping); the text is lowered.
+    CHECK_FALSE(model->config.do_lower_case);
+    CHECK(model->config.lower_input);
+  }
+  SECTION(
+      "strip_accents and tokenize_chinese_chars are read from tokenizer_config.json") {
+    write_json(dir / "tokenizer_config.json", {{"do_lower_case", true},
+                                               {"strip_accents", false},
+                                               {"tokenize_chinese_chars", false}});
+    auto model = load_bert_model(dir.string());
+    REQUIRE(model);
     CHECK(model->config.do_lower_case);
+    REQUIRE(model->config.strip_accents.has_value());
+    CHECK_FALSE(*model->config.strip_accents);
+    CHECK_FALSE(model->config.tokenize_chinese_chars);
+    write_json(dir / "tokenizer_config.json", {{"strip_accents", nullptr}});
+    model = load_bert_model(dir.string());
+    REQUIRE(model);
+    CHECK_FALSE(model->config.strip_accents.has_value());  // follows do_lower_case
+    CHECK(model->config.tokenize_chinese_chars);
   }
-  SECTION("query and passage prompts become prefixes") {
-    write_json(dir / "config_sentence_transformers.json",
-               {{"prompts", {{"query", "query: "}, {"passage", "passage: "}}},
-                {"default_prompt_name", nullptr}});
+  SECTION("without max_seq_length the limit is min(positions, model_max_length)") {
+    write_json(dir / "tokenizer_config.json", {{"model_max_length", 7}});
     auto model = load_bert_model(dir.string());
     REQUIRE(model);
-    CHECK(model->config.query_prefix == "query: ");
-    CHECK(model->config.passage_prefix == "passage: ");
+    CHECK(model->config.max_seq_length == 7);
+    // HF's "no limit" (1e30) leaves max_position_embeddings.
+    write_json(dir / "tokenizer_config.json",
+               nlohmann::json::parse(
+                   R"({"model_max_length": 1000000000000000019884624838656})"));
+    model = load_bert_model(dir.string());
+    REQUIRE(model);
+    CHECK(model->config.max_seq_length == static_cast<size_t>(positions));
+    // An explicit max_seq_length wins over model_max_length.
+    write_json(dir / "tokenizer_config.json", {{"model_max_length", 7}});
+    write_json(dir / "sentence_bert_config.json", {{"max_seq_length", 9}});
+    model = load_bert_model(dir.string());
+    REQUIRE(model);
+    CHECK(model->config.max_seq_length == 9);
   }
-  SECTION("a document prompt serves as the passage prefix") {
+  SECTION("every prompt and the default prompt name are read") {
     write_json(dir / "config_sentence_transformers.json",
-               {{"prompts", {{"query", "Represent this: "}, {"document", "doc: "}}}});
+               {{"prompts",
+                 {{"query", "query: "}, {"passage", "passage: "}, {"classify", "c: "}}},
+                {"default_prompt_name", "query"}});
     auto model = load_bert_model(dir.string());
     REQUIRE(model);
-    CHECK(model->config.query_prefix == "Represent this: ");
-    CHECK(model->config.passage_prefix == "doc: ");
+    const std::map<std::string, std::string> want = {
+        {"query", "query: "}, {"passage", "passage: "}, {"classify", "c: "}};
+    CHECK(model->config.prompts == want);
+    CHECK(model->config.default_prompt_name == "query");
+  }
+}
+
+TEST_CASE(
+    "tokenizer and prompt settings of the wrong type or meaning are refused naming "
+    "the file and the key",
+    "[model_loader][errors]") {
+  st_test::temp_dir tmp;
+  const auto& dir = tmp.path();
+  write_model(dir);
+  SECTION("strip_accents") {
+    write_json(dir / "tokenizer_config.json", {{"strip_accents", "no"}});
+    CHECK_THAT(load_error(dir), Catch::Contains("tokenizer_config.json") &&
+                                    Catch::Contains("strip_accents"));
+  }
+  SECTION("tokenize_chinese_chars") {
+    write_json(dir / "tokenizer_config.json", {{"tokenize_chinese_chars", 1}});
+    CHECK_THAT(load_error(dir), Catch::Contains("tokenizer_config.json") &&
+                                    Catch::Contains("tokenize_chinese_chars"));
+  }
+  SECTION("model_max_length") {
+    write_json(dir / "tokenizer_config.json", {{"model_max_length", "512"}});
+    CHECK_THAT(load_error(dir), Catch::Contains("tokenizer_config.json") &&
+                                    Catch::Contains("model_max_length"));
+  }
+  SECTION("a prompt that is not a string") {
+    write_json(dir / "config_sentence_transformers.json", {{"prompts", {{"query", 3}}}});
+    CHECK_THAT(load_error(dir), Catch::Contains("config_sentence_transformers.json") &&
+                                    Catch::Contains("prompts") &&
+                                    Catch::Contains("query"));
+  }
+  SECTION("a default prompt name that is not a prompt") {
+    write_json(dir / "config_sentence_transformers.json",
+               {{"prompts", {{"query", "q: "}}}, {"default_prompt_name", "passage"}});
+    CHECK_THAT(load_error(dir), Catch::Contains("config_sentence_transformers.json") &&
+                                    Catch::Contains("default_prompt_name"));
+  }
+  SECTION("modules.json lists a Pooling module whose folder is missing") {
+    write_json(
+        dir / "modules.json",
+        {{{"path", ""}, {"type", "sentence_transformers.models.Transformer"}},
+         {{"path", "1_Pooling"}, {"type", "sentence_transformers.models.Pooling"}}});
+    fs::remove_all(dir / "1_Pooling");
+    CHECK_THAT(load_error(dir), Catch::Contains("modules.json") &&
+                                    Catch::Contains("1_Pooling") &&
+                                    Catch::Contains("missing"));
   }
 }
 

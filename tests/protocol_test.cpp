@@ -47,13 +47,17 @@ TEST_CASE_METHOD(system_fixture, "a matrix survives the wire bit for bit", "[pro
   m.values[4] = std::numeric_limits<float>::denorm_min();
   m.values[7] = -0.0f;
   m.values[11] = std::numeric_limits<float>::max();
+  m.tokens = 42;
+  m.compute_us = 1234567;
   auto buf = serialize(*sys, m);
-  // rows + dim + sequence length + the floats in one block
-  CHECK(buf.size() < 8 + 9 + 15 * sizeof(float) + 1);
+  // rows + dim + sequence length + the floats in one block + tokens + compute_us
+  CHECK(buf.size() < 8 + 9 + 15 * sizeof(float) + 16 + 1);
   pool::matrix back;
   REQUIRE(!deserialize(*sys, buf, back));
   CHECK(back.rows == 3);
   CHECK(back.dim == 5);
+  CHECK(back.tokens == 42);
+  CHECK(back.compute_us == 1234567);
   REQUIRE(back.values.size() == 15);
   CHECK(std::memcmp(back.values.data(), m.values.data(), 15 * sizeof(float)) == 0);
 }

@@ -584,6 +584,33 @@ TEST_CASE_METHOD(actor_fixture,
 }
 
 TEST_CASE_METHOD(actor_fixture,
+                 "a task the model does not know is refused naming the known ones",
+                 "[supervisor][tasks]") {
+  auto c = fake_config(1);
+  c.tasks = {"passage", "query"};
+  start(c);
+  auto unknown = submit(lane::embed, {"text"}, "document");
+  auto known = submit(lane::embed, {"text"}, "query");
+  auto none = submit(lane::batch, {"a", "b"});
+  sched.run();
+  CHECK(unknown->count == 1);
+  CHECK(unknown->code() == pool_errc::invalid_input);
+  CHECK_THAT(error_message(unknown->err),
+             Catch::Contains("document") && Catch::Contains("passage, query"));
+  // Only the known task and the empty one reached the worker.
+  REQUIRE(probes.size() == 1);
+  CHECK(probes[0]->jobs_received == 2);
+  CHECK(probes[0]->held[0].first.task == "query");
+  release(probes[0]);
+  sched.run();
+  CHECK(known->ok());
+  CHECK(none->ok());
+  auto st = status();
+  CHECK(st.ledger.rejected == 1);
+  CHECK(ledger_balances(st));
+}
+
+TEST_CASE_METHOD(actor_fixture,
                  "a worker's answer counts only from that worker and for a job it holds",
                  "[supervisor][security]") {
   start(fake_config(1));
@@ -609,4 +636,30 @@ TEST_CASE_METHOD(actor_fixture,
   CHECK(a->value->values.at(0) == static_cast<float>(id));
   CHECK(ledger_balances(status()));
   caf::anon_send_exit(forger, caf::exit_reason::kill);
+}
+
+TEST_CASE_METHOD(actor_fixture,
+                 "a worker's input refusal is answered at once, never retried",
+                 "[supervisor][truncate]") {
+  auto c = fake_config(2);
+  c.pool.max_attempts = 3;
+  start(c);
+  auto a = embed("a text over the model's limit");
+  sched.run();
+  size_t holder = probes[0]->held.empty() ? 1 : 0;
+  REQUIRE(probes[holder]->held.size() == 1);
+  caf::anon_send(probes[holder]->handle, refuse_atom::value);
+  sched.run();
+  CHECK(a->count == 1);
+  CHECK(a->code() == pool_errc::too_large);
+  CHECK_THAT(error_message(a->err), Catch::Contains("9 tokens"));
+  size_t jobs = 0;
+  for (auto& p : probes)
+    jobs += p->jobs_received;
+  CHECK(jobs == 1);
+  auto st = status();
+  CHECK(st.ledger.failed == 1);
+  for (const auto& w : st.workers)
+    CHECK(w.failed == 0);  // not the worker's fault
+  CHECK(ledger_balances(st));
 }

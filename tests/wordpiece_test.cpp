@@ -25,10 +25,9 @@ using pool::bert::wordpiece_tokenizer;
 const std::string source_dir = EMBEDPOOL_SOURCE_DIR;
 const std::string golden_path = source_dir + "/tests/data/tokenizer/golden.jsonl";
 
-/// The vocabulary the golden set was generated with: ../shared/data next to the
-/// repository.
+/// The vocabulary the golden sets were generated with (bert-base-uncased).
 std::string vocab_path() {
-  return source_dir + "/../shared/data/bert-base-uncased-vocab.txt";
+  return source_dir + "/tests/data/tokenizer/bert-base-uncased-vocab.txt";
 }
 
 struct golden_record {
@@ -66,6 +65,14 @@ std::string render(const std::vector<int32_t>& ids) {
     os << (i ? "," : "") << ids[i];
   os << ']';
   return os.str();
+}
+
+/// Options with the given lowercase and max_length, the rest at defaults.
+tokenizer_options opts_of(bool lower_case, size_t max_length) {
+  tokenizer_options o;
+  o.lower_case = lower_case;
+  o.max_length = max_length;
+  return o;
 }
 
 wordpiece_tokenizer load_or_fail(const std::string& path, tokenizer_options opts) {
@@ -107,7 +114,8 @@ TEST_CASE("the tokenizer reproduces Hugging Face ids for every golden record",
     auto it = tokenizers.find(key);
     if (it == tokenizers.end())
       it = tokenizers
-               .emplace(key, load_or_fail(vocab_path(), {rec.lower_case, rec.max_length}))
+               .emplace(key, load_or_fail(vocab_path(),
+                                          opts_of(rec.lower_case, rec.max_length)))
                .first;
     const auto got = it->second.encode(rec.text);
     if (got == rec.ids)
@@ -169,7 +177,7 @@ TEST_CASE("loading names the file when it is missing or lacks a special token",
     std::remove(path.c_str());
   }
   SECTION("max_length too small for [CLS] and [SEP]") {
-    auto tok = wordpiece_tokenizer::load(vocab_path(), {true, 1});
+    auto tok = wordpiece_tokenizer::load(vocab_path(), opts_of(true, 1));
     REQUIRE_FALSE(tok);
     CHECK(pool::error_message(tok.error()).find("max_length") != std::string::npos);
   }
@@ -243,7 +251,7 @@ TEST_CASE("invalid UTF-8 bytes are dropped like U+FFFD", "[wordpiece][robustness
 TEST_CASE("random bytes never produce out-of-range ids or overlong output",
           "[wordpiece][robustness]") {
   for (size_t max_length : {2, 7, 64, 512}) {
-    auto tok = load_or_fail(vocab_path(), {true, max_length});
+    auto tok = load_or_fail(vocab_path(), opts_of(true, max_length));
     std::mt19937 rng{static_cast<uint32_t>(max_length)};
     std::uniform_int_distribution<int> len_dist{0, 600};
     std::uniform_int_distribution<int> byte_dist{0, 255};
@@ -263,7 +271,7 @@ TEST_CASE("random bytes never produce out-of-range ids or overlong output",
 }
 
 TEST_CASE("truncation keeps a prefix of the untruncated ids", "[wordpiece][truncation]") {
-  auto full = load_or_fail(vocab_path(), {true, 100000});
+  auto full = load_or_fail(vocab_path(), opts_of(true, 100000));
   const std::string text =
       "Embedding servers tokenize text: \xe4\xbd\xa0\xe5\xa5\xbd, caf\xc3\xa9, "
       "antidisestablishmentarianism, [MASK] and https://example.org/a?b=c#d! ";
@@ -273,7 +281,7 @@ TEST_CASE("truncation keeps a prefix of the untruncated ids", "[wordpiece][trunc
   const auto all = full.encode(long_text);
   REQUIRE(all.size() > 600);
   for (size_t max_length : {2, 3, 16, 128, 512}) {
-    auto tok = load_or_fail(vocab_path(), {true, max_length});
+    auto tok = load_or_fail(vocab_path(), opts_of(true, max_length));
     const auto ids = tok.encode(long_text);
     REQUIRE(ids.size() == max_length);
     CHECK(std::equal(ids.begin(), ids.end() - 1, all.begin()));
@@ -289,4 +297,63 @@ TEST_CASE("copies share the vocabulary and outlive the original", "[wordpiece]")
   wordpiece_tokenizer copy = *original;
   original.reset();
   CHECK(copy.encode(text) == expected);
+}
+
+TEST_CASE("every tokenizer setting of a model directory reproduces Hugging Face ids",
+          "[wordpiece][golden][settings]") {
+  // tools/fixtures/gen_tokenizer_settings.js: lowercase x strip_accents
+  // (unset/true/false) x handle_chinese_chars x sentence-transformers'
+  // do_lower_case (Python str.lower() first), each on the same texts.
+  std::ifstream in{source_dir + "/tests/data/tokenizer/settings.jsonl"};
+  REQUIRE(in);
+  std::string line;
+  size_t records = 0;
+  size_t mismatches = 0;
+  std::ostringstream report;
+  while (std::getline(in, line)) {
+    if (line.empty())
+      continue;
+    auto j = nlohmann::json::parse(line);
+    tokenizer_options opts;
+    opts.lower_case = j.at("lowercase").get<bool>();
+    opts.max_length = 512;
+    if (!j.at("strip_accents").is_null())
+      opts.strip_accents = j.at("strip_accents").get<bool>();
+    opts.chinese_chars = j.at("chinese_chars").get<bool>();
+    opts.lower_first = j.at("lower_first").get<bool>();
+    auto tok = load_or_fail(vocab_path(), opts);
+    const auto text = j.at("text").get<std::string>();
+    const auto want = j.at("ids").get<std::vector<int32_t>>();
+    const auto got = tok.encode(text);
+    ++records;
+    if (got != want && mismatches++ < 8)
+      report << "lowercase=" << opts.lower_case
+             << " strip_accents=" << j.at("strip_accents").dump()
+             << " chinese=" << opts.chinese_chars << " lower_first=" << opts.lower_first
+             << " text=" << nlohmann::json(text).dump() << "\n  expected " << render(want)
+             << "\n  got      " << render(got) << "\n";
+  }
+  INFO(report.str());
+  CHECK(records == 384);
+  CHECK(mismatches == 0);
+}
+
+TEST_CASE("python_lower maps like Python's str.lower()", "[wordpiece]") {
+  using pool::bert::python_lower;
+  CHECK(python_lower("HeLLo") == "hello");
+  CHECK(python_lower("\xC4\xB0") == "i\xCC\x87");  // U+0130 -> i + U+0307
+  // Final sigma at the end of a word, medial sigma elsewhere.
+  CHECK(python_lower("\xCE\x9F\xCE\x94\xCE\x9F\xCE\xA3") ==
+        "\xCE\xBF\xCE\xB4\xCE\xBF\xCF\x82");
+  CHECK(python_lower("\xCE\xA3\xCE\x91") == "\xCF\x83\xCE\xB1");
+  CHECK(python_lower("\xCE\xA3") == "\xCF\x83");
+}
+
+TEST_CASE("encode_untruncated counts every token", "[wordpiece][truncation]") {
+  auto tok = load_or_fail(vocab_path(), opts_of(true, 8));
+  std::string text;
+  for (int i = 0; i < 20; ++i)
+    text += "word ";
+  CHECK(tok.encode(text).size() == 8);
+  CHECK(tok.encode_untruncated(text).size() == 22);
 }

@@ -60,9 +60,11 @@ build() {
 
 run_tests() {
   build
-  # The OpenAI client check (tests/http_test.cpp) runs the official openai npm
-  # package at the version pinned in tools/openai_check/package-lock.json.
+  # The OpenAI and LangChain client checks (tests/http_test.cpp) run the
+  # official openai npm package and @langchain/openai at the versions pinned in
+  # tools/openai_check/package-lock.json and tools/langchain_check/package-lock.json.
   (cd tools/openai_check && npm ci --no-audit --no-fund)
+  (cd tools/langchain_check && npm ci --no-audit --no-fund)
   (cd build && ctest --output-on-failure --timeout 300)
   cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEMBEDPOOL_SANITIZE=ON \
     -DEMBEDPOOL_BUILD_TOOLS=OFF -DEMBEDPOOL_WERROR=ON >/dev/null

@@ -31,7 +31,7 @@ Options:
   --tls.key=F          its PEM private key
   --tls.ca-file=F      PEM CA that signed the node's certificate
   --tls.passphrase=S   passphrase of an encrypted key
-  --task=T             task prefix for embed/batch (e.g. query, passage)
+  --task=T             the model's prompt for embed/batch (e.g. query, passage)
   --model=NAME         model to use (default: the node's default model); for
                        status, the model whose status to print
   --timeout=SECONDS    per-request timeout (default 60); also bounds the

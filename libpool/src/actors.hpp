@@ -147,6 +147,8 @@ struct supervisor_config {
   /// What requests call this model (its status, log lines and metrics say so).
   std::string model_name;
   uint32_t dim = 0;
+  /// The tasks the model knows (embedder::tasks); others are invalid_input.
+  std::vector<std::string> tasks;
   worker_factory make_worker;
   /// Estimated bytes of the model that its workers share (weights): reserved
   /// against `budget`, unconditionally, while the supervisor runs.

@@ -667,6 +667,12 @@ const std::vector<key_spec>& schema() {
                   1048576, "feature-hashing buckets of the hash embedder"),
       integer_key("model.blas-threads", &nc::model, &model_config::blas_threads, 1, 64,
                   "OpenBLAS threads per worker"),
+      boolean_key("model.truncate", &nc::model, &model_config::truncate,
+                  "cut texts longer than the model's input limit (true) or refuse "
+                  "them with too_large (false)"),
+      boolean_key("model.matryoshka", &nc::model, &model_config::matryoshka,
+                  "leading dimensions are an embedding (Matryoshka): OpenAI "
+                  "dimensions may ask for fewer"),
       model_names_key(),
       choice_key("log.level", &nc::log, &log_section::level,
                  {"trace", "debug", "info", "warn", "error", "off"},
@@ -848,6 +854,8 @@ const std::map<std::string, std::string>& model_section_keys() {
       {"path", "model.path"},
       {"dim", "model.dim"},
       {"hash-buckets", "model.hash-buckets"},
+      {"truncate", "model.truncate"},
+      {"matryoshka", "model.matryoshka"},
       {"workers", "pool.workers"},
       {"min-workers", "pool.min-workers"},
       {"max-workers", "pool.max-workers"},
@@ -1079,6 +1087,7 @@ struct loader {
     for (auto& m : cfg.models) {
       node_config scratch;
       scratch.model.blas_threads = cfg.model.blas_threads;
+      scratch.model.truncate = cfg.model.truncate;
       scratch.pool = cfg.pool;
       std::string kind_source = "default";
       for (const auto& s : model_settings) {

@@ -2,10 +2,12 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cmath>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -24,9 +26,6 @@ namespace {
 
 using json = nlohmann::json;
 
-/// Seconds a client is told to wait after `overloaded` (the supervisor's
-/// 100 ms hint, rounded up to HTTP's whole seconds).
-constexpr const char* retry_after_seconds = "1";
 /// Keep-alive: an idle connection gives its thread back after this long.
 constexpr time_t keep_alive_seconds = 2;
 constexpr size_t keep_alive_max_requests = 1000;
@@ -141,13 +140,43 @@ const char* type_of(int status) {
   return "invalid_request_error";
 }
 
+/// The retry hint of an `overloaded` message ("... retry after 100ms") in
+/// whole seconds, at least 1 (HTTP's Retry-After has no smaller unit).
+uint64_t retry_after_of(const std::string& message) {
+  auto pos = message.rfind("retry after ");
+  uint64_t ms = 1000;
+  if (pos != std::string::npos) {
+    const char* first = message.data() + pos + 12;
+    const char* last = message.data() + message.size();
+    uint64_t n = 0;
+    auto r = std::from_chars(first, last, n);
+    if (r.ec == std::errc{} &&
+        std::string_view(r.ptr, static_cast<size_t>(last - r.ptr)).rfind("ms", 0) == 0)
+      ms = n;
+  }
+  return std::max<uint64_t>(1, (ms + 999) / 1000);
+}
+
 void send_error(httplib::Response& res, int status, const std::string& code,
-                const std::string& message) {
-  json body = {
-      {"error", {{"message", message}, {"type", type_of(status)}, {"code", code}}}};
+                std::string message, const std::string& param = {}) {
+  if (status == 429) {
+    // Body, Retry-After and retry-after-ms (which the OpenAI clients prefer)
+    // say the same thing.
+    const auto seconds = retry_after_of(message);
+    if (auto pos = message.rfind("retry after "); pos != std::string::npos)
+      message.resize(pos);
+    else
+      message += "; ";
+    message += "retry after " + std::to_string(seconds) + "s";
+    res.set_header("Retry-After", std::to_string(seconds));
+    res.set_header("retry-after-ms", std::to_string(seconds * 1000));
+  }
+  json body = {{"error",
+                {{"message", message},
+                 {"type", type_of(status)},
+                 {"param", param.empty() ? json(nullptr) : json(param)},
+                 {"code", code}}}};
   res.status = status;
-  if (status == 429)
-    res.set_header("Retry-After", retry_after_seconds);
   res.set_content(body.dump(-1, ' ', false, json::error_handler_t::replace),
                   "application/json");
 }
@@ -157,8 +186,9 @@ void send_error(httplib::Response& res, const caf::error& err) {
   send_error(res, status_of(err), code_of(err), message);
 }
 
-void send_invalid(httplib::Response& res, const std::string& message) {
-  send_error(res, 422, "invalid_input", message);
+void send_invalid(httplib::Response& res, const std::string& message,
+                  const std::string& param = {}) {
+  send_error(res, 422, "invalid_input", message, param);
 }
 
 /// Appends the shortest decimal text that reads back as exactly `v`.
@@ -213,8 +243,21 @@ void append_row_base64(std::string& out, const float* row, size_t dim) {
   out += '"';
 }
 
-/// Texts of an `input` / `inputs` field: a string (single = true) or an array
-/// of strings. Returns an error message naming `field`, or "".
+/// Most inputs of one OpenAI request (OpenAI's own limit).
+constexpr size_t max_openai_inputs = 2048;
+
+/// Version reported by GET /info.
+// TODO(#14): pool::version_string() from pool/version.hpp once it lands.
+constexpr const char* embedpool_version = "0.1.0";
+
+/// A request field refused: 422 naming the field.
+struct field_error {
+  std::string param;
+  std::string message;
+};
+
+/// Texts of a TEI `inputs` field: a string (single = true) or an array of
+/// strings. Returns an error message naming `field`, or "".
 std::string read_texts(const json& body, const char* field,
                        std::vector<std::string>& texts, bool& single) {
   auto it = body.find(field);
@@ -232,10 +275,70 @@ std::string read_texts(const json& body, const char* field,
   for (size_t i = 0; i < it->size(); ++i) {
     auto& x = (*it)[i];
     if (!x.is_string())
-      return std::string{field} + "[" + std::to_string(i) +
-             "]: expected a string (token arrays are not supported)";
+      return std::string{field} + "[" + std::to_string(i) + "]: expected a string";
     texts.push_back(x.get<std::string>());
   }
+  return {};
+}
+
+/// True if `x` is an array of integers (one token-id input).
+bool is_token_array(const json& x) {
+  if (!x.is_array() || x.empty())
+    return false;
+  for (const auto& t : x)
+    if (!t.is_number_integer())
+      return false;
+  return true;
+}
+
+/// Reads a token-id input into `ids`; false if an id does not fit int64.
+void read_token_ids(const json& x, std::vector<int64_t>& ids) {
+  ids.clear();
+  ids.reserve(x.size());
+  for (const auto& t : x)
+    ids.push_back(
+        t.is_number_unsigned() && t.get<uint64_t>() > INT64_MAX ? -1 : t.get<int64_t>());
+}
+
+/// Checks that `body` has no key outside `known`; the message names it.
+std::string unknown_field(const json& body, std::initializer_list<const char*> known) {
+  for (const auto& [key, value] : body.items()) {
+    bool ok = false;
+    for (const char* k : known)
+      ok = ok || key == k;
+    if (!ok)
+      return key;
+  }
+  return {};
+}
+
+/// L2-normalises the first `dims` values of every row into a matrix of
+/// `dims` columns.
+void truncate_and_normalize(matrix& m, uint32_t dims) {
+  std::vector<float> out(static_cast<size_t>(m.rows) * dims);
+  for (uint32_t i = 0; i < m.rows; ++i) {
+    const float* row = m.values.data() + static_cast<size_t>(i) * m.dim;
+    double norm = 0;
+    for (uint32_t j = 0; j < dims; ++j)
+      norm += static_cast<double>(row[j]) * row[j];
+    const float scale = norm > 0 ? static_cast<float>(1.0 / std::sqrt(norm)) : 0.0f;
+    for (uint32_t j = 0; j < dims; ++j)
+      out[static_cast<size_t>(i) * dims + j] = row[j] * scale;
+  }
+  m.values = std::move(out);
+  m.dim = dims;
+}
+
+/// The method an endpoint answers ("" for an unknown path): a known path
+/// asked with another method gets 405 with it in `Allow`.
+std::string allowed_method(const std::string& path) {
+  if (path == "/v1/embeddings" || path == "/embed" || path == "/tokenize" ||
+      path == "/embed_all")
+    return "POST";
+  if (path == "/health/live" || path == "/health/ready" || path == "/health" ||
+      path == "/metrics" || path == "/info" || path == "/v1/models" ||
+      path.rfind("/v1/models/", 0) == 0)
+    return "GET";
   return {};
 }
 
@@ -250,6 +353,16 @@ http_endpoint endpoint_of(const std::string& path) {
     return http_endpoint::tei_embed;
   if (path == "/metrics")
     return http_endpoint::metrics;
+  if (path == "/v1/models" || path.rfind("/v1/models/", 0) == 0)
+    return http_endpoint::models;
+  if (path == "/info")
+    return http_endpoint::info;
+  if (path == "/tokenize")
+    return http_endpoint::tokenize;
+  if (path == "/embed_all")
+    return http_endpoint::embed_all;
+  if (path == "/health")
+    return http_endpoint::health;
   return http_endpoint::other;
 }
 
@@ -263,27 +376,35 @@ struct http_front::impl {
   httplib::Server server;
   std::thread listener;
   std::mutex gateway_mtx;
-  caf::actor gateway;               // cached; refreshed from the supervisor when it dies
-  std::vector<std::string> models;  // every model served, default first
+  caf::actor gateway;  // cached; refreshed from the supervisor when it dies
   std::shared_ptr<spdlog::logger> log = get_logger("http");
 
   impl(caf::actor_system& system, caf::actor sup, http_front_config config)
       : sys(system), supervisor(std::move(sup)), cfg(std::move(config)) {
     metrics = cfg.metrics->model(cfg.model_name);
-    models.push_back(cfg.model_name);
+    if (cfg.models.empty())
+      cfg.models.push_back(http_model{cfg.model_name, cfg.model});
   }
 
-  /// Learns every model the node serves from the supervisor's status (the
-  /// default alone if it does not answer).
-  void load_models() {
-    caf::scoped_actor self{sys};
-    self->request(supervisor, status_timeout, status_atom::value)
-        .receive(
-            [&](pool_status& st) {
-              if (!st.models.empty())
-                models = st.models;
-            },
-            [](caf::error&) {});
+  /// The served model `name` ("" = the default), or null.
+  const http_model* find_model(const std::string& name) const {
+    if (name.empty())
+      return &cfg.models.front();
+    for (const auto& m : cfg.models)
+      if (m.name == name)
+        return &m;
+    return nullptr;
+  }
+
+  /// 404 model_not_found naming `name` and the models served.
+  void send_model_not_found(httplib::Response& res, const std::string& name) const {
+    std::string served;
+    for (auto& m : cfg.models)
+      served += (served.empty() ? "\"" : ", \"") + m.name + "\"";
+    send_error(res, 404, "model_not_found",
+               "The model \"" + bounded(name, 128) +
+                   "\" does not exist; this node serves " + served,
+               "model");
   }
 
   /// The current gateway; asks the supervisor when none is cached (or when
@@ -322,20 +443,45 @@ struct http_front::impl {
     return make_error(pool_errc::unavailable, "the node's gateway is gone");
   }
 
-  /// Embeds through the gateway: a single text on the embed lane, an array
-  /// on the batch lane, naming `model` only when it is not the default.
+  /// Embeds through the gateway: a single text on the embed lane; an array
+  /// on the batch lane, cut into batch requests of at most the model's
+  /// pool.max-batch-items texts, sent one after the other and assembled in
+  /// order (the first error is the answer). Names `model` only when it is
+  /// not the default.
   caf::expected<matrix> embed(std::vector<std::string>& texts, bool single,
-                              const std::string& model) {
-    std::string task;
-    bool named = !model.empty() && model != cfg.model_name;
-    if (single && named)
-      return ask<matrix>(cfg.request_timeout, embed_atom::value, texts.front(), task,
-                         model);
-    if (single)
+                              const http_model& model, const std::string& task) {
+    const bool named = model.name != cfg.models.front().name;
+    if (single) {
+      if (named)
+        return ask<matrix>(cfg.request_timeout, embed_atom::value, texts.front(), task,
+                           model.name);
       return ask<matrix>(cfg.request_timeout, embed_atom::value, texts.front(), task);
-    if (named)
-      return ask<matrix>(cfg.request_timeout, batch_atom::value, texts, task, model);
-    return ask<matrix>(cfg.request_timeout, batch_atom::value, texts, task);
+    }
+    const size_t per_batch = std::max<size_t>(1, model.max_batch_items);
+    if (texts.size() <= per_batch)  // one request (an empty batch is refused there)
+      return named ? ask<matrix>(cfg.request_timeout, batch_atom::value, texts, task,
+                                 model.name)
+                   : ask<matrix>(cfg.request_timeout, batch_atom::value, texts, task);
+    matrix all;
+    for (size_t first = 0; first < texts.size(); first += per_batch) {
+      const size_t last = std::min(texts.size(), first + per_batch);
+      std::vector<std::string> part(
+          std::make_move_iterator(texts.begin() + static_cast<ptrdiff_t>(first)),
+          std::make_move_iterator(texts.begin() + static_cast<ptrdiff_t>(last)));
+      auto m = named ? ask<matrix>(cfg.request_timeout, batch_atom::value, part, task,
+                                   model.name)
+                     : ask<matrix>(cfg.request_timeout, batch_atom::value, part, task);
+      if (!m)
+        return m;
+      if (all.values.empty())
+        all.values.reserve(texts.size() * m->dim);
+      all.dim = m->dim;
+      all.rows += m->rows;
+      all.tokens += m->tokens;
+      all.compute_us += m->compute_us;
+      all.values.insert(all.values.end(), m->values.begin(), m->values.end());
+    }
+    return all;
   }
 
   /// Parses the body as a JSON object; on failure answers 422 and returns false.
@@ -353,72 +499,192 @@ struct http_front::impl {
     return true;
   }
 
-  /// The `model` field: absent or "" = the default; an unknown name answers
-  /// 422 naming it and returns false.
-  bool read_model(const json& body, httplib::Response& res, std::string& model) {
+  /// The `model` field: absent, null or "" = the default; an unknown name
+  /// answers 404 model_not_found and returns null.
+  const http_model* read_model(const json& body, httplib::Response& res) {
     auto it = body.find("model");
+    if (it == body.end() || it->is_null())
+      return find_model("");
+    if (!it->is_string()) {
+      send_invalid(res, "model: expected a string", "model");
+      return nullptr;
+    }
+    auto name = it->get<std::string>();
+    const auto* m = find_model(name);
+    if (m == nullptr)
+      send_model_not_found(res, name);
+    return m;
+  }
+
+  /// An optional string field (task, prompt_name); false after answering 422.
+  static bool read_string(const json& body, const char* field, httplib::Response& res,
+                          std::string& out) {
+    auto it = body.find(field);
+    if (it == body.end() || it->is_null())
+      return true;
+    if (!it->is_string()) {
+      send_invalid(res, std::string{field} + ": expected a string", field);
+      return false;
+    }
+    out = it->get<std::string>();
+    return true;
+  }
+
+  /// An optional boolean field; false after answering 422.
+  static bool read_bool(const json& body, const char* field, httplib::Response& res,
+                        std::optional<bool>& out) {
+    auto it = body.find(field);
+    if (it == body.end() || it->is_null())
+      return true;
+    if (!it->is_boolean()) {
+      send_invalid(res, std::string{field} + ": expected true or false", field);
+      return false;
+    }
+    out = it->get<bool>();
+    return true;
+  }
+
+  /// OpenAI's `input`: a string, an array of strings, an array of token ids
+  /// or an array of arrays of token ids (decoded with the model's
+  /// vocabulary). At most max_openai_inputs items. False after answering.
+  bool read_openai_input(const json& body, const http_model& model,
+                         httplib::Response& res, std::vector<std::string>& texts,
+                         bool& single) {
+    auto it = body.find("input");
     if (it == body.end() || it->is_null()) {
-      model.clear();
+      send_invalid(res, "input is missing", "input");
+      return false;
+    }
+    const json& in = *it;
+    if (in.is_string()) {
+      single = true;
+      texts.push_back(in.get<std::string>());
       return true;
     }
-    if (!it->is_string()) {
-      send_invalid(res, "model: expected a string");
+    if (!in.is_array()) {
+      send_invalid(res,
+                   "input: expected a string, an array of strings, an array of token "
+                   "ids or an array of arrays of token ids",
+                   "input");
       return false;
     }
-    model = it->get<std::string>();
-    if (!model.empty() &&
-        std::find(models.begin(), models.end(), model) == models.end()) {
-      std::string served;
-      for (auto& name : models)
-        served += (served.empty() ? "\"" : ", \"") + name + "\"";
-      send_invalid(res, "unknown model \"" + bounded(model, 128) +
-                            "\"; this node serves " + served);
+    single = false;
+    std::vector<int64_t> ids;
+    auto decode = [&](const json& x, const std::string& where) {
+      read_token_ids(x, ids);
+      auto text = model.model->detokenize(ids);
+      if (!text) {
+        send_invalid(res,
+                     where + ": model " + model.name + ": " + error_message(text.error()),
+                     "input");
+        return false;
+      }
+      texts.push_back(std::move(*text));
+      return true;
+    };
+    if (is_token_array(in))  // one input given as token ids
+      return decode(in, "input");
+    if (in.size() > max_openai_inputs) {
+      send_error(res, 413, "too_large",
+                 "input: " + std::to_string(in.size()) + " items; at most " +
+                     std::to_string(max_openai_inputs) + " per request",
+                 "input");
       return false;
+    }
+    texts.reserve(in.size());
+    for (size_t i = 0; i < in.size(); ++i) {
+      const auto& x = in[i];
+      const auto where = "input[" + std::to_string(i) + "]";
+      if (x.is_string()) {
+        texts.push_back(x.get<std::string>());
+      } else if (is_token_array(x)) {
+        if (!decode(x, where))
+          return false;
+      } else {
+        send_invalid(res, where + ": expected a string or an array of token ids",
+                     "input");
+        return false;
+      }
     }
     return true;
   }
 
-  /// Reads `model` and the texts of `field` from a parsed body and embeds
-  /// them into `out`; on any failure answers the error and returns false.
-  bool embed_field(const json& body, const char* field, httplib::Response& res,
-                   std::string& model, std::vector<std::string>& texts, matrix& out) {
-    if (!read_model(body, res, model))
-      return false;
-    bool single = false;
-    if (auto err = read_texts(body, field, texts, single); !err.empty()) {
-      send_invalid(res, err);
-      return false;
-    }
-    auto result = embed(texts, single, model);
-    if (!result) {
-      send_error(res, result.error());
-      return false;
-    }
-    out = std::move(*result);
-    return true;
+  /// Writes TEI's timing headers: x-compute-time (ms at the front),
+  /// x-inference-time (ms of embedder time), x-queue-time (the rest),
+  /// x-compute-tokens and x-compute-characters.
+  static void set_timing_headers(httplib::Response& res,
+                                 std::chrono::steady_clock::time_point started,
+                                 const matrix& m, size_t characters) {
+    const auto total_us = std::chrono::duration_cast<std::chrono::microseconds>(
+                              std::chrono::steady_clock::now() - started)
+                              .count();
+    const auto total_ms = static_cast<uint64_t>(total_us) / 1000;
+    const auto inference_ms = m.compute_us / 1000;
+    res.set_header("x-compute-type", "cpu");
+    res.set_header("x-compute-time", std::to_string(total_ms));
+    res.set_header("x-total-time", std::to_string(total_ms));
+    res.set_header("x-inference-time", std::to_string(inference_ms));
+    res.set_header("x-queue-time",
+                   std::to_string(total_ms > inference_ms ? total_ms - inference_ms : 0));
+    res.set_header("x-compute-tokens", std::to_string(m.tokens));
+    res.set_header("x-compute-characters", std::to_string(characters));
   }
 
   void on_openai(const httplib::Request& req, httplib::Response& res) {
+    const auto started = std::chrono::steady_clock::now();
     json body;
     if (!parse_body(req, res, body))
       return;
+    if (auto key = unknown_field(
+            body, {"input", "model", "encoding_format", "dimensions", "task"});
+        !key.empty())
+      return send_invalid(res,
+                          "unknown field \"" + bounded(key, 64) +
+                              "\" (supported: input, model, encoding_format, "
+                              "dimensions, task)",
+                          key);
     bool base64 = false;
     if (auto it = body.find("encoding_format"); it != body.end() && !it->is_null()) {
       if (!it->is_string() || (*it != "float" && *it != "base64"))
-        return send_invalid(res, "encoding_format: expected \"float\" or \"base64\"");
+        return send_invalid(res, "encoding_format: expected \"float\" or \"base64\"",
+                            "encoding_format");
       base64 = *it == "base64";
     }
-    std::string model;
-    std::vector<std::string> texts;
-    matrix m;
-    if (!embed_field(body, "input", res, model, texts, m))
+    const auto* model = read_model(body, res);
+    if (model == nullptr)
       return;
-    if (auto it = body.find("dimensions");
-        it != body.end() && !it->is_null() && (!it->is_number_unsigned() || *it != m.dim))
-      return send_invalid(res, "dimensions: this model's embeddings have " +
-                                   std::to_string(m.dim) + " dimensions");
-    std::vector<std::string_view> views(texts.begin(), texts.end());
-    auto tokens = cfg.model ? cfg.model->count_tokens(views) : 0;
+    const auto dim = static_cast<uint32_t>(model->model->dim());
+    uint32_t dims = dim;
+    if (auto it = body.find("dimensions"); it != body.end() && !it->is_null()) {
+      const bool ok = it->is_number_integer() && *it >= 1 && *it <= dim &&
+                      (*it == dim || model->matryoshka);
+      if (!ok)
+        return send_invalid(
+            res,
+            "dimensions: model " + model->name + " has " + std::to_string(dim) +
+                " dimensions" +
+                (model->matryoshka
+                     ? "; ask for 1 to " + std::to_string(dim)
+                     : " and does not allow fewer (model.matryoshka = false)"),
+            "dimensions");
+      dims = it->get<uint32_t>();
+    }
+    std::string task;
+    if (!read_string(body, "task", res, task))
+      return;
+    std::vector<std::string> texts;
+    bool single = false;
+    if (!read_openai_input(body, *model, res, texts, single))
+      return;
+    size_t characters = 0;
+    for (const auto& t : texts)
+      characters += t.size();
+    auto result = embed(texts, single, *model, task);
+    if (!result)
+      return send_error(res, result.error());
+    matrix& m = *result;
+    if (dims != m.dim)
+      truncate_and_normalize(m, dims);
     std::string out;
     out.reserve(64 + m.values.size() * (base64 ? 6 : 12));
     out += R"({"object":"list","data":[)";
@@ -436,24 +702,111 @@ struct http_front::impl {
       out += '}';
     }
     out += R"(],"model":)";
-    out += json(model.empty() ? cfg.model_name : model).dump();
+    out += json(model->name).dump();
     out += R"(,"usage":{"prompt_tokens":)";
-    out += std::to_string(tokens);
+    out += std::to_string(m.tokens);
     out += R"(,"total_tokens":)";
-    out += std::to_string(tokens);
+    out += std::to_string(m.tokens);
     out += "}}";
+    set_timing_headers(res, started, m, characters);
     res.set_content(out, "application/json");
   }
 
+  void on_models(const httplib::Request& req, httplib::Response& res) {
+    auto entry = [](const http_model& m) {
+      return json{
+          {"id", m.name}, {"object", "model"}, {"created", 0}, {"owned_by", "embedpool"}};
+    };
+    if (req.matches.size() > 1) {
+      const auto* m = find_model(req.matches[1].str());
+      if (m == nullptr || req.matches[1].str().empty())
+        return send_model_not_found(res, req.matches[1].str());
+      return res.set_content(entry(*m).dump(), "application/json");
+    }
+    json data = json::array();
+    for (const auto& m : cfg.models)
+      data.push_back(entry(m));
+    res.set_content(json{{"object", "list"}, {"data", data}}.dump(), "application/json");
+  }
+
+  /// TEI's options of /embed: normalize, truncate, truncation_direction,
+  /// prompt_name. Honoured or refused; false after answering 422.
+  bool read_tei_options(const json& body, const http_model& model, httplib::Response& res,
+                        bool& normalize, std::string& task) {
+    std::optional<bool> norm;
+    std::optional<bool> truncate;
+    if (!read_bool(body, "normalize", res, norm) ||
+        !read_bool(body, "truncate", res, truncate) ||
+        !read_string(body, "prompt_name", res, task))
+      return false;
+    normalize = norm.value_or(true);
+    std::string param;
+    std::string refusal;
+    if (!normalize && model.model->normalizes()) {
+      param = "normalize";
+      refusal = "normalize: model " + model.name +
+                " normalises its embeddings itself (hash, or a Normalize module in "
+                "modules.json); normalize=false is not available";
+    } else if (truncate && *truncate != model.truncate) {
+      param = "truncate";
+      refusal = "truncate: model " + model.name + " is served with model.truncate = " +
+                (model.truncate ? "true" : "false") +
+                "; per-request truncation is not available";
+    } else if (auto it = body.find("truncation_direction");
+               it != body.end() && !it->is_null()) {
+      param = "truncation_direction";
+      if (!it->is_string() || (*it != "Right" && *it != "Left"))
+        refusal = "truncation_direction: expected \"Right\" or \"Left\"";
+      else if (*it == "Left")
+        refusal =
+            "truncation_direction: only \"Right\" is available (the end of a long text "
+            "is cut)";
+    }
+    if (refusal.empty())
+      return true;
+    send_invalid(res, refusal, param);
+    return false;
+  }
+
   void on_tei(const httplib::Request& req, httplib::Response& res) {
+    const auto started = std::chrono::steady_clock::now();
     json body;
     if (!parse_body(req, res, body))
       return;
-    std::string model;
-    std::vector<std::string> texts;
-    matrix m;
-    if (!embed_field(body, "inputs", res, model, texts, m))
+    if (auto key = unknown_field(body, {"inputs", "model", "normalize", "truncate",
+                                        "truncation_direction", "prompt_name"});
+        !key.empty())
+      return send_invalid(res,
+                          "unknown field \"" + bounded(key, 64) +
+                              "\" (supported: inputs, normalize, truncate, "
+                              "truncation_direction, prompt_name, model)",
+                          key);
+    const auto* model = read_model(body, res);
+    if (model == nullptr)
       return;
+    bool normalize = true;
+    std::string task;
+    if (!read_tei_options(body, *model, res, normalize, task))
+      return;
+    std::vector<std::string> texts;
+    bool single = false;
+    if (auto err = read_texts(body, "inputs", texts, single); !err.empty())
+      return send_invalid(res, err, "inputs");
+    if (texts.size() > model->max_batch_items)
+      return send_error(res, 413, "too_large",
+                        "inputs: " + std::to_string(texts.size()) + " items; at most " +
+                            std::to_string(model->max_batch_items) +
+                            " (pool.max-batch-items)",
+                        "inputs");
+    size_t characters = 0;
+    for (const auto& t : texts)
+      characters += t.size();
+    auto result = embed(texts, single, *model, task);
+    if (!result)
+      return send_error(res, result.error());
+    matrix& m = *result;
+    if (normalize && !model->model->normalizes())
+      truncate_and_normalize(m, m.dim);
     std::string out;
     out.reserve(2 + m.values.size() * 12);
     out += '[';
@@ -463,7 +816,88 @@ struct http_front::impl {
       append_row_json(out, m.values.data() + static_cast<size_t>(i) * m.dim, m.dim);
     }
     out += ']';
+    set_timing_headers(res, started, m, characters);
     res.set_content(out, "application/json");
+  }
+
+  void on_info(const httplib::Request& req, httplib::Response& res) {
+    const auto* model = find_model(req.get_param_value("model"));
+    if (model == nullptr)
+      return send_model_not_found(res, req.get_param_value("model"));
+    const auto& e = *model->model;
+    json info = {
+        {"model_id", model->name},
+        {"model_sha", nullptr},
+        {"model_dtype", "float32"},
+        {"model_type", {{"embedding", {{"pooling", e.pooling()}}}}},
+        {"dim", e.dim()},
+        {"normalized", e.normalizes()},
+        {"max_concurrent_requests", cfg.http.max_connections},
+        {"max_input_length",
+         e.max_input_tokens() > 0 ? json(e.max_input_tokens()) : json(nullptr)},
+        {"max_batch_tokens", nullptr},
+        {"max_batch_requests", nullptr},
+        {"max_client_batch_size", model->max_batch_items},
+        {"auto_truncate", model->truncate},
+        {"tasks", e.tasks()},
+        {"tokenization_workers", nullptr},
+        {"version", embedpool_version},
+    };
+    res.set_content(info.dump(), "application/json");
+  }
+
+  void on_tokenize(const httplib::Request& req, httplib::Response& res) {
+    json body;
+    if (!parse_body(req, res, body))
+      return;
+    if (auto key =
+            unknown_field(body, {"inputs", "model", "add_special_tokens", "prompt_name"});
+        !key.empty())
+      return send_invalid(res,
+                          "unknown field \"" + bounded(key, 64) +
+                              "\" (supported: inputs, add_special_tokens, prompt_name, "
+                              "model)",
+                          key);
+    const auto* model = read_model(body, res);
+    if (model == nullptr)
+      return;
+    std::optional<bool> specials;
+    std::string task;
+    if (!read_bool(body, "add_special_tokens", res, specials) ||
+        !read_string(body, "prompt_name", res, task))
+      return;
+    if (auto err = check_task(task, model->model->tasks(), model->name))
+      return send_error(res, err);
+    std::vector<std::string> texts;
+    bool single = false;
+    if (auto err = read_texts(body, "inputs", texts, single); !err.empty())
+      return send_invalid(res, err, "inputs");
+    if (texts.size() > model->max_batch_items)
+      return send_error(res, 413, "too_large",
+                        "inputs: " + std::to_string(texts.size()) + " items; at most " +
+                            std::to_string(model->max_batch_items) +
+                            " (pool.max-batch-items)",
+                        "inputs");
+    json out = json::array();
+    for (const auto& text : texts) {
+      auto tokens = model->model->tokenize(text, task);
+      if (!tokens)
+        return send_invalid(
+            res, "model " + model->name + ": " + error_message(tokens.error()), "model");
+      json row = json::array();
+      for (const auto& t : *tokens) {
+        if (t.special && !specials.value_or(true))
+          continue;
+        row.push_back({{"id", t.id},
+                       {"text", t.text},
+                       {"special", t.special},
+                       {"start", nullptr},
+                       {"stop", nullptr}});
+      }
+      out.push_back(std::move(row));
+    }
+    res.set_content(out.dump(-1, ' ', false, json::error_handler_t::replace),
+                    "application/json");
   }
 
   void on_ready(httplib::Response& res) {
@@ -510,16 +944,45 @@ struct http_front::impl {
     server.Post("/embed", [this](const httplib::Request& req, httplib::Response& res) {
       on_tei(req, res);
     });
+    server.Get("/v1/models", [this](const httplib::Request& req, httplib::Response& res) {
+      on_models(req, res);
+    });
+    server.Get(R"(/v1/models/(.*))",
+               [this](const httplib::Request& req, httplib::Response& res) {
+                 on_models(req, res);
+               });
+    server.Get("/info", [this](const httplib::Request& req, httplib::Response& res) {
+      on_info(req, res);
+    });
+    server.Post("/tokenize", [this](const httplib::Request& req, httplib::Response& res) {
+      on_tokenize(req, res);
+    });
+    server.Post("/embed_all", [](const httplib::Request&, httplib::Response& res) {
+      send_error(res, 501, "not_implemented",
+                 "/embed_all: token embeddings are not available (the encoder "
+                 "returns pooled embeddings only); use /embed");
+    });
+    // TEI's health: 200 when the node can embed, else 503.
+    server.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
+      on_ready(res);
+    });
     // Every status >= 400 without a body of ours (404, 413 for an oversized
     // body, 400 for a malformed request) gets a JSON error body too.
     using error_handler = httplib::Server::HandlerWithResponse;
     server.set_error_handler(
-        error_handler{[this](const httplib::Request&, httplib::Response& res) {
+        error_handler{[this](const httplib::Request& req, httplib::Response& res) {
           if (!res.body.empty())
             return httplib::Server::HandlerResponse::Unhandled;
           switch (res.status) {
             case 404:
-              send_error(res, 404, "not_found", "no such endpoint");
+              if (auto allow = allowed_method(req.path); !allow.empty()) {
+                res.set_header("Allow", allow);
+                send_error(res, 405, "method_not_allowed",
+                           req.method + " " + bounded(req.path, 128) +
+                               ": method not allowed; use " + allow);
+              } else {
+                send_error(res, 404, "not_found", "no such endpoint");
+              }
               break;
             case 413:
               send_error(res, 413, "too_large",
@@ -572,7 +1035,6 @@ caf::expected<uint16_t> http_front::start() {
   // algorithm and the peer's delayed ACK add ~40 ms to keep-alive requests.
   d.server.set_tcp_nodelay(true);
   d.install_routes();
-  d.load_models();
   int port = d.cfg.http.port;
   if (port == 0) {
     port = d.server.bind_to_any_port(d.cfg.http.host);

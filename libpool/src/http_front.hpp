@@ -1,18 +1,29 @@
 // The HTTP front of a node (cpp-httplib): health, Prometheus metrics, and
 // embeddings in OpenAI's and TEI's shapes.
 //
-//   GET  /health/live    200 while the process runs
-//   GET  /health/ready   200 with >= 1 ready worker and not draining, else 503
-//   GET  /metrics        Prometheus text exposition (the gateway's `(metrics)`)
-//   POST /v1/embeddings  OpenAI: {"input": str | [str], "model"?, "encoding_format"?}
-//   POST /embed          TEI: {"inputs": str | [str]} -> [[float, ...], ...]
+//   GET  /health/live      200 while the process runs
+//   GET  /health/ready     200 with >= 1 ready worker and not draining, else 503
+//   GET  /health           the same (TEI's name)
+//   GET  /metrics          Prometheus text exposition (the gateway's `(metrics)`)
+//   POST /v1/embeddings    OpenAI: {"input": str | [str] | [int] | [[int]] (<= 2048),
+//                          "model"?, "encoding_format"?, "dimensions"?, "task"?}
+//   GET  /v1/models[/{id}] OpenAI's model list / one model
+//   POST /embed            TEI: {"inputs", "normalize"?, "truncate"?,
+//                          "truncation_direction"?, "prompt_name"?, "model"?}
+//   GET  /info             TEI's model info (?model=NAME)
+//   POST /tokenize         TEI's tokens of each input
+//   POST /embed_all        501: token embeddings are not available
 //
-// The front is a peer like any other: every request becomes one actor request
-// to the gateway (same validation, credits and ledger), made from the HTTP
-// thread with a bounded timeout. Errors map to status codes (overloaded 429
-// with Retry-After, too_large 413, invalid_input 422, shutting_down and
-// unavailable 503, deadline_exceeded 504, others 500) with an OpenAI-style
-// JSON body `{"error":{"message","type","code"}}`.
+// Every field is honoured or refused with 422 naming it; unknown fields are
+// refused. The front is a peer like any other: every embedding request becomes
+// actor requests to the gateway (same validation, credits and ledger), made
+// from the HTTP thread with a bounded timeout; OpenAI inputs beyond the
+// model's pool.max-batch-items are cut into several batch requests, sent in
+// turn and assembled in order. Errors map to status codes (overloaded 429 with
+// Retry-After and retry-after-ms agreeing with the message, too_large 413,
+// invalid_input 422, an unknown model 404 model_not_found, a wrong method 405,
+// shutting_down and unavailable 503, deadline_exceeded 504, others 500) with
+// OpenAI's error object `{"error":{"message","type","param","code"}}`.
 //
 // Bounds: http.threads serving threads, at most http.max-connections accepted
 // connections (the accept loop waits beyond that), bodies over
@@ -22,6 +33,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <caf/actor.hpp>
 #include <caf/expected.hpp>
@@ -35,6 +47,18 @@ namespace pool::detail {
 
 class metrics_registry;
 
+/// One model as the HTTP front sees it.
+struct http_model {
+  std::string name;  // what requests call it
+  std::shared_ptr<const embedder> model;
+  /// pool.max-batch-items of the model: texts per batch request.
+  uint32_t max_batch_items = 256;
+  /// model.matryoshka: OpenAI `dimensions` may ask for fewer dimensions.
+  bool matryoshka = false;
+  /// model.truncate.
+  bool truncate = true;
+};
+
 struct http_front_config {
   http_section http;
   /// Bound on one actor request (pool.request-timeout plus a margin).
@@ -43,6 +67,8 @@ struct http_front_config {
   /// in responses when a request names none.
   std::shared_ptr<const embedder> model;
   std::string model_name;
+  /// Every model the node serves, default first; empty = `model` alone.
+  std::vector<http_model> models;
   std::shared_ptr<metrics_registry> metrics;  // not null
 };
 

@@ -149,6 +149,16 @@ const char* to_string(http_endpoint x) {
       return "/embed";
     case http_endpoint::metrics:
       return "/metrics";
+    case http_endpoint::models:
+      return "/v1/models";
+    case http_endpoint::info:
+      return "/info";
+    case http_endpoint::tokenize:
+      return "/tokenize";
+    case http_endpoint::embed_all:
+      return "/embed_all";
+    case http_endpoint::health:
+      return "/health";
     case http_endpoint::other:
       break;
   }

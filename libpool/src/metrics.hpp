@@ -62,14 +62,19 @@ enum class http_endpoint : uint8_t {
   embeddings,
   tei_embed,
   metrics,
+  models,     // GET /v1/models and /v1/models/{id}
+  info,       // GET /info
+  tokenize,   // POST /tokenize
+  embed_all,  // POST /embed_all
+  health,     // GET /health
   other,
 };
-constexpr size_t http_endpoint_count = 6;
+constexpr size_t http_endpoint_count = 11;
 const char* to_string(http_endpoint x);
 
 /// Status codes the HTTP front answers with, in counter order.
-constexpr std::array<int, 11> http_status_codes = {200, 400, 404, 405, 413, 422,
-                                                   429, 500, 503, 504, 0};
+constexpr std::array<int, 12> http_status_codes = {200, 400, 404, 405, 413, 422,
+                                                   429, 500, 501, 503, 504, 0};
 
 /// Everything recorded for one model. Owned jointly (shared_ptr) by the
 /// registry, the model's supervisor, gateway and workers.

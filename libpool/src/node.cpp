@@ -133,6 +133,7 @@ detail::supervisor_config model_supervisor_config(
   scfg.model_name = m.name;
   scfg.metrics = std::move(metrics);
   scfg.dim = static_cast<uint32_t>(m.model->dim());
+  scfg.tasks = m.model->tasks();
   scfg.weights_bytes = m.model->weights_bytes();
   scfg.worker_bytes = m.model->worker_bytes(m.pool.micro_batch_texts);
   scfg.budget = std::move(budget);
@@ -357,6 +358,12 @@ int run_node(const node_config& cfg) {
       hcfg.request_timeout = cfg.pool.request_timeout + std::chrono::seconds(5);
       hcfg.model = model;
       hcfg.model_name = served.front().name;
+      for (size_t i = 0; i < served.size(); ++i) {
+        const auto& mc = i == 0 ? cfg.model : cfg.models[i - 1].model;
+        hcfg.models.push_back(detail::http_model{served[i].name, served[i].model,
+                                                 served[i].pool.max_batch_items,
+                                                 mc.matryoshka, mc.truncate});
+      }
       hcfg.metrics = metrics;
       http = std::make_unique<detail::http_front>(sys, root, std::move(hcfg));
       auto port = http->start();

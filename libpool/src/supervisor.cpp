@@ -1058,8 +1058,16 @@ void on_down(supervisor_actor* self, caf::down_msg& msg) {
   maybe_finish_drain(self);
 }
 
+/// A worker's refusal of the input itself (a text over the model's limit):
+/// answered at once, never retried, not the worker's fault.
+bool is_input_error(const caf::error& err) {
+  auto code = pool_code(err);
+  return code && (*code == pool_errc::too_large || *code == pool_errc::invalid_input);
+}
+
 /// A worker answered a job: return its credit, answer the request unless its
 /// deadline already passed, and refill the worker from the pending queue.
+
 void on_job_answer(supervisor_actor* self, uint64_t did, matrix* result,
                    caf::error* failure) {
   auto& st = self->state;
@@ -1087,15 +1095,17 @@ void on_job_answer(supervisor_actor* self, uint64_t did, matrix* result,
       erase_request(st, it);
     }
   } else {
-    ++slot.failed;
+    const bool input_error = is_input_error(*failure);
+    if (!input_error)
+      ++slot.failed;
     if (it != st.requests.end()) {
       auto& req = it->second;
       req.dispatch_id = 0;
-      // Out of time or refused by the worker itself: a retry cannot help.
-      auto code = pool_code(*failure);
-      bool final = code == pool_errc::deadline_exceeded;
-      if (final || req.attempts >= st.cfg.pool.max_attempts) {
-        if (final)
+      // Out of time, or the input refused by the worker itself: a retry
+      // cannot help.
+      bool expired = pool_code(*failure) == pool_errc::deadline_exceeded;
+      if (expired || input_error || req.attempts >= st.cfg.pool.max_attempts) {
+        if (expired)
           ++st.ledger.expired;
         else
           ++st.ledger.failed;
@@ -1134,6 +1144,10 @@ void on_submit(supervisor_actor* self, submission& sub) {
     refuse(
         self, sub,
         make_error(pool_errc::shutting_down, "node is draining; send to another node"));
+    return;
+  }
+  if (auto err = check_task(sub.task, st.cfg.tasks, st.cfg.model_name)) {
+    refuse(self, sub, std::move(err));
     return;
   }
   if (!any_live_slot(st)) {

@@ -26,7 +26,8 @@ struct queued_job {
   job work;
   caf::actor reply_to;
   matrix result;
-  size_t next = 0;  // index of the next text to embed
+  size_t next = 0;     // index of the next text to embed
+  caf::error refused;  // the first text the embedder refused, if any
   steady_time deadline = steady_time::max();
 };
 
@@ -42,6 +43,7 @@ struct worker_state {
   uint64_t failed = 0;
   std::vector<float> scratch;
   std::vector<std::string_view> chunk_texts;
+  embed_report report;
   std::shared_ptr<spdlog::logger> log = get_logger("worker");
 };
 
@@ -91,6 +93,25 @@ void hang_until_released() {
   while (!hung_workers_released.load() &&
          std::chrono::steady_clock::now() - start < max_hang)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
+}
+
+/// Adds the token counts of rows [row, row + take) of the chunk to `q`'s
+/// result and keeps the first refusal (renumbered to the job's text index).
+void note_report(queued_job& q, const embed_report& report, size_t row, size_t take,
+                 uint64_t chunk_us) {
+  if (!report.tokens.empty())
+    q.result.compute_us += chunk_us * take / report.tokens.size();
+  for (size_t k = 0; k < take && row + k < report.tokens.size(); ++k) {
+    q.result.tokens += report.tokens[row + k];
+    if (!q.refused && row + k < report.refused.size() && report.refused[row + k]) {
+      const auto index = q.next + k;
+      auto msg = error_message(report.refused[row + k]);
+      if (auto pos = msg.find("text "); pos == 0)
+        msg = msg.substr(msg.find(' ', 5));
+      q.refused = make_error(static_cast<pool_errc>(report.refused[row + k].code()),
+                             "text " + std::to_string(index) + msg);
+    }
+  }
 }
 
 void schedule_run(worker_actor* self) {
@@ -148,19 +169,24 @@ void run_chunk(worker_actor* self, const worker_config& cfg) {
   auto started = std::chrono::steady_clock::now();
   caf::error failure;
   try {
-    cfg.model->embed(st.chunk_texts, task, st.scratch.data());
+    cfg.model->embed_counted(st.chunk_texts, task, st.scratch.data(), st.report);
   } catch (const std::exception& ex) {
     failure = make_error(pool_errc::worker_failed,
                          std::string{"embedder failed: "} + ex.what());
   }
   if (cfg.fault.compute_delay.count() > 0)
     std::this_thread::sleep_for(cfg.fault.compute_delay * st.chunk_texts.size());
+  const auto chunk_us =
+      static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                std::chrono::steady_clock::now() - started)
+                                .count());
   if (cfg.metrics) {
-    auto elapsed = std::chrono::duration_cast<std::chrono::microseconds>(
-        std::chrono::steady_clock::now() - started);
-    cfg.metrics->compute.observe(static_cast<uint64_t>(elapsed.count()));
+    cfg.metrics->compute.observe(chunk_us);
     cfg.metrics->batch_texts.observe(st.chunk_texts.size());
-    cfg.metrics->batch_tokens.observe(cfg.model->count_tokens(st.chunk_texts));
+    uint64_t tokens = 0;
+    for (auto t : st.report.tokens)
+      tokens += t;
+    cfg.metrics->batch_tokens.observe(tokens);
   }
   // Hand out the rows, lane by lane, and answer every job that is complete.
   size_t row = 0;
@@ -171,6 +197,7 @@ void run_chunk(worker_actor* self, const worker_config& cfg) {
       auto& q = queue.front();
       auto take = std::min(remaining, q.work.texts.size() - q.next);
       if (!failure) {
+        note_report(q, st.report, row, take, chunk_us);
         if (q.result.values.empty())
           q.result.values.resize(q.work.texts.size() * dim);
         std::copy(st.scratch.begin() + static_cast<std::ptrdiff_t>(row * dim),
@@ -183,6 +210,11 @@ void run_chunk(worker_actor* self, const worker_config& cfg) {
       if (failure) {
         ++st.failed;
         self->send(q.reply_to, fail_atom::value, q.work.id, failure);
+        queue.pop_front();
+      } else if (q.next == q.work.texts.size() && q.refused) {
+        // An input error, not a worker failure: the supervisor answers it as is.
+        ++st.completed;
+        self->send(q.reply_to, fail_atom::value, q.work.id, std::move(q.refused));
         queue.pop_front();
       } else if (q.next == q.work.texts.size()) {
         q.result.rows = static_cast<uint32_t>(q.work.texts.size());
@@ -258,7 +290,7 @@ caf::behavior worker_behavior(worker_actor* self, worker_config cfg) {
                      std::chrono::nanoseconds{work.time_left_ns};
         auto ln = work.lane == static_cast<uint8_t>(lane::embed) ? 0 : 1;
         st.queues[ln].push_back(
-            queued_job{std::move(work), std::move(reply_to), {}, 0, deadline});
+            queued_job{std::move(work), std::move(reply_to), {}, 0, {}, deadline});
         schedule_run(self);
       },
       [=](run_atom) {

@@ -20,7 +20,7 @@ import struct
 import numpy as np
 
 VOCAB, H, LAYERS, HEADS, INTER, MAX_POS, MAX_SEQ = 30522, 384, 6, 12, 1536, 512, 256
-DEFAULT_VOCAB = "/work/shared/data/bert-base-uncased-vocab.txt"
+DEFAULT_VOCAB = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "tests", "data", "tokenizer", "bert-base-uncased-vocab.txt")
 
 
 def tensors(rng):

@@ -56,14 +56,25 @@ checkResponse("array (float)",
   await client.embeddings.create({ model, input: expected.texts, encoding_format: "float" }),
   expected.texts);
 
-// An unknown model is an APIError with status 422 naming it.
+// An unknown model is an APIError with status 404, code model_not_found,
+// naming it.
 try {
   await client.embeddings.create({ model: "no-such-model", input: "x" });
   fail("unknown model: no error");
 } catch (err) {
-  if (!(err instanceof OpenAI.APIError) || err.status !== 422)
-    fail(`unknown model: expected APIError 422, got ${err}`);
+  if (!(err instanceof OpenAI.APIError) || err.status !== 404)
+    fail(`unknown model: expected APIError 404, got ${err}`);
+  if (err.code !== "model_not_found")
+    fail(`unknown model: code is ${err.code}, expected model_not_found`);
   if (!String(err.message).includes("no-such-model"))
     fail(`unknown model: message does not name it: ${err.message}`);
 }
+
+// GET /v1/models lists the model; GET /v1/models/{id} retrieves it.
+const models = [];
+for await (const m of client.models.list()) models.push(m.id);
+if (!models.includes(model)) fail(`models.list: ${JSON.stringify(models)} lacks ${model}`);
+const one = await client.models.retrieve(model);
+if (one.id !== model || one.object !== "model")
+  fail(`models.retrieve: ${JSON.stringify(one)}`);
 console.log("openai-check: ok");

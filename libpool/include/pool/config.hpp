@@ -140,11 +140,18 @@ struct model_config {
   uint32_t dim = 384;            // model.dim: output dimension (hash)
   uint32_t hash_buckets = 4096;  // model.hash-buckets: feature-hashing buckets (hash)
   uint32_t blas_threads = 1;     // model.blas-threads: OpenBLAS threads
+  /// model.truncate: a text longer than the model's input limit is cut to it
+  /// (true, as sentence-transformers does) or refused with too_large (false).
+  bool truncate = true;
+  /// model.matryoshka: the model was trained so that its leading dimensions
+  /// are an embedding of their own (Matryoshka); OpenAI's `dimensions` may
+  /// then ask for fewer (truncated and renormalised). False refuses them.
+  bool matryoshka = false;
 };
 
 /// `[models.NAME]`: a model the node serves besides the default `[model]`.
-/// Keys: kind, path, dim, hash-buckets (as in `[model]`) and workers,
-/// min-workers, max-workers, embed-queue-capacity, batch-queue-capacity,
+/// Keys: kind, path, dim, hash-buckets, truncate, matryoshka (as in `[model]`) and
+/// workers, min-workers, max-workers, embed-queue-capacity, batch-queue-capacity,
 /// pending-capacity (as in `[pool]`); every other setting is the node's.
 struct named_model {
   std::string name;  // as listed in models.names

@@ -41,11 +41,17 @@ namespace pool {
 /// A row-major matrix of embeddings: row i is the embedding of text i.
 /// On the wire: rows, dim, then the values as one block of little-endian
 /// IEEE-754 float32 (not element by element: a reply of 16 x 384 floats costs
-/// one copy instead of 6,144 serializer calls).
+/// one copy instead of 6,144 serializer calls), then tokens.
 struct matrix {
   uint32_t rows = 0;
   uint32_t dim = 0;
   std::vector<float> values;  // rows * dim floats
+  /// Tokens the model saw for all rows, counted by the worker that embedded
+  /// them (prompt included, after truncation): OpenAI's usage.
+  uint64_t tokens = 0;
+  /// Microseconds of embedder time spent on these rows (a share of each
+  /// micro-batch, by texts): TEI's x-inference-time.
+  uint64_t compute_us = 0;
 };
 
 namespace detail {
@@ -61,13 +67,16 @@ typename Inspector::result_type inspect(Inspector& f, matrix& x) {
   if constexpr (std::is_same_v<Inspector, caf::serializer>) {
     return caf::error::eval(
         [&] { return f(caf::meta::type_name("pool.matrix"), x.rows, x.dim); },
-        [&] { return detail::save_matrix_values(f, x.values); });
+        [&] { return detail::save_matrix_values(f, x.values); },
+        [&] { return f(x.tokens, x.compute_us); });
   } else if constexpr (std::is_same_v<Inspector, caf::deserializer>) {
     return caf::error::eval(
         [&] { return f(caf::meta::type_name("pool.matrix"), x.rows, x.dim); },
-        [&] { return detail::load_matrix_values(f, x, x.values); });
+        [&] { return detail::load_matrix_values(f, x, x.values); },
+        [&] { return f(x.tokens, x.compute_us); });
   } else {
-    return f(caf::meta::type_name("pool.matrix"), x.rows, x.dim, x.values);
+    return f(caf::meta::type_name("pool.matrix"), x.rows, x.dim, x.values, x.tokens,
+             x.compute_us);
   }
 }
 

@@ -11,8 +11,8 @@
 namespace pool::bert {
 
 bert_embedder::bert_embedder(std::shared_ptr<const bert_model> model,
-                             wordpiece_tokenizer tokenizer)
-    : encoder_(std::move(model)), tokenizer_(std::move(tokenizer)) {
+                             wordpiece_tokenizer tokenizer, bool truncate)
+    : encoder_(std::move(model)), tokenizer_(std::move(tokenizer)), truncate_(truncate) {
   const auto vocab = static_cast<size_t>(encoder_.config().vocab_size);
   if (tokenizer_.vocab_size() > vocab) {
     throw std::invalid_argument(
@@ -37,17 +37,72 @@ size_t bert_embedder::count_tokens(const std::vector<std::string_view>& texts) c
 const std::string& bert_embedder::prefix_for(const std::string& task) const {
   static const std::string none;
   const bert_config& c = encoder_.config();
-  if (task == "query") {
-    return c.query_prefix;
-  }
-  if (task == "passage" || task == "document") {
-    return c.passage_prefix;
-  }
-  return none;
+  const std::string& name = task.empty() ? c.default_prompt_name : task;
+  if (name.empty())
+    return none;
+  auto it = c.prompts.find(name);
+  return it == c.prompts.end() ? none : it->second;
 }
 
-std::vector<int32_t> bert_embedder::tokenize(std::string_view text,
-                                             const std::string& task) const {
+std::vector<std::string> bert_embedder::tasks() const {
+  std::vector<std::string> names;
+  for (const auto& [name, prefix] : encoder_.config().prompts)
+    names.push_back(name);
+  return names;  // std::map: sorted
+}
+
+void bert_embedder::embed_counted(const std::vector<std::string_view>& texts,
+                                  const std::string& task, float* out,
+                                  pool::embed_report& report) const {
+  report.tokens.assign(texts.size(), 0);
+  report.refused.assign(texts.size(), caf::error{});
+  const size_t limit = tokenizer_.options().max_length;
+  std::vector<std::vector<int32_t>> ids;
+  ids.reserve(texts.size());
+  std::vector<size_t> kept;  // rows of `out` that are encoded
+  kept.reserve(texts.size());
+  for (size_t i = 0; i < texts.size(); ++i) {
+    if (truncate_) {
+      ids.push_back(token_ids(texts[i], task));
+    } else {
+      // One token over the limit shows the text is too long; only then count
+      // all of its tokens for the message.
+      const std::string& prefix = prefix_for(task);
+      std::string full;
+      full.reserve(prefix.size() + texts[i].size());
+      full.append(prefix).append(texts[i]);
+      auto v = tokenizer_.encode_untruncated(full);
+      if (v.size() > limit) {
+        report.tokens[i] = static_cast<uint32_t>(v.size());
+        report.refused[i] =
+            make_error(pool_errc::too_large,
+                       "text " + std::to_string(i) + " has " + std::to_string(v.size()) +
+                           " tokens, over the model's limit of " + std::to_string(limit) +
+                           " (model.truncate = false)");
+        std::fill(out + i * dim(), out + (i + 1) * dim(), 0.0f);
+        continue;
+      }
+      ids.push_back(std::move(v));
+    }
+    report.tokens[i] = static_cast<uint32_t>(ids.back().size());
+    kept.push_back(i);
+  }
+  if (kept.size() == texts.size()) {
+    encoder_.encode(ids, out);
+    return;
+  }
+  if (ids.empty())
+    return;
+  std::vector<float> rows(ids.size() * dim());
+  encoder_.encode(ids, rows.data());
+  for (size_t k = 0; k < kept.size(); ++k)
+    std::copy(rows.begin() + static_cast<std::ptrdiff_t>(k * dim()),
+              rows.begin() + static_cast<std::ptrdiff_t>((k + 1) * dim()),
+              out + kept[k] * dim());
+}
+
+std::vector<int32_t> bert_embedder::token_ids(std::string_view text,
+                                              const std::string& task) const {
   const std::string& prefix = prefix_for(task);
   if (prefix.empty()) {
     return tokenizer_.encode(text);
@@ -56,6 +111,58 @@ std::vector<int32_t> bert_embedder::tokenize(std::string_view text,
   full.reserve(prefix.size() + text.size());
   full.append(prefix).append(text);
   return tokenizer_.encode(full);
+}
+
+caf::expected<std::vector<pool::embedder::token>> bert_embedder::tokenize(
+    std::string_view text, const std::string& task) const {
+  std::vector<token> out;
+  for (auto id : token_ids(text, task)) {
+    token t;
+    t.id = id;
+    t.text = std::string{tokenizer_.token_text(id)};
+    t.special = tokenizer_.is_special(id);
+    out.push_back(std::move(t));
+  }
+  return out;
+}
+
+caf::expected<std::string> bert_embedder::detokenize(
+    const std::vector<int64_t>& ids) const {
+  const auto vocab = static_cast<int64_t>(tokenizer_.vocab_size());
+  size_t first = 0;
+  size_t last = ids.size();
+  if (last > 0 && ids.front() == tokenizer_.cls_id())
+    ++first;
+  if (last > first && ids[last - 1] == tokenizer_.sep_id())
+    --last;
+  if (first == last)
+    return make_error(pool_errc::invalid_input, "no token ids besides [CLS] and [SEP]");
+  std::string text;
+  std::vector<int32_t> expected{tokenizer_.cls_id()};
+  for (size_t i = first; i < last; ++i) {
+    if (ids[i] < 0 || ids[i] >= vocab)
+      return make_error(pool_errc::invalid_input, "token id " + std::to_string(ids[i]) +
+                                                      " is outside the vocabulary [0, " +
+                                                      std::to_string(vocab) + ")");
+    const auto id = static_cast<int32_t>(ids[i]);
+    auto piece = tokenizer_.token_text(id);
+    if (piece.size() > 2 && piece.compare(0, 2, "##") == 0 && !text.empty()) {
+      text.append(piece.substr(2));
+    } else {
+      if (!text.empty())
+        text += ' ';
+      text.append(piece);
+    }
+    expected.push_back(id);
+  }
+  expected.push_back(tokenizer_.sep_id());
+  // Only ids the tokenizer itself produces are accepted, so the worker embeds
+  // exactly these ids.
+  if (tokenizer_.encode_untruncated(text) != expected)
+    return make_error(pool_errc::invalid_input,
+                      "the token ids are not what the model's tokenizer produces "
+                      "for any text (they do not round-trip through its vocabulary)");
+  return text;
 }
 
 size_t bert_embedder::weights_bytes() const {
@@ -83,7 +190,7 @@ void bert_embedder::embed(const std::vector<std::string_view>& texts,
   std::vector<std::vector<int32_t>> ids;
   ids.reserve(texts.size());
   for (auto text : texts) {
-    ids.push_back(tokenize(text, task));
+    ids.push_back(token_ids(text, task));
   }
   encoder_.encode(ids, out);
 }
@@ -104,14 +211,17 @@ caf::expected<std::shared_ptr<const pool::embedder>> make_bert_embedder(
   tokenizer_options opts;
   opts.lower_case = model->config.do_lower_case;
   opts.max_length = model->config.max_seq_length;
+  opts.strip_accents = model->config.strip_accents;
+  opts.chinese_chars = model->config.tokenize_chinese_chars;
+  opts.lower_first = model->config.lower_input;
   auto tokenizer = wordpiece_tokenizer::load(model->vocab_path, opts);
   if (!tokenizer) {
     return std::move(tokenizer.error());
   }
   try {
     auto shared = std::make_shared<const bert_model>(std::move(*model));
-    return std::shared_ptr<const pool::embedder>{
-        std::make_shared<const bert_embedder>(std::move(shared), std::move(*tokenizer))};
+    return std::shared_ptr<const pool::embedder>{std::make_shared<const bert_embedder>(
+        std::move(shared), std::move(*tokenizer), cfg.truncate)};
   } catch (const std::bad_alloc&) {
     return make_error(pool_errc::invalid_input,
                       "model.path = " + cfg.path + ": out of memory loading the model");

@@ -207,8 +207,8 @@ std::string directory_name(const std::string& dir) {
   return name;
 }
 
-caf::error read_pooling(const std::string& path, bert_config& config) {
-  auto doc = read_json(path, false);
+caf::error read_pooling(const std::string& path, bert_config& config, bool required) {
+  auto doc = read_json(path, required);
   if (!doc)
     return std::move(doc.error());
   if (!*doc)
@@ -249,8 +249,7 @@ caf::error read_pooling(const std::string& path, bert_config& config) {
   auto include_prompt = get_bool(obj, "include_prompt", path);
   if (!include_prompt)
     return std::move(include_prompt.error());
-  if (!include_prompt->value_or(true) &&
-      (!config.query_prefix.empty() || !config.passage_prefix.empty()))
+  if (!include_prompt->value_or(true) && !config.prompts.empty())
     return fail(path, "include_prompt=false is not supported with task prompts");
   return caf::error{};
 }
@@ -316,28 +315,54 @@ caf::error read_prompts(const std::string& path, bert_config& config) {
   if (!obj.is_object())
     return fail(path, "not a JSON object");
   auto prompts_it = obj.find("prompts");
-  if (prompts_it == obj.end() || prompts_it->is_null())
-    return caf::error{};
-  if (!prompts_it->is_object())
-    return fail(path, "'prompts' is not an object");
-  auto query = get_string(*prompts_it, "query", path);
-  if (!query)
-    return std::move(query.error());
-  auto passage = get_string(*prompts_it, "passage", path);
-  if (!passage)
-    return std::move(passage.error());
-  auto document = get_string(*prompts_it, "document", path);
-  if (!document)
-    return std::move(document.error());
-  config.query_prefix = query->value_or("");
-  config.passage_prefix = passage->has_value() ? **passage : document->value_or("");
+  if (prompts_it != obj.end() && !prompts_it->is_null()) {
+    if (!prompts_it->is_object())
+      return fail(path, "'prompts' is not an object");
+    for (const auto& [name, prefix] : prompts_it->items()) {
+      if (!prefix.is_string())
+        return fail(path, "'prompts' entry '" + name + "' is not a string");
+      if (name.empty())
+        return fail(path, "'prompts' has an empty prompt name");
+      config.prompts[name] = prefix.get<std::string>();
+    }
+  }
+  auto def = get_string(obj, "default_prompt_name", path);
+  if (!def)
+    return std::move(def.error());
+  if (*def) {
+    if (config.prompts.count(**def) == 0)
+      return fail(path, "'default_prompt_name' is '" + **def +
+                            "', which is not a key of 'prompts'");
+    config.default_prompt_name = **def;
+  }
   return caf::error{};
 }
 
+/// A number field that may be huge (HF writes model_max_length as 1e30 for
+/// "no limit"): its value as size_t, saturated; nullopt when absent or null.
+caf::expected<std::optional<size_t>> get_length(const json& obj, const char* key,
+                                                const std::string& label) {
+  auto it = obj.find(key);
+  if (it == obj.end() || it->is_null())
+    return std::optional<size_t>{};
+  if (!it->is_number() ||
+      (it->is_number_integer() && !it->is_number_unsigned() && it->get<int64_t>() < 1))
+    return fail(label, std::string{"'"} + key + "' is not a positive number");
+  if (it->is_number_unsigned())
+    return std::optional<size_t>{static_cast<size_t>(
+        std::min<uint64_t>(it->get<uint64_t>(), std::numeric_limits<size_t>::max()))};
+  auto d = it->get<double>();
+  if (!(d >= 1))
+    return fail(label, std::string{"'"} + key + "' is not a positive number");
+  if (d >= 1e18)
+    return std::optional<size_t>{std::numeric_limits<size_t>::max()};
+  return std::optional<size_t>{static_cast<size_t>(d)};
+}
+
 caf::error read_lower_case_and_length(const std::string& dir, bert_config& config) {
-  // HF's BertTokenizer lower-cases unless told otherwise; sentence-transformers'
-  // do_lower_case lower-cases the input in addition.
-  bool tokenizer_lower = true;
+  // The tokenizer's normalizer settings, read the way transformers'
+  // BertTokenizerFast applies them (they override tokenizer.json's).
+  std::optional<size_t> model_max_length;
   auto tok_path = join(dir, "tokenizer_config.json");
   auto tok = read_json(tok_path, false);
   if (!tok)
@@ -348,10 +373,22 @@ caf::error read_lower_case_and_length(const std::string& dir, bert_config& confi
     auto flag = get_bool(**tok, "do_lower_case", tok_path);
     if (!flag)
       return std::move(flag.error());
-    tokenizer_lower = flag->value_or(true);
+    config.do_lower_case = flag->value_or(true);
+    auto strip = get_bool(**tok, "strip_accents", tok_path);
+    if (!strip)
+      return std::move(strip.error());
+    config.strip_accents = *strip;
+    auto chinese = get_bool(**tok, "tokenize_chinese_chars", tok_path);
+    if (!chinese)
+      return std::move(chinese.error());
+    config.tokenize_chinese_chars = chinese->value_or(true);
+    auto length = get_length(**tok, "model_max_length", tok_path);
+    if (!length)
+      return std::move(length.error());
+    model_max_length = *length;
   }
-  bool sbert_lower = false;
-  config.max_seq_length = 512;
+  const auto positions = static_cast<size_t>(config.max_position_embeddings);
+  config.max_seq_length = std::min(positions, model_max_length.value_or(positions));
   auto sb_path = join(dir, "sentence_bert_config.json");
   auto sb = read_json(sb_path, false);
   if (!sb)
@@ -362,15 +399,17 @@ caf::error read_lower_case_and_length(const std::string& dir, bert_config& confi
     auto flag = get_bool(**sb, "do_lower_case", sb_path);
     if (!flag)
       return std::move(flag.error());
-    sbert_lower = flag->value_or(false);
-    auto length = get_int(**sb, "max_seq_length", 512, 1, max_dimension, sb_path);
-    if (!length)
+    config.lower_input = flag->value_or(false);
+    auto length =
+        get_int(**sb, "max_seq_length", std::nullopt, 1, max_dimension, sb_path);
+    if (length)
+      config.max_seq_length = std::min(static_cast<size_t>(*length), positions);
+    else if ((*sb)->contains("max_seq_length") && !(*sb)->at("max_seq_length").is_null())
       return std::move(length.error());
-    config.max_seq_length = static_cast<size_t>(*length);
   }
-  config.do_lower_case = tokenizer_lower || sbert_lower;
-  config.max_seq_length = std::min(config.max_seq_length,
-                                   static_cast<size_t>(config.max_position_embeddings));
+  if (config.max_seq_length < 2)
+    return fail(sb_path, "max_seq_length " + std::to_string(config.max_seq_length) +
+                             " cannot hold [CLS] and [SEP]");
   return caf::error{};
 }
 
@@ -544,12 +583,17 @@ caf::expected<bert_model> load_bert_model(const std::string& dir, size_t panel_w
   model.config = std::move(*config);
 
   std::string pooling_dir = "1_Pooling";
+  const bool has_modules = fs::exists(join(dir, "modules.json"), ec);
   if (auto err = read_modules(join(dir, "modules.json"), model.config, pooling_dir))
     return err;
   if (auto err =
           read_prompts(join(dir, "config_sentence_transformers.json"), model.config))
     return err;
-  if (auto err = read_pooling(join(join(dir, pooling_dir), "config.json"), model.config))
+  if (has_modules && !fs::is_directory(join(dir, pooling_dir), ec))
+    return fail(join(dir, "modules.json"),
+                "lists a Pooling module whose folder '" + pooling_dir + "' is missing");
+  if (auto err = read_pooling(join(join(dir, pooling_dir), "config.json"), model.config,
+                              has_modules))
     return err;
   if (auto err = read_lower_case_and_length(dir, model.config))
     return err;

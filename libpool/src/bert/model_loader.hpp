@@ -3,6 +3,8 @@
 #pragma once
 
 #include <cstddef>
+#include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -23,15 +25,26 @@ struct bert_config {
   // sentence-transformers settings
   pooling_mode pooling = pooling_mode::mean;
   bool normalize = false;  // modules.json lists a Normalize module
-  size_t max_seq_length =
-      512;  // sentence_bert_config.json, capped by max_position_embeddings
-  /// Lower-case input before WordPiece: true when tokenizer_config.json's
-  /// do_lower_case is true (HF default when absent: true) or
-  /// sentence_bert_config.json's do_lower_case is true.
+  /// sentence_bert_config.json max_seq_length, capped by
+  /// max_position_embeddings; absent: min(max_position_embeddings,
+  /// tokenizer_config.json model_max_length), as sentence-transformers does.
+  size_t max_seq_length = 512;
+  /// tokenizer_config.json do_lower_case (HF's BertTokenizer default: true):
+  /// the BertNormalizer's lowercase.
   bool do_lower_case = true;
-  /// Task prefixes from config_sentence_transformers.json "prompts" ("query";
-  /// "passage", else "document"); "" if none.
-  std::string query_prefix, passage_prefix;
+  /// tokenizer_config.json strip_accents; unset (absent or null) = follows
+  /// do_lower_case.
+  std::optional<bool> strip_accents;
+  /// tokenizer_config.json tokenize_chinese_chars (default true).
+  bool tokenize_chinese_chars = true;
+  /// sentence_bert_config.json do_lower_case: Python's str.lower() of the
+  /// input before the tokenizer (not the tokenizer's lowercasing).
+  bool lower_input = false;
+  /// config_sentence_transformers.json "prompts": task name -> prefix.
+  std::map<std::string, std::string> prompts;
+  /// config_sentence_transformers.json "default_prompt_name" (a key of
+  /// prompts) or "": the prompt of a request without a task.
+  std::string default_prompt_name;
 };
 
 /// All weights as row-major float32; Linear weights packed for the encoder's
@@ -64,7 +77,8 @@ struct bert_model {
 
 /// Loads DIR: config.json, vocab.txt (path only; checked to exist),
 /// model.safetensors, modules.json (optional), the Pooling module's
-/// config.json (optional; default 1_Pooling/, mean pooling),
+/// config.json (required when modules.json lists a Pooling module; without
+/// modules.json 1_Pooling/ is optional, default mean pooling),
 /// sentence_bert_config.json, tokenizer_config.json and
 /// config_sentence_transformers.json (all optional). Linear weights are packed
 /// in panels of `panel_width` columns (0: one panel; see

@@ -22,6 +22,7 @@ struct wordpiece_tokenizer::vocab {
   size_t max_initial_bytes = 0;
   size_t max_continuation_bytes = 0;
   size_t lines = 0;
+  std::vector<std::string_view> by_id;  // line i
   int32_t cls = -1;
   int32_t sep = -1;
   int32_t pad = -1;
@@ -168,9 +169,14 @@ inline char32_t to_lower(char32_t c) {
 /// not per character.
 class encoder {
  public:
-  encoder(const wordpiece_tokenizer::vocab& v, bool lower_case, size_t limit,
-          std::vector<int32_t>& ids)
-      : v_(v), lower_case_(lower_case), limit_(limit), ids_(ids) {
+  encoder(const wordpiece_tokenizer::vocab& v, const tokenizer_options& opts,
+          size_t limit, std::vector<int32_t>& ids)
+      : v_(v),
+        lower_case_(opts.lower_case),
+        strip_(opts.strips_accents()),
+        chinese_(opts.chinese_chars),
+        limit_(limit),
+        ids_(ids) {
     word_.reserve(64);
   }
 
@@ -213,6 +219,10 @@ class encoder {
         return space();
       if (c < 0x20 || c == 0x7F)
         return;  // Cc
+      if (!strip_) {
+        flush_marks();
+        return emit(lower_case_ ? to_lower(c) : c, is_ascii_punct(c));
+      }
       return decomposed(c, 0, false, is_ascii_punct(c));
     }
     if (c == replacement_char)
@@ -223,11 +233,13 @@ class encoder {
     if (cls.category == UTF8PROC_CATEGORY_ZS || cls.category == UTF8PROC_CATEGORY_ZL ||
         cls.category == UTF8PROC_CATEGORY_ZP)
       return space();  // White_Space apart from the Cc ones dropped above
-    const bool cjk = is_cjk_ideograph(c);
+    const bool cjk = chinese_ && is_cjk_ideograph(c);
     if (cjk)
       space();
-    if (lower_case_)
+    if (strip_)
       decompose(c, cls);
+    else if (lower_case_)
+      emit_lowered(c, cls.punct);
     else
       emit(c, cls.punct);
     if (cjk)
@@ -255,12 +267,11 @@ class encoder {
     }
   }
 
-  /// One NFD code point (lower_case only): combining marks are buffered for
+  /// One NFD code point (strip_ only): combining marks are buffered for
   /// canonical reordering, nonspacing marks (Mn) are dropped, the rest is
-  /// lowercased. Lowercasing never changes whether a character is punctuation.
+  /// lowercased with lower_case. Lowercasing never changes whether a character
+  /// is punctuation.
   void decomposed(char32_t d, int ccc, bool nonspacing, bool punct) {
-    if (!lower_case_)
-      return emit(d, punct);
     if (ccc != 0) {
       if (!nonspacing)
         marks_.push_back({ccc, d, punct});
@@ -268,7 +279,18 @@ class encoder {
     }
     flush_marks();
     if (!nonspacing)
-      emit(to_lower(d), punct);
+      emit(lower_case_ ? to_lower(d) : d, punct);
+  }
+
+  /// Lowercase without accent stripping: Rust's char::to_lowercase, whose
+  /// only multi-character mapping is U+0130 -> "i\u0307".
+  void emit_lowered(char32_t c, bool punct) {
+    if (c == 0x130) {
+      emit('i', false);
+      emit(0x307, false);
+      return;
+    }
+    emit(to_lower(c), punct);
   }
 
   /// Emits buffered non-Mn combining marks in canonical order (stable by class).
@@ -278,7 +300,7 @@ class encoder {
     std::stable_sort(marks_.begin(), marks_.end(),
                      [](const mark& a, const mark& b) { return a.ccc < b.ccc; });
     for (const auto& m : marks_)
-      emit(to_lower(m.c), m.punct);
+      emit(lower_case_ ? to_lower(m.c) : m.c, m.punct);
     marks_.clear();
   }
 
@@ -357,6 +379,8 @@ class encoder {
 
   const wordpiece_tokenizer::vocab& v_;
   const bool lower_case_;
+  const bool strip_;
+  const bool chinese_;
   const size_t limit_;
   std::vector<int32_t>& ids_;
   std::string word_;
@@ -405,6 +429,7 @@ caf::expected<wordpiece_tokenizer> wordpiece_tokenizer::load(
       return fail("too many lines");
     const auto token = trim_end(all.substr(pos, nl - pos));
     const auto id = static_cast<int32_t>(v->lines++);
+    v->by_id.push_back(token);
     v->initial[token] = id;
     v->max_initial_bytes = std::max(v->max_initial_bytes, token.size());
     if (token.size() > continuation_prefix.size() &&
@@ -442,17 +467,138 @@ caf::expected<wordpiece_tokenizer> wordpiece_tokenizer::load(
   return wordpiece_tokenizer{std::move(v), opts};
 }
 
+namespace {
+
+/// Cased letters for Python's final-sigma rule (approximated by category and
+/// case mappings).
+bool is_cased(char32_t c) {
+  const auto* p = utf8proc_get_property(static_cast<utf8proc_int32_t>(c));
+  const auto cat = p->category;
+  if (cat == UTF8PROC_CATEGORY_LU || cat == UTF8PROC_CATEGORY_LL ||
+      cat == UTF8PROC_CATEGORY_LT)
+    return true;
+  const auto ci = static_cast<utf8proc_int32_t>(c);
+  return utf8proc_tolower(ci) != ci || utf8proc_toupper(ci) != ci;
+}
+
+/// Unicode Case_Ignorable (Mn, Me, Cf, Lm, Sk and the word-internal
+/// punctuation of Word_Break MidLetter/MidNumLet/Single_Quote).
+bool is_case_ignorable(char32_t c) {
+  switch (c) {
+    case '\'':
+    case '.':
+    case ':':
+    case '^':
+    case '`':
+    case 0xB7:
+    case 0x387:
+    case 0x5F4:
+    case 0x2018:
+    case 0x2019:
+    case 0x2024:
+    case 0x2027:
+    case 0xFE13:
+    case 0xFE52:
+    case 0xFE55:
+    case 0xFF07:
+    case 0xFF0E:
+    case 0xFF1A:
+      return true;
+    default:
+      break;
+  }
+  const auto cat = utf8proc_get_property(static_cast<utf8proc_int32_t>(c))->category;
+  return cat == UTF8PROC_CATEGORY_MN || cat == UTF8PROC_CATEGORY_ME ||
+         cat == UTF8PROC_CATEGORY_CF || cat == UTF8PROC_CATEGORY_LM ||
+         cat == UTF8PROC_CATEGORY_SK;
+}
+
+}  // namespace
+
+std::string python_lower(std::string_view utf8_text) {
+  const auto* s = reinterpret_cast<const unsigned char*>(utf8_text.data());
+  const size_t n = utf8_text.size();
+  // Decode once; invalid bytes are kept as raw bytes (cp < 0 marks them).
+  std::vector<std::pair<int64_t, size_t>> cps;  // code point (or -byte-1), offset
+  cps.reserve(n);
+  for (size_t i = 0; i < n;) {
+    char32_t c;
+    size_t len = decode_utf8(s, n, i, c);
+    if (c == replacement_char && !(len == 3 && s[i] == 0xEF))
+      cps.emplace_back(-static_cast<int64_t>(s[i]) - 1, i);
+    else
+      cps.emplace_back(static_cast<int64_t>(c), i);
+    i += len;
+  }
+  std::string out;
+  out.reserve(n + 8);
+  for (size_t k = 0; k < cps.size(); ++k) {
+    const int64_t v = cps[k].first;
+    if (v < 0) {
+      out.push_back(static_cast<char>(-(v + 1)));
+      continue;
+    }
+    const auto c = static_cast<char32_t>(v);
+    if (c == 0x130) {
+      append_utf8(out, 'i');
+      append_utf8(out, 0x307);
+      continue;
+    }
+    if (c == 0x3A3) {
+      // Final_Sigma: a cased letter before (skipping case-ignorables) and none
+      // after.
+      bool before = false;
+      for (size_t j = k; j-- > 0;) {
+        if (cps[j].first < 0)
+          break;
+        const auto b = static_cast<char32_t>(cps[j].first);
+        if (is_case_ignorable(b))
+          continue;
+        before = is_cased(b);
+        break;
+      }
+      bool after = false;
+      for (size_t j = k + 1; before && j < cps.size(); ++j) {
+        if (cps[j].first < 0)
+          break;
+        const auto a = static_cast<char32_t>(cps[j].first);
+        if (is_case_ignorable(a))
+          continue;
+        after = is_cased(a);
+        break;
+      }
+      append_utf8(out, before && !after ? 0x3C2 : 0x3C3);
+      continue;
+    }
+    append_utf8(out, to_lower(c));
+  }
+  return out;
+}
+
 std::vector<int32_t> wordpiece_tokenizer::encode(std::string_view utf8_text) const {
+  if (opts_.lower_first) {
+    const std::string lowered = python_lower(utf8_text);
+    auto copy = *this;
+    copy.opts_.lower_first = false;
+    return copy.encode(lowered);
+  }
   // limit counts [CLS] and the content, leaving room for [SEP].
   const size_t limit = opts_.max_length - 1;
   std::vector<int32_t> ids;
   ids.reserve(std::min(opts_.max_length, utf8_text.size() + 2));
   ids.push_back(vocab_->cls);
-  encoder{*vocab_, opts_.lower_case, limit, ids}.run(utf8_text);
+  encoder{*vocab_, opts_, limit, ids}.run(utf8_text);
   if (ids.size() > limit)
     ids.resize(limit);
   ids.push_back(vocab_->sep);
   return ids;
+}
+
+std::vector<int32_t> wordpiece_tokenizer::encode_untruncated(
+    std::string_view utf8_text) const {
+  auto copy = *this;
+  copy.opts_.max_length = std::numeric_limits<size_t>::max() / 2;
+  return copy.encode(utf8_text);
 }
 
 size_t wordpiece_tokenizer::vocab_size() const {
@@ -473,6 +619,19 @@ int32_t wordpiece_tokenizer::pad_id() const {
 
 int32_t wordpiece_tokenizer::unk_id() const {
   return vocab_->unk;
+}
+
+std::string_view wordpiece_tokenizer::token_text(int32_t id) const {
+  if (id < 0 || static_cast<size_t>(id) >= vocab_->by_id.size())
+    return {};
+  return vocab_->by_id[static_cast<size_t>(id)];
+}
+
+bool wordpiece_tokenizer::is_special(int32_t id) const {
+  for (const auto& [token, sid] : vocab_->specials)
+    if (sid == id)
+      return true;
+  return false;
 }
 
 }  // namespace pool::bert

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -15,11 +16,26 @@
 namespace pool::bert {
 
 struct tokenizer_options {
-  bool lower_case =
-      true;  // also strips accents, as HF's BertTokenizer with do_lower_case
-  size_t max_length =
-      512;  // total ids including [CLS] and [SEP]; longer input is truncated
+  /// HF BertNormalizer `lowercase` (tokenizer_config.json do_lower_case).
+  bool lower_case = true;
+  /// Total ids including [CLS] and [SEP]; longer input is truncated.
+  size_t max_length = 512;
+  /// HF BertNormalizer `strip_accents` (NFD, then drop Mn); unset = follows
+  /// lower_case, as in Hugging Face.
+  std::optional<bool> strip_accents;
+  /// HF BertNormalizer `handle_chinese_chars` (tokenize_chinese_chars).
+  bool chinese_chars = true;
+  /// sentence-transformers' do_lower_case: Python's str.lower() of the whole
+  /// text (full case mapping, final sigma) before the tokenizer sees it.
+  bool lower_first = false;
+
+  bool strips_accents() const { return strip_accents.value_or(lower_case); }
 };
+
+/// Python's str.lower() of UTF-8 text: full lowercase mapping (U+0130 becomes
+/// "i\u0307"), Greek capital sigma as final sigma at the end of a word.
+/// Invalid bytes are kept as they are.
+std::string python_lower(std::string_view utf8_text);
 
 /// Pipeline of `encode`, in Hugging Face's order:
 /// 1. The special tokens [CLS] [SEP] [PAD] [UNK] [MASK] that occur literally
@@ -27,8 +43,11 @@ struct tokenizer_options {
 ///    special tokens; the text between them is processed as below.
 /// 2. Clean: drop U+0000, U+FFFD, invalid UTF-8 bytes and Cc/Cf/Co characters
 ///    except \t \n \r; map every White_Space character to ' '.
-/// 3. Surround CJK ideographs (HF's hard-coded ranges) with spaces.
-/// 4. With lower_case: NFD, drop category Mn, lowercase.
+/// 0. With lower_first: python_lower of the text.
+/// 3. With chinese_chars: surround CJK ideographs (HF's hard-coded ranges)
+///    with spaces.
+/// 4. With strips_accents(): NFD, drop category Mn. With lower_case:
+///    lowercase (full mapping).
 /// 5. Split on whitespace; isolate punctuation (ASCII symbols and Unicode P*).
 /// 6. Greedy longest-match-first WordPiece with "##" continuations; a word of
 ///    more than 100 code points, or one that cannot be fully matched, is [UNK].
@@ -54,6 +73,9 @@ class wordpiece_tokenizer {
   /// specials). Never fails: invalid UTF-8 bytes are dropped.
   std::vector<int32_t> encode(std::string_view utf8_text) const;
 
+  /// [CLS] + wordpieces + [SEP] of the whole text, without truncation.
+  std::vector<int32_t> encode_untruncated(std::string_view utf8_text) const;
+
   /// Number of lines of the vocabulary file (one more than the largest id).
   size_t vocab_size() const;
 
@@ -61,6 +83,12 @@ class wordpiece_tokenizer {
   int32_t sep_id() const;
   int32_t pad_id() const;
   int32_t unk_id() const;
+
+  /// The vocabulary entry of `id` ("" outside the vocabulary).
+  std::string_view token_text(int32_t id) const;
+
+  /// True for [CLS], [SEP], [PAD], [UNK] and [MASK].
+  bool is_special(int32_t id) const;
 
   const tokenizer_options& options() const { return opts_; }
 

@@ -1,6 +1,7 @@
 #include <chrono>
 #include <optional>
 #include <unordered_map>
+#include <unordered_set>
 
 #include <caf/all.hpp>
 #include <caf/io/middleman.hpp>
@@ -38,6 +39,9 @@ struct gateway_state {
   /// once: by the supervisor's answer, or `unavailable` if it dies.
   std::unordered_map<uint64_t, pending_answer> pending;
   uint64_t next_ticket = 1;
+  /// Worker nodes whose join succeeded: only their workers' answers are
+  /// passed on (a set of the few nodes that ever joined).
+  std::unordered_set<caf::node_id> lenders;
   std::shared_ptr<spdlog::logger> log = get_logger("gateway");
 };
 
@@ -260,10 +264,17 @@ void log_refused(gateway_actor* self, const std::string& what, const caf::node_i
 }
 
 /// Worker nodes' workers answer the gateway (the only actor that sends to
-/// them); their answers go on to the default model's supervisor with the
-/// worker as sender, which checks it against the workers that joined.
+/// them); answers from a node that has joined go on to the default model's
+/// supervisor with the worker as sender, which checks them against its
+/// workers and jobs. Anything else is dropped and counted.
 bool from_remote_worker(gateway_actor* self) {
-  return from_other_node(self);
+  auto& sender = self->current_sender();
+  if (from_other_node(self) && self->state.lenders.count(sender->node()) > 0)
+    return true;
+  if (auto n = foreign_messages::instance().note(); n > 0)
+    log_refused(self, "worker answer from a node that never joined",
+                sender ? sender->node() : caf::node_id{}, n);
+  return false;
 }
 
 caf::behavior gateway_behavior(gateway_actor* self, std::vector<model_route> routes,
@@ -339,8 +350,16 @@ caf::behavior gateway_behavior(gateway_actor* self, std::vector<model_route> rou
           return make_error(pool_errc::invalid_input,
                             "join: only a worker node may join");
         auto node = self->current_sender()->node();
-        return ask_and_answer<uint32_t>(self, default_supervisor(), status_timeout, a,
-                                        node, std::move(name), std::move(workers));
+        auto rp = self->make_response_promise<uint32_t>();
+        self->request(default_supervisor(), status_timeout, a, node, std::move(name),
+                      std::move(workers))
+            .then(
+                [=](uint32_t added) mutable {
+                  self->state.lenders.insert(node);
+                  rp.deliver(added);
+                },
+                [=](caf::error& err) mutable { rp.deliver(std::move(err)); });
+        return rp;
       },
       [=](leave_atom a, std::string& name) -> caf::result<uint32_t> {
         if (!from_other_node(self))

@@ -447,3 +447,52 @@ TEST_CASE_METHOD(gateway_fixture,
   CHECK(budget->used == 0);
   CHECK(ledger_balances(status()));
 }
+
+TEST_CASE_METHOD(
+    actor_fixture,
+    "status requests are answered from a snapshot at most status.max-age old",
+    "[gateway][status]") {
+  auto asked = std::make_shared<int>(0);
+  auto sup = spawn_fn([=](caf::event_based_actor*) -> caf::behavior {
+    return {[=](status_atom) {
+      ++*asked;
+      pool_status st;
+      st.model = "fake";
+      st.pending = static_cast<uint64_t>(*asked);
+      return st;
+    }};
+  });
+  auto gate = std::make_shared<detail::admission_gate>(8);
+  pool_section limits;
+  auto gw = spawn_fn([&](caf::event_based_actor* self) -> caf::behavior {
+    auto g = detail::spawn_gateway(self, sup, limits, gate);
+    return {[=](status_atom a) { return self->delegate(g, a); }};
+  });
+  sched.run();
+  auto ask_status = [&] {
+    auto got = std::make_shared<std::optional<pool_status>>();
+    spawn_fn([=](caf::event_based_actor* self) {
+      self->request(gw, caf::infinite, status_atom::value).then([=](pool_status& st) {
+        *got = std::move(st);
+      });
+    });
+    return got;
+  };
+  std::vector<std::shared_ptr<std::optional<pool_status>>> answers;
+  for (int i = 0; i < 50; ++i)
+    answers.push_back(ask_status());
+  sched.run();
+  CHECK(*asked == 1);  // one question for fifty requests
+  for (auto& a : answers) {
+    REQUIRE(a->has_value());
+    CHECK((*a)->pending == 1);
+  }
+  advance(std::chrono::milliseconds(150));
+  auto later = ask_status();
+  sched.run();
+  CHECK(*asked == 2);  // the snapshot was older than 100 ms
+  REQUIRE(later->has_value());
+  CHECK((*later)->pending == 2);
+  caf::anon_send_exit(sup, caf::exit_reason::kill);
+  sched.run();
+}

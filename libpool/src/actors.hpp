@@ -141,6 +141,9 @@ struct supervisor_config {
   heartbeat_section heartbeat;
   cluster_section cluster;
   log_section log;
+  /// status.max-age: its gateway answers status and metrics from a snapshot
+  /// at most this old.
+  caf::timespan status_max_age = std::chrono::milliseconds(100);
   /// Set by the node's signal handling: `(drain_atom)` is obeyed only then.
   /// Null = always (tests).
   std::shared_ptr<const std::atomic<bool>> drain_signal;
@@ -288,7 +291,8 @@ struct model_route {
 /// with the default model's supervisor.
 caf::actor spawn_gateway(caf::local_actor* parent, std::vector<model_route> routes,
                          const pool_section& limits,
-                         std::shared_ptr<metrics_registry> registry = nullptr);
+                         std::shared_ptr<metrics_registry> registry = nullptr,
+                         caf::timespan status_max_age = std::chrono::milliseconds(100));
 
 /// Spawns a gateway that validates requests against `limits` and submits them
 /// to `supervisor` through `gate`, counting its own replies in

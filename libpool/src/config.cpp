@@ -655,6 +655,8 @@ const std::vector<key_spec>& schema() {
       duration_key("cluster.lost-node-expiry", &nc::cluster,
                    &cluster_section::lost_node_expiry, positive,
                    "slots of a lost worker node are freed after this long"),
+      duration_key("status.max-age", &nc::status, &status_section::max_age, non_negative,
+                   "status and metrics are answered from a snapshot at most this old"),
       string_key("model.name", &nc::model, &model_config::name, false,
                  "what requests call the default model; \"\" = the embedder's name"),
       choice_key("model.kind", &nc::model, &model_config::kind, {"hash", "bert"},

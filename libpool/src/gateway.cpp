@@ -1,4 +1,5 @@
 #include <chrono>
+#include <functional>
 #include <optional>
 #include <unordered_map>
 #include <unordered_set>
@@ -19,6 +20,18 @@ namespace {
 
 /// Bound on a status query to a supervisor, and on join and leave.
 constexpr caf::timespan status_timeout = std::chrono::seconds(10);
+/// Most status and metrics requests waiting for one model's fresh status.
+constexpr size_t max_status_waiters = 4096;
+
+/// Gets a model's status (or why not).
+using status_waiter = std::function<void(caf::expected<pool_status>)>;
+
+/// A model's latest status and who waits for the next one.
+struct status_snapshot {
+  std::optional<pool_status> value;
+  caf::actor_clock::time_point at;
+  std::vector<status_waiter> waiting;
+};
 /// Bound on resolving a peer's address for a log line.
 constexpr caf::timespan resolve_timeout = std::chrono::seconds(1);
 
@@ -42,6 +55,9 @@ struct gateway_state {
   /// Worker nodes whose join succeeded: only their workers' answers are
   /// passed on (a set of the few nodes that ever joined).
   std::unordered_set<caf::node_id> lenders;
+  /// Status of each route's model, served while at most status_max_age old.
+  std::vector<status_snapshot> snapshots;
+  caf::timespan status_max_age = std::chrono::milliseconds(100);
   std::shared_ptr<spdlog::logger> log = get_logger("gateway");
 };
 
@@ -211,37 +227,82 @@ caf::result<Reply> ask_and_answer(gateway_actor* self, const caf::actor& target,
   return rp;
 }
 
+/// Calls `k` with the status of `route`'s model: the snapshot if it is at
+/// most `status_max_age` old, else a fresh one. At most one question per
+/// model is on its way to the supervisor; callers in the meantime wait for
+/// its answer, at most `max_status_waiters` of them (others get
+/// `overloaded`). So a flood of status or metrics requests costs the
+/// supervisor one question per max-age.
+void fetch_status(gateway_actor* self, size_t route, status_waiter k) {
+  auto& st = self->state;
+  auto& snap = st.snapshots[route];
+  auto now = self->clock().now();
+  if (snap.value && now - snap.at <= st.status_max_age) {
+    k(*snap.value);
+    return;
+  }
+  if (snap.waiting.size() >= max_status_waiters) {
+    k(make_error(pool_errc::overloaded, "too many status requests at once; retry after " +
+                                            std::to_string(overload_retry_after_ms) +
+                                            "ms"));
+    return;
+  }
+  snap.waiting.push_back(std::move(k));
+  if (snap.waiting.size() > 1)
+    return;  // a question is on its way
+  self->request(st.routes[route].supervisor, status_timeout, status_atom::value)
+      .then(
+          [self, route](pool_status& fresh) {
+            auto& s = self->state.snapshots[route];
+            s.value = std::move(fresh);
+            s.at = self->clock().now();
+            for (auto& w : std::exchange(s.waiting, {}))
+              w(*s.value);
+          },
+          [self, route](caf::error& err) {
+            for (auto& w : std::exchange(self->state.snapshots[route].waiting, {}))
+              w(err);
+          });
+}
+
 caf::result<pool_status> handle_status(gateway_actor* self, const std::string& model) {
   auto route = find_route(self, model);
   if (!route)
     return route.error();
-  return ask_and_answer<pool_status>(self, self->state.routes[*route].supervisor,
-                                     status_timeout, status_atom::value);
+  auto rp = self->make_response_promise<pool_status>();
+  fetch_status(self, *route, [rp](caf::expected<pool_status> st) mutable {
+    if (st)
+      rp.deliver(std::move(*st));
+    else
+      rp.deliver(std::move(st.error()));
+  });
+  return rp;
 }
 
 /// Collects the status of every model, then renders the exposition.
 caf::result<std::string> handle_metrics(gateway_actor* self) {
   auto rp = self->make_response_promise<std::string>();
-  auto& routes = self->state.routes;
-  auto statuses = std::make_shared<std::vector<pool_status>>(routes.size());
-  auto outstanding = std::make_shared<size_t>(routes.size());
-  for (size_t i = 0; i < routes.size(); ++i)
-    self->request(routes[i].supervisor, status_timeout, status_atom::value)
-        .then(
-            [self, rp, statuses, outstanding, i](pool_status& st) mutable {
-              (*statuses)[i] = std::move(st);
-              if (*outstanding == 0 || --*outstanding > 0)
-                return;
-              node_gauges node;
-              node.resident_bytes = resident_memory_bytes();
-              rp.deliver(render_prometheus(*self->state.registry, *statuses, node));
-            },
-            [rp, outstanding](caf::error& err) mutable {
-              if (*outstanding != 0) {
-                *outstanding = 0;
-                rp.deliver(std::move(err));
-              }
-            });
+  auto routes = self->state.routes.size();
+  auto statuses = std::make_shared<std::vector<pool_status>>(routes);
+  auto outstanding = std::make_shared<size_t>(routes);
+  for (size_t i = 0; i < routes; ++i)
+    fetch_status(
+        self, i,
+        [self, rp, statuses, outstanding, i](caf::expected<pool_status> st) mutable {
+          if (*outstanding == 0)
+            return;  // answered with an error already
+          if (!st) {
+            *outstanding = 0;
+            rp.deliver(std::move(st.error()));
+            return;
+          }
+          (*statuses)[i] = std::move(*st);
+          if (--*outstanding > 0)
+            return;
+          node_gauges node;
+          node.resident_bytes = resident_memory_bytes();
+          rp.deliver(render_prometheus(*self->state.registry, *statuses, node));
+        });
   return rp;
 }
 
@@ -279,9 +340,12 @@ bool from_remote_worker(gateway_actor* self) {
 
 caf::behavior gateway_behavior(gateway_actor* self, std::vector<model_route> routes,
                                pool_section limits,
-                               std::shared_ptr<metrics_registry> registry) {
+                               std::shared_ptr<metrics_registry> registry,
+                               caf::timespan status_max_age) {
   auto& st = self->state;
   st.routes = std::move(routes);
+  st.snapshots.resize(st.routes.size());
+  st.status_max_age = status_max_age;
   st.limits = limits;
   if (!registry)
     registry = std::make_shared<metrics_registry>();
@@ -447,11 +511,14 @@ caf::error validate_text(const std::string& text, uint32_t max_text_bytes,
 
 caf::actor spawn_gateway(caf::local_actor* parent, std::vector<model_route> routes,
                          const pool_section& limits,
-                         std::shared_ptr<metrics_registry> registry) {
+                         std::shared_ptr<metrics_registry> registry,
+                         caf::timespan status_max_age) {
   using impl = guarded_actor<gateway_state>;
   impl::init_fn init = [routes = std::move(routes), limits,
-                        registry = std::move(registry)](impl* self) mutable {
-    return gateway_behavior(self, std::move(routes), limits, std::move(registry));
+                        registry = std::move(registry),
+                        status_max_age](impl* self) mutable {
+    return gateway_behavior(self, std::move(routes), limits, std::move(registry),
+                            status_max_age);
   };
   // Only its parent (the node's supervisor) may stop it with an exit message.
   impl::options opts;

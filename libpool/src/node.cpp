@@ -129,6 +129,7 @@ detail::supervisor_config model_supervisor_config(
   scfg.pool = m.pool;
   scfg.heartbeat = cfg.heartbeat;
   scfg.cluster = cfg.cluster;
+  scfg.status_max_age = cfg.status.max_age;
   scfg.log = cfg.log;
   scfg.model_name = m.name;
   scfg.metrics = std::move(metrics);

@@ -1000,7 +1000,8 @@ void start_gateway(supervisor_actor* self) {
   routes.push_back(model_route{st.cfg.model_name, caf::actor_cast<caf::actor>(self),
                                st.gate, st.bytes});
   routes.insert(routes.end(), st.other_models.begin(), st.other_models.end());
-  st.gateway = spawn_gateway(self, std::move(routes), st.cfg.pool, st.cfg.metrics);
+  st.gateway = spawn_gateway(self, std::move(routes), st.cfg.pool, st.cfg.metrics,
+                             st.cfg.status_max_age);
   self->monitor(st.gateway);
 }
 

@@ -130,6 +130,14 @@ struct cluster_section {
   caf::timespan lost_node_expiry = std::chrono::seconds(60);
 };
 
+/// `[status]`
+struct status_section {
+  /// status.max-age: status and metrics requests are answered from a
+  /// snapshot at most this old, so a flood of them costs the supervisor one
+  /// question per max-age.
+  caf::timespan max_age = std::chrono::milliseconds(100);
+};
+
 /// `[model]`
 struct model_config {
   /// model.name: what requests call the default model; "" = the embedder's
@@ -198,6 +206,7 @@ struct node_config {
   pool_section pool;
   heartbeat_section heartbeat;
   cluster_section cluster;
+  status_section status;
   model_config model;
   /// models.names: the other models, each configured in `[models.NAME]`;
   /// resolved here in that order after parsing.

@@ -25,10 +25,10 @@ using pool::bert::wordpiece_tokenizer;
 const std::string source_dir = EMBEDPOOL_SOURCE_DIR;
 const std::string golden_path = source_dir + "/tests/data/tokenizer/golden.jsonl";
 
-/// The vocabulary the golden set was generated with: ../shared/data next to the
-/// repository.
+/// The vocabulary the golden set was generated with (BERT uncased, Apache-2.0;
+/// see tests/data/tokenizer/NOTICE).
 std::string vocab_path() {
-  return source_dir + "/../shared/data/bert-base-uncased-vocab.txt";
+  return source_dir + "/tests/data/tokenizer/bert-base-uncased-vocab.txt";
 }
 
 struct golden_record {

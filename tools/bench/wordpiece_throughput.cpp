@@ -1,8 +1,8 @@
 // Single-thread throughput of pool::bert::wordpiece_tokenizer on the golden texts.
 //
 // Usage: wordpiece_throughput [vocab.txt] [golden.jsonl] [seconds_per_set]
-// Defaults: ../shared/data/bert-base-uncased-vocab.txt and
-// tests/data/tokenizer/golden.jsonl next to this source tree, 2 seconds.
+// Defaults: tests/data/tokenizer/bert-base-uncased-vocab.txt and
+// tests/data/tokenizer/golden.jsonl of this source tree, 2 seconds.
 // The code-point sweep records are skipped (synthetic, not text).
 #include <chrono>
 #include <cstdio>
@@ -63,7 +63,7 @@ void run(const pool::bert::wordpiece_tokenizer& tok, const text_set& set,
 int main(int argc, char** argv) {
   const std::string root = source_root();
   const std::string vocab =
-      argc > 1 ? argv[1] : root + "/../shared/data/bert-base-uncased-vocab.txt";
+      argc > 1 ? argv[1] : root + "/tests/data/tokenizer/bert-base-uncased-vocab.txt";
   const std::string golden =
       argc > 2 ? argv[2] : root + "/tests/data/tokenizer/golden.jsonl";
   const double seconds = argc > 3 ? std::atof(argv[3]) : 2.0;

@@ -442,6 +442,16 @@ caf::expected<std::unique_ptr<client>> client::connect(const client_options& opt
   }
   if (!ptr->gateway)
     return make_error(pool_errc::unavailable, "cannot connect to " + failures);
+  // Protocol handshake: a node of another version is refused here, by name.
+  auto node_version = say_hello(*ptr->sys, ptr->gateway, opts.timeout);
+  if (!node_version) {
+    auto code = pool_code(node_version.error());
+    return make_error(code ? *code : pool_errc::unavailable,
+                      peer + ": " +
+                          (code ? error_message(node_version.error())
+                                : "no answer to the protocol hello: " +
+                                      describe(node_version.error())));
+  }
   ptr->shared = std::make_shared<shared_state>(opts.window);
   ptr->shared->peer = peer;
   ptr->actor = ptr->sys->spawn(client_behavior, ptr->gateway, ptr->shared);

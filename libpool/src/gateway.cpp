@@ -264,6 +264,19 @@ caf::behavior gateway_behavior(gateway_actor* self, std::vector<model_route> rou
       [=](status_atom) { return handle_status(self, {}); },
       [=](status_atom, std::string& model) { return handle_status(self, model); },
       [=](metrics_atom) { return handle_metrics(self); },
+      // The handshake a peer sends first (pool/version.hpp): another protocol
+      // version gets `protocol_mismatch` naming both instead of garbled replies.
+      [=](hello_atom,
+          uint32_t protocol) -> caf::result<hello_atom, uint32_t, std::string> {
+        if (auto err = check_peer_protocol(protocol)) {
+          log_event("protocol_mismatch")
+              .add("peer_protocol", protocol)
+              .add("protocol", protocol_version)
+              .write(*self->state.log, spdlog::level::warn);
+          return err;
+        }
+        return {hello_atom::value, protocol_version, version_string()};
+      },
   };
 }
 

@@ -111,6 +111,7 @@ int status_of(const caf::error& err) {
       case pool_errc::deadline_exceeded:
         return 504;
       case pool_errc::worker_failed:
+      case pool_errc::protocol_mismatch:
         break;
     }
     return 500;

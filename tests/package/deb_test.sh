@@ -66,6 +66,8 @@ ok "fields and files of $(basename "$deb")"
 dpkg -i "$deb" >"$work/dpkg-i.log" 2>&1 || { cat "$work/dpkg-i.log" >&2; fail "dpkg -i"; }
 getent passwd embedpool >/dev/null || fail "no user embedpool after dpkg -i"
 [ "$(stat -c %U /var/log/embedpool)" = embedpool ] || fail "/var/log/embedpool not owned by embedpool"
+wants=/etc/systemd/system/multi-user.target.wants/embedpool.service
+[ -L "$wants" ] || fail "the unit is not enabled after dpkg -i ($wants missing)"
 grep -q '^file = "/var/log/embedpool/supervisor.log"' /etc/embedpool/embedpool.ini ||
   fail "the installed config does not log to /var/log/embedpool"
 /usr/bin/embedpool-node --version | tee "$work/version.txt"
@@ -74,7 +76,7 @@ grep -q "^embedpool-node $(dpkg-deb --field "$deb" Version) (git " "$work/versio
 grep -q "^protocol " "$work/version.txt" || fail "--version has no protocol line"
 grep -q "^CAF 0\.17\." "$work/version.txt" || fail "--version has no CAF line"
 grep -q "^OpenBLAS " "$work/version.txt" || fail "--version has no OpenBLAS line"
-ok "dpkg -i: user, /var/log/embedpool, conffile, --version"
+ok "dpkg -i: user, /var/log/embedpool, conffile, unit enabled, --version"
 
 # -- 3. the unit -------------------------------------------------------------------
 if command -v systemd-analyze >/dev/null 2>&1; then
@@ -141,8 +143,9 @@ dpkg -r embedpool >"$work/dpkg-r.log" 2>&1 || { cat "$work/dpkg-r.log" >&2; fail
 ok "dpkg -r: binaries gone, conffile kept"
 dpkg --purge embedpool >"$work/dpkg-purge.log" 2>&1 ||
   { cat "$work/dpkg-purge.log" >&2; fail "dpkg --purge"; }
-for path in /etc/embedpool /var/log/embedpool /var/lib/embedpool /lib/systemd/system/embedpool.service; do
-  [ ! -e "$path" ] || fail "$path left after dpkg --purge"
+for path in /etc/embedpool /var/log/embedpool /var/lib/embedpool \
+            /lib/systemd/system/embedpool.service "$wants"; do
+  [ ! -e "$path" ] && [ ! -L "$path" ] || fail "$path left after dpkg --purge"
 done
 ! getent passwd embedpool >/dev/null || fail "user embedpool left after dpkg --purge"
 ! dpkg-query -W embedpool >/dev/null 2>&1 || fail "dpkg still knows embedpool after purge"

@@ -172,18 +172,25 @@ struct actor_fixture {
                                  std::string task = {}) {
     auto a = std::make_shared<answer>();
     auto target = supervisor;
-    spawn_fn([=](caf::event_based_actor* self) {
-      self->request(target, caf::infinite, submit_atom::value, static_cast<uint8_t>(ln),
-                    texts, task)
-          .then(
-              [=](matrix& m) {
-                ++a->count;
-                a->value = std::move(m);
-              },
-              [=](caf::error& e) {
-                ++a->count;
-                a->err = std::move(e);
-              });
+    // Plays the gateway: submits under a ticket and records every answer.
+    spawn_fn([=](caf::event_based_actor* self) -> caf::behavior {
+      constexpr uint64_t ticket = 7;
+      self->send(target, submit_atom::value, ticket, static_cast<uint8_t>(ln), texts,
+                 task);
+      return {
+          [=](answer_atom, uint64_t t, matrix& m) {
+            if (t != ticket)
+              return;
+            ++a->count;
+            a->value = std::move(m);
+          },
+          [=](answer_atom, uint64_t t, caf::error& e) {
+            if (t != ticket)
+              return;
+            ++a->count;
+            a->err = std::move(e);
+          },
+      };
     });
     return a;
   }

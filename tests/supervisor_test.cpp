@@ -439,7 +439,8 @@ TEST_CASE_METHOD(actor_fixture, "lent workers join, take work, and leave once id
   auto joined = std::make_shared<uint32_t>(0);
   auto target = supervisor;
   spawn_fn([=](caf::event_based_actor* self) {
-    self->request(target, caf::infinite, join_atom::value, std::string{"w1"}, handles)
+    self->request(target, caf::infinite, join_atom::value, self->node(),
+                  std::string{"w1"}, handles)
         .then([=](uint32_t n) { *joined = n; });
   });
   sched.run();
@@ -459,7 +460,8 @@ TEST_CASE_METHOD(actor_fixture, "lent workers join, take work, and leave once id
   CHECK(lent[1]->held.size() == 3);
   auto left = std::make_shared<int>(-1);
   spawn_fn([=](caf::event_based_actor* self) {
-    self->request(target, caf::infinite, leave_atom::value, std::string{"w1"})
+    self->request(target, caf::infinite, leave_atom::value, self->node(),
+                  std::string{"w1"})
         .then([=](uint32_t n) { *left = static_cast<int>(n); });
   });
   sched.run();
@@ -499,7 +501,8 @@ TEST_CASE_METHOD(actor_fixture,
   auto target = supervisor;
   std::vector<caf::actor> handles{p->handle};
   spawn_fn([=](caf::event_based_actor* self) {
-    self->request(target, caf::infinite, join_atom::value, std::string{"w2"}, handles)
+    self->request(target, caf::infinite, join_atom::value, self->node(),
+                  std::string{"w2"}, handles)
         .then([](uint32_t) {});
   });
   sched.run();
@@ -520,4 +523,90 @@ TEST_CASE_METHOD(actor_fixture,
   CHECK(all_answered_once(as));
   CHECK(count_ok(as) == 6);
   CHECK(ledger_balances(status()));
+}
+
+TEST_CASE_METHOD(actor_fixture,
+                 "a join is refused whole for workers of another node or past the "
+                 "per-node limit, and only the joining node may leave",
+                 "[supervisor][cluster][security]") {
+  auto c = fake_config(1);
+  c.cluster.max_workers_per_node = 2;
+  start(c);
+  std::vector<caf::actor> handles;
+  for (int i = 0; i < 3; ++i) {
+    auto p = std::make_shared<fake_worker_probe>();
+    p->slot = 100 + static_cast<uint32_t>(i);
+    p->handle = sys.spawn(fake_worker, p);
+    probes.push_back(p);
+    handles.push_back(p->handle);
+  }
+  auto other = caf::make_node_id(4242, "0123456789abcdef0123456789abcdef01234567");
+  REQUIRE(other);
+  auto target = supervisor;
+  auto ask = [&](caf::message msg) {
+    auto result = std::make_shared<std::optional<caf::expected<uint32_t>>>();
+    spawn_fn([=](caf::event_based_actor* self) {
+      self->request(target, caf::infinite, msg)
+          .then([=](uint32_t n) { *result = n; },
+                [=](caf::error& err) { *result = std::move(err); });
+    });
+    sched.run();
+    REQUIRE(result->has_value());
+    return **result;
+  };
+  auto workers_now = [&] { return status().workers.size(); };
+  // Workers that live on this node, claimed by another node: refused.
+  auto stolen = ask(caf::make_message(join_atom::value, *other, std::string{"thief"},
+                                      std::vector<caf::actor>{handles[0]}));
+  REQUIRE_FALSE(stolen);
+  CHECK(pool_code(stolen.error()) == pool_errc::invalid_input);
+  CHECK(workers_now() == 1);
+  // Three workers past a limit of two: refused, nothing added.
+  auto node = sys.node();
+  auto three = ask(caf::make_message(join_atom::value, node, std::string{"w"}, handles));
+  REQUIRE_FALSE(three);
+  CHECK(pool_code(three.error()) == pool_errc::too_large);
+  CHECK(workers_now() == 1);
+  auto two = ask(caf::make_message(join_atom::value, node, std::string{"w"},
+                                   std::vector<caf::actor>{handles[0], handles[1]}));
+  REQUIRE(two);
+  CHECK(*two == 2);
+  // Another node cannot take them back, nor take the name.
+  auto leave = ask(caf::make_message(leave_atom::value, *other, std::string{"w"}));
+  REQUIRE_FALSE(leave);
+  CHECK(pool_code(leave.error()) == pool_errc::invalid_input);
+  auto st = status();
+  REQUIRE(st.nodes.size() == 2);
+  CHECK(st.nodes[1].state == "up");
+  CHECK(st.nodes[1].ready == 2);
+  // Draining is not a message anyone may send once a drain signal exists.
+  CHECK(ledger_balances(st));
+}
+
+TEST_CASE_METHOD(actor_fixture,
+                 "a worker's answer counts only from that worker and for a job it holds",
+                 "[supervisor][security]") {
+  start(fake_config(1));
+  auto a = embed("the real one");
+  sched.run();
+  auto w = current_workers()[0];
+  REQUIRE(w->held.size() == 1);
+  auto id = w->held.front().first.id;
+  CHECK(id > 1000);  // random, not a counter a forger could guess
+  matrix forged;
+  forged.rows = 1;
+  forged.dim = 1;
+  forged.values = {-1.0f};
+  // Another actor with the right id, and the worker with a wrong one.
+  auto forger =
+      spawn_fn([](caf::event_based_actor*) -> caf::behavior { return {[](int) {}}; });
+  caf::send_as(forger, supervisor, done_atom::value, id, forged);
+  caf::send_as(w->handle, supervisor, done_atom::value, id + 1, forged);
+  sched.run();
+  CHECK(a->count == 0);
+  release(w);
+  REQUIRE(a->ok());
+  CHECK(a->value->values.at(0) == static_cast<float>(id));
+  CHECK(ledger_balances(status()));
+  caf::anon_send_exit(forger, caf::exit_reason::kill);
 }

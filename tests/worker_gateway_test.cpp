@@ -296,7 +296,17 @@ TEST_CASE_METHOD(gateway_fixture, "a killed gateway is replaced by the superviso
                  "[gateway]") {
   start_pool();
   auto old = gateway;
+  // An exit message from anyone but its supervisor does nothing, not even a
+  // kill (which CAF makes fatal for any actor that lets it in).
   caf::anon_send_exit(old, caf::exit_reason::kill);
+  sched.run();
+  CHECK(current_gateway() == old);
+  auto still = embed_text("kill ignored");
+  release(current_workers()[0]);
+  CHECK(still->ok());
+  // A gateway that dies anyway (here: its supervisor's own kill) is replaced.
+  caf::send_as(supervisor, old,
+               caf::exit_msg{supervisor.address(), caf::exit_reason::kill});
   sched.run();
   gateway = current_gateway();
   REQUIRE(gateway);
@@ -327,9 +337,8 @@ TEST_CASE_METHOD(actor_fixture,
   // counts down: the gate fills after `limit` forwards.
   auto held = std::make_shared<int>(0);
   auto stalled = spawn_fn([=](caf::event_based_actor* self) -> caf::behavior {
-    return {[=](submit_atom, uint8_t, std::vector<std::string>&, std::string&) {
+    return {[=](submit_atom, uint64_t, uint8_t, std::vector<std::string>&, std::string&) {
       ++*held;
-      return caf::delegated<matrix>{};
     }};
   });
   auto gate = std::make_shared<detail::admission_gate>(2);
@@ -361,5 +370,13 @@ TEST_CASE_METHOD(actor_fixture,
   for (int i = 2; i < 4; ++i) {
     REQUIRE(answers[i]->count == 1);
     CHECK(pool_code(answers[i]->err) == pool_errc::overloaded);
+  }
+  // A supervisor that dies leaves no request unanswered: the gateway answers
+  // what it held `unavailable`.
+  caf::anon_send_exit(stalled, caf::exit_reason::kill);
+  sched.run();
+  for (int i = 0; i < 2; ++i) {
+    REQUIRE(answers[i]->count == 1);
+    CHECK(pool_code(answers[i]->err) == pool_errc::unavailable);
   }
 }

@@ -1,8 +1,18 @@
 // The actors of a node and their message interfaces (internal to libpool).
 //
-//  peer ──▶ gateway ──(submit)──▶ supervisor ──(work, credits)──▶ worker × N
-//                                     ▲   └──(ping, high priority)──▶ │
-//                                     └──────(done | fail, pong)──────┘
+//  peer ◀─▶ gateway ──(submit)──▶ supervisor ──(work, credits)──▶ worker × N
+//             ▲  └─◀─(answer)──────┘ ▲   └──(ping, high priority)──▶ │
+//             │                      └──────(done | fail, pong)──────┘
+//             └─▶ lent workers of worker nodes (work and pings sent *as* the
+//                 gateway; their done/fail/pong come back through it)
+//
+// Trust boundary: the gateway is the only actor that ever sends to another
+// node, so it is the only one in CAF's registry and the only one a peer can
+// address. It answers peers itself, drops exit, error, down and response
+// frames no local owner sent (guarded_actor.hpp), and every internal actor
+// drops what comes from another node (peer_guard.hpp). A worker node's
+// lender and lent workers are addressable from the node they joined and
+// guard themselves the same way.
 //
 // gateway (published; the only actor peers reach)
 //   (embed_atom, text [, task [, model]])  -> matrix (one row)  validated, then
@@ -13,19 +23,26 @@
 //   model "" = the default model; an unknown one -> invalid_input naming it
 //   (metrics_atom)                -> std::string          Prometheus exposition
 //                                                         (statuses + registry)
-//   (join_atom, node, workers)    -> uint32_t             delegated (worker nodes)
-//   (leave_atom, node)            -> uint32_t             delegated (worker nodes)
-//   anything else                 -> pool error invalid_input (logged, bounded)
-// supervisor
-//   (submit_atom, uint8_t lane, texts, task) -> matrix | pool error
+//   (join_atom, name, workers)    -> uint32_t             asked of the default
+//   (leave_atom, name)            -> uint32_t             supervisor, with the
+//                                                         sender's node id
+//   (answer_atom, ticket, matrix | error)   from a supervisor: answers a peer
+//   (done|fail|pong ...) from a worker node: passed on to the default supervisor
+//   anything else                 -> pool error invalid_input (one log line a
+//                                    second at most, with the peer)
+// supervisor (local senders only)
+//   (submit_atom, ticket, uint8_t lane, texts, task) -> later (answer_atom,
+//                                    ticket, matrix | pool error) to the sender
 //   (status_atom)                            -> pool_status
 //   The default model's supervisor spawns one supervisor per other model of
 //   the node (its gateway routes to them) and drains them with itself.
 //   (gateway_atom)                           -> caf::actor (current gateway)
-//   (join_atom, node, std::vector<actor>)    -> uint32_t: lent workers added
-//   (leave_atom, node)                       -> uint32_t once the node's
+//   (join_atom, node_id, name, std::vector<actor>) -> uint32_t: lent workers
+//                                               added (all or none)
+//   (leave_atom, node_id, name)              -> uint32_t once the node's
 //                                               workers hold no work
-//   (drain_atom)                             -> starts the graceful drain; the
+//   (drain_atom)                             -> starts the graceful drain (only
+//                                               once drain_signal is set); the
 //                                               actor quits when it is done
 //   (tick_atom), (restart_atom, slot, generation): internal timers
 //   (done_atom, job_id, matrix), (fail_atom, job_id, error): from workers
@@ -72,10 +89,26 @@ struct worker_config {
   uint32_t slot = 0;  // for log lines only
   /// Where compute time and micro-batch sizes are recorded; null = nowhere.
   std::shared_ptr<model_metrics> metrics;
+  /// The only actor whose exit message the worker obeys (its supervisor,
+  /// which it also monitors: it quits with it); null = none (a lent worker,
+  /// stopped through `retired`).
+  caf::actor_addr owner;
+  /// Who may send work and pings; empty = anyone (deterministic tests).
+  std::function<bool(const caf::strong_actor_ptr& sender)> accepts;
+  /// Set by a lent worker's lender when the worker is to quit: it does at
+  /// the next message it handles. Null = never.
+  std::shared_ptr<std::atomic<bool>> retired;
+  /// Most jobs held at once (its credits: pool.embed-queue-capacity plus
+  /// pool.batch-queue-capacity); past it a job is answered `overloaded` at
+  /// once, so no sender can queue more than the credits it was given.
+  uint32_t max_jobs = 150;
 };
 
 /// Spawns a worker; `detached` runs it on its own thread (production), false
-/// runs it on the scheduler (deterministic tests).
+/// runs it on the scheduler (deterministic tests). With an owner or a retired
+/// flag it refuses, before queueing, exit messages not from its owner and
+/// control frames from other nodes (guarded_actor.hpp); with neither it is a
+/// plain actor (tests).
 caf::actor spawn_worker(caf::actor_system& sys, worker_config cfg, bool detached);
 
 /// Releases every worker hung by the `fault.hang-marker` drill (called when a
@@ -92,7 +125,11 @@ using worker_factory = std::function<caf::actor(caf::local_actor* self, uint32_t
 struct supervisor_config {
   pool_section pool;
   heartbeat_section heartbeat;
+  cluster_section cluster;
   log_section log;
+  /// Set by the node's signal handling: `(drain_atom)` is obeyed only then.
+  /// Null = always (tests).
+  std::shared_ptr<const std::atomic<bool>> drain_signal;
   /// What requests call this model (its status, log lines and metrics say so).
   std::string model_name;
   uint32_t dim = 0;
@@ -155,6 +192,9 @@ struct lender_config {
   caf::timespan retry_min = std::chrono::milliseconds(100);
   caf::timespan retry_max = std::chrono::seconds(5);
   caf::timespan leave_timeout = std::chrono::seconds(30);
+  /// Set by the node's signal handling: `(drain_atom)` is obeyed only then.
+  /// Null = always (tests).
+  std::shared_ptr<const std::atomic<bool>> drain_signal;
 };
 
 caf::actor spawn_lender(caf::actor_system& sys, lender_config cfg);

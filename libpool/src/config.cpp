@@ -584,7 +584,8 @@ const std::vector<key_spec>& schema() {
                "supervisors (HOST:PORT, comma-separated or a list) a worker node joins, "
                "tried in turn"),
       string_key("node.name", &nc::node, &node_section::name, false,
-                 "name of a worker node in the supervisor's status; \"\" = host-pid"),
+                 "name of a worker node in the supervisor's status; \"\" = host name "
+                 "plus a random suffix"),
       boolean_key("node.allow-insecure", &nc::node, &node_section::allow_insecure,
                   "allow a non-loopback node.host without TLS (logs a warning)"),
       integer_key("pool.workers", &nc::pool, &pool_section::workers, 1, 256,
@@ -644,6 +645,12 @@ const std::vector<key_spec>& schema() {
       duration_key(
           "heartbeat.timeout", &nc::heartbeat, &heartbeat_section::timeout, positive,
           "no pong for this long marks a worker stuck; above heartbeat.interval"),
+      integer_key("cluster.max-workers-per-node", &nc::cluster,
+                  &cluster_section::max_workers_per_node, 1, 4096,
+                  "most workers one worker node may lend; a larger join is refused"),
+      duration_key("cluster.lost-node-expiry", &nc::cluster,
+                   &cluster_section::lost_node_expiry, positive,
+                   "slots of a lost worker node are freed after this long"),
       string_key("model.name", &nc::model, &model_config::name, false,
                  "what requests call the default model; \"\" = the embedder's name"),
       choice_key("model.kind", &nc::model, &model_config::kind, {"hash", "bert"},

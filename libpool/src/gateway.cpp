@@ -1,48 +1,50 @@
 #include <chrono>
+#include <optional>
+#include <unordered_map>
 
 #include <caf/all.hpp>
+#include <caf/io/middleman.hpp>
+#include <caf/io/middleman_actor.hpp>
 
 #include "actors.hpp"
+#include "guarded_actor.hpp"
 #include "logging.hpp"
 #include "metrics.hpp"
+#include "peer_guard.hpp"
 
 namespace pool::detail {
 
 namespace {
 
-/// Longest description of an unexpected message that goes into the log.
-constexpr size_t max_logged_message = 200;
-
-/// Bound on a status query to the supervisor.
+/// Bound on a status query to a supervisor, and on join and leave.
 constexpr caf::timespan status_timeout = std::chrono::seconds(10);
+/// Bound on resolving a peer's address for a log line.
+constexpr caf::timespan resolve_timeout = std::chrono::seconds(1);
+
+/// A request the gateway has passed to a supervisor and will answer itself.
+struct pending_answer {
+  caf::response_promise rp;
+  size_t route = 0;
+};
 
 struct gateway_state {
   static inline const char* name = "embedpool.gateway";
-  caf::actor supervisor;            // the default model's
   std::vector<model_route> routes;  // default model first; never empty
   /// Reply counters of each route's model, by index into `routes`.
   std::vector<std::shared_ptr<model_metrics>> metrics;
   pool_section limits;
-  uint64_t unexpected = 0;
   std::shared_ptr<metrics_registry> registry;
+  /// Requests passed to a supervisor, by ticket; each is answered exactly
+  /// once: by the supervisor's answer, or `unavailable` if it dies.
+  std::unordered_map<uint64_t, pending_answer> pending;
+  uint64_t next_ticket = 1;
   std::shared_ptr<spdlog::logger> log = get_logger("gateway");
 };
 
 using gateway_actor = caf::stateful_actor<gateway_state>;
 
-std::string describe_message(const caf::type_erased_tuple& xs) {
-  std::string result = "(";
-  for (size_t i = 0; i < xs.size() && result.size() < max_logged_message; ++i) {
-    if (i > 0)
-      result += ", ";
-    result += bounded(xs.stringify(i), 48);
-  }
-  result += ")";
-  return bounded(result, max_logged_message);
-}
-
 /// Counts an error the gateway answers itself (validation, admission) as a
-/// reply and passes it on; the supervisor counts the replies it sends.
+/// reply and passes it on; the supervisors count the answers they give.
 caf::error counted(gateway_actor* self, size_t route, caf::error err) {
   if (err)
     self->state.metrics[route]->count_reply(reply_code(err));
@@ -83,15 +85,30 @@ caf::error validate_batch(const std::vector<std::string>& texts,
   return caf::none;
 }
 
-/// Hands validated work to the supervisor, which answers the peer directly
-/// (delegation: no second response handler or promise per request here).
-/// No CAF timeout per request: CAF 0.17 keeps every request timeout in the
-/// actor clock until it fires, which would hold memory proportional to the
-/// offered rate for pool.request-timeout. The supervisor answers every request
-/// by its deadline; if it is gone, CAF bounces the request to the peer.
+/// The route whose supervisor sent the current message, or none: answers are
+/// taken from the gateway's own supervisors only.
+std::optional<size_t> sending_route(gateway_actor* self) {
+  auto& sender = self->current_sender();
+  if (!sender)
+    return std::nullopt;
+  auto& routes = self->state.routes;
+  for (size_t i = 0; i < routes.size(); ++i)
+    if (routes[i].supervisor &&
+        sender == caf::actor_cast<caf::strong_actor_ptr>(routes[i].supervisor))
+      return i;
+  return std::nullopt;
+}
+
+/// Passes validated work to the supervisor of `route` under a fresh ticket.
+/// The gateway answers the peer itself when the supervisor's answer comes
+/// back: no internal actor ever sends to a peer. No CAF timeout per request
+/// (CAF 0.17 keeps every request timeout in the actor clock until it fires);
+/// the supervisor answers every ticket by its deadline, and if it dies the
+/// gateway answers its tickets `unavailable`.
 caf::result<matrix> submit(gateway_actor* self, size_t route, lane ln,
                            std::vector<std::string> texts, std::string task) {
-  auto& target = self->state.routes[route];
+  auto& st = self->state;
+  auto& target = st.routes[route];
   auto& gate = *target.gate;
   if (gate.queued.load(std::memory_order_relaxed) >= gate.limit) {
     gate.shed.fetch_add(1, std::memory_order_relaxed);
@@ -102,10 +119,43 @@ caf::result<matrix> submit(gateway_actor* self, size_t route, lane ln,
                                   std::to_string(overload_retry_after_ms) + "ms"));
   }
   gate.queued.fetch_add(1, std::memory_order_relaxed);
-  auto rp = self->make_response_promise();
-  rp.delegate(target.supervisor, submit_atom::value, static_cast<uint8_t>(ln),
-              std::move(texts), std::move(task));
-  return rp;
+  auto ticket = st.next_ticket++;
+  st.pending.emplace(ticket, pending_answer{self->make_response_promise(), route});
+  self->send(target.supervisor, submit_atom::value, ticket, static_cast<uint8_t>(ln),
+             std::move(texts), std::move(task));
+  return caf::delegated<matrix>{};
+}
+
+/// Delivers a supervisor's answer to the peer that holds `ticket`.
+template <class T>
+void deliver(gateway_actor* self, uint64_t ticket, T&& result) {
+  auto route = sending_route(self);
+  if (!route)
+    return;
+  auto& pending = self->state.pending;
+  auto i = pending.find(ticket);
+  if (i == pending.end() || i->second.route != *route)
+    return;
+  auto rp = std::move(i->second.rp);
+  pending.erase(i);
+  rp.deliver(std::forward<T>(result));
+}
+
+/// Answers every ticket of `route` with `unavailable`: its supervisor died.
+void fail_route(gateway_actor* self, size_t route, const caf::error& reason) {
+  auto& st = self->state;
+  for (auto i = st.pending.begin(); i != st.pending.end();) {
+    if (i->second.route != route) {
+      ++i;
+      continue;
+    }
+    auto err = make_error(pool_errc::unavailable, "the supervisor of model \"" +
+                                                      st.routes[route].name +
+                                                      "\" stopped: " + to_string(reason));
+    st.metrics[route]->count_reply(reply_code(err));
+    i->second.rp.deliver(std::move(err));
+    i = st.pending.erase(i);
+  }
 }
 
 caf::result<matrix> handle_embed(gateway_actor* self, std::string& text,
@@ -130,108 +180,118 @@ caf::result<matrix> handle_batch(gateway_actor* self, std::vector<std::string>& 
   return submit(self, *route, lane::batch, std::move(texts), std::move(task));
 }
 
-caf::result<pool_status> handle_status(gateway_actor* self, const std::string& model) {
-  auto route = find_route(self, model);
-  if (!route)
-    return route.error();
-  auto rp = self->make_response_promise<pool_status>();
-  self->request(self->state.routes[*route].supervisor, status_timeout, status_atom::value)
-      .then([rp](pool_status& st) mutable { rp.deliver(std::move(st)); },
+/// Asks `target` (a local actor) and answers the peer itself.
+template <class Reply, class Timeout, class... Ts>
+caf::result<Reply> ask_and_answer(gateway_actor* self, const caf::actor& target,
+                                  Timeout timeout, Ts&&... xs) {
+  auto rp = self->make_response_promise<Reply>();
+  self->request(target, timeout, std::forward<Ts>(xs)...)
+      .then([rp](Reply& reply) mutable { rp.deliver(std::move(reply)); },
             [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
   return rp;
 }
 
-/// The supervisor of the model named `name`. Names come from the statuses'
-/// `models`, which are the routes' names; the default model's otherwise.
-caf::actor route_supervisor(gateway_actor* self, const std::string& name) {
-  for (auto& r : self->state.routes)
-    if (r.name == name)
-      return r.supervisor;
-  return self->state.supervisor;
+caf::result<pool_status> handle_status(gateway_actor* self, const std::string& model) {
+  auto route = find_route(self, model);
+  if (!route)
+    return route.error();
+  return ask_and_answer<pool_status>(self, self->state.routes[*route].supervisor,
+                                     status_timeout, status_atom::value);
 }
 
-/// Every model a status reply says the node serves, default first.
-std::vector<std::string> served_models(const pool_status& st) {
-  if (st.models.empty())
-    return {st.model};
-  return st.models;
-}
-
-/// Collects the status of every model the supervisor serves (the plain
-/// `(status_atom)` reply is the default model's; further models are asked by
-/// name), then renders the exposition.
+/// Collects the status of every model, then renders the exposition.
 caf::result<std::string> handle_metrics(gateway_actor* self) {
   auto rp = self->make_response_promise<std::string>();
-  self->request(self->state.supervisor, status_timeout, status_atom::value)
-      .then(
-          [self, rp](pool_status& first) mutable {
-            auto names = served_models(first);
-            auto others = names.size() > 1 ? names.size() - 1 : 0;
-            auto statuses = std::make_shared<std::vector<pool_status>>();
-            statuses->reserve(others + 1);
-            statuses->push_back(std::move(first));
-            auto finish = [self, rp, statuses]() mutable {
+  auto& routes = self->state.routes;
+  auto statuses = std::make_shared<std::vector<pool_status>>(routes.size());
+  auto outstanding = std::make_shared<size_t>(routes.size());
+  for (size_t i = 0; i < routes.size(); ++i)
+    self->request(routes[i].supervisor, status_timeout, status_atom::value)
+        .then(
+            [self, rp, statuses, outstanding, i](pool_status& st) mutable {
+              (*statuses)[i] = std::move(st);
+              if (*outstanding == 0 || --*outstanding > 0)
+                return;
               node_gauges node;
               node.resident_bytes = resident_memory_bytes();
               rp.deliver(render_prometheus(*self->state.registry, *statuses, node));
-            };
-            if (others == 0) {
-              finish();
-              return;
-            }
-            auto outstanding = std::make_shared<size_t>(others);
-            for (size_t i = 1; i < names.size(); ++i)
-              self->request(route_supervisor(self, names[i]), status_timeout,
-                            status_atom::value)
-                  .then(
-                      [statuses, outstanding, finish](pool_status& st) mutable {
-                        statuses->push_back(std::move(st));
-                        if (--*outstanding == 0)
-                          finish();
-                      },
-                      [rp, outstanding](caf::error& err) mutable {
-                        if (*outstanding != 0) {
-                          *outstanding = 0;
-                          rp.deliver(std::move(err));
-                        }
-                      });
-          },
-          [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
+            },
+            [rp, outstanding](caf::error& err) mutable {
+              if (*outstanding != 0) {
+                *outstanding = 0;
+                rp.deliver(std::move(err));
+              }
+            });
   return rp;
+}
+
+/// Logs a due line about refused or unsupported peer messages with the
+/// peer's address, which the middleman knows.
+void log_refused(gateway_actor* self, const std::string& what, const caf::node_id& node,
+                 uint64_t count) {
+  if (!node) {
+    log_foreign("gateway", what, node, "", count);
+    return;
+  }
+  auto mm = self->system().middleman().actor_handle();
+  self->request(mm, resolve_timeout, caf::get_atom::value, node)
+      .then(
+          [=](caf::node_id&, std::string& host, uint16_t port) {
+            log_foreign("gateway", what, node,
+                        host.empty() ? "" : host + ":" + std::to_string(port), count);
+          },
+          [=](caf::error&) { log_foreign("gateway", what, node, "", count); });
+}
+
+/// Worker nodes' workers answer the gateway (the only actor that sends to
+/// them); their answers go on to the default model's supervisor with the
+/// worker as sender, which checks it against the workers that joined.
+bool from_remote_worker(gateway_actor* self) {
+  return from_other_node(self);
 }
 
 caf::behavior gateway_behavior(gateway_actor* self, std::vector<model_route> routes,
                                pool_section limits,
                                std::shared_ptr<metrics_registry> registry) {
-  self->state.routes = std::move(routes);
-  self->state.supervisor = self->state.routes.front().supervisor;
-  self->state.limits = limits;
+  auto& st = self->state;
+  st.routes = std::move(routes);
+  st.limits = limits;
   if (!registry)
     registry = std::make_shared<metrics_registry>();
-  for (auto& r : self->state.routes)
-    self->state.metrics.push_back(registry->model(r.name));
-  self->state.registry = std::move(registry);
-  // Without its supervisor the gateway could never answer: go down with it.
-  self->monitor(self->state.supervisor);
+  for (auto& r : st.routes)
+    st.metrics.push_back(registry->model(r.name));
+  st.registry = std::move(registry);
+  // Without the default model's supervisor the gateway could never answer:
+  // go down with it. Another model's supervisor that dies fails its tickets.
+  for (auto& r : st.routes)
+    self->monitor(r.supervisor);
   self->set_down_handler([=](caf::down_msg& msg) {
-    if (msg.source == self->state.supervisor.address())
-      self->quit(msg.reason);
+    auto& known = self->state.routes;
+    for (size_t i = 0; i < known.size(); ++i) {
+      if (msg.source != known[i].supervisor.address())
+        continue;
+      fail_route(self, i, msg.reason);
+      if (i == 0)
+        self->quit(msg.reason);
+      return;
+    }
   });
+  self->set_error_handler([](caf::error&) {});  // refused in enqueue already
   self->set_default_handler([self](caf::scheduled_actor*,
                                    caf::message_view& view) -> caf::result<caf::message> {
-    auto& st = self->state;
-    ++st.unexpected;
     auto& content = view.content();
-    auto what = describe_message(content);
-    log_event("unexpected_message")
-        .add("content", what)
-        .add("total", st.unexpected)
-        .write(*st.log, spdlog::level::warn);
+    std::string what = content.empty() ? "()" : bounded(content.stringify(0), 32);
+    if (auto n = foreign_messages::instance().note(); n > 0) {
+      auto& sender = self->current_sender();
+      log_refused(self, "unsupported " + what, sender ? sender->node() : caf::node_id{},
+                  n);
+    }
     return make_error(pool_errc::invalid_input,
-                      "unsupported message " + what +
-                          "; expected (embed, text [, task [, model]]), (batch, texts "
-                          "[, task [, model]]), (status [, model]) or (metrics)");
+                      "unsupported message; expected (embed, text [, task [, model]]), "
+                      "(batch, texts [, task [, model]]), (status [, model]) or "
+                      "(metrics)");
   });
+  auto default_supervisor = [self] { return self->state.routes.front().supervisor; };
   return {
       [=](embed_atom, std::string& text) {
         std::string no_task;
@@ -252,18 +312,48 @@ caf::behavior gateway_behavior(gateway_actor* self, std::vector<model_route> rou
       },
       [=](batch_atom, std::vector<std::string>& texts, std::string& task,
           std::string& model) { return handle_batch(self, texts, task, model); },
-      // Worker nodes lend and take back their workers through the gateway; the
-      // supervisor itself is never reachable from peers.
-      [=](join_atom a, std::string& node, std::vector<caf::actor>& workers) {
-        return self->delegate(self->state.supervisor, a, std::move(node),
-                              std::move(workers));
-      },
-      [=](leave_atom a, std::string& node) {
-        return self->delegate(self->state.supervisor, a, std::move(node));
-      },
       [=](status_atom) { return handle_status(self, {}); },
       [=](status_atom, std::string& model) { return handle_status(self, model); },
       [=](metrics_atom) { return handle_metrics(self); },
+      // Worker nodes lend and take back their workers through the gateway,
+      // which names the node that asked: only that node may take them back.
+      [=](join_atom a, std::string& name,
+          std::vector<caf::actor>& workers) -> caf::result<uint32_t> {
+        if (!from_other_node(self))
+          return make_error(pool_errc::invalid_input,
+                            "join: only a worker node may join");
+        auto node = self->current_sender()->node();
+        return ask_and_answer<uint32_t>(self, default_supervisor(), status_timeout, a,
+                                        node, std::move(name), std::move(workers));
+      },
+      [=](leave_atom a, std::string& name) -> caf::result<uint32_t> {
+        if (!from_other_node(self))
+          return make_error(pool_errc::invalid_input,
+                            "leave: only a worker node may leave");
+        auto node = self->current_sender()->node();
+        return ask_and_answer<uint32_t>(self, default_supervisor(), caf::infinite, a,
+                                        node, std::move(name));
+      },
+      [=](answer_atom, uint64_t ticket, matrix& result) {
+        deliver(self, ticket, std::move(result));
+      },
+      [=](answer_atom, uint64_t ticket, caf::error& err) {
+        deliver(self, ticket, std::move(err));
+      },
+      [=](done_atom a, uint64_t id, matrix& result) {
+        if (from_remote_worker(self))
+          self->delegate(default_supervisor(), a, id, std::move(result));
+      },
+      [=](fail_atom a, uint64_t id, caf::error& err) {
+        if (from_remote_worker(self))
+          self->delegate(default_supervisor(), a, id, std::move(err));
+      },
+      [=](pong_atom a, uint64_t seq, worker_report report) {
+        if (from_remote_worker(self))
+          self->delegate<caf::message_priority::high>(default_supervisor(), a, seq,
+                                                      report);
+      },
+      [=](refused_note& note) { log_refused(self, note.what, note.node, note.count); },
       // The handshake a peer sends first (pool/version.hpp): another protocol
       // version gets `protocol_mismatch` naming both instead of garbled replies.
       [=](hello_atom,
@@ -336,7 +426,16 @@ caf::error validate_text(const std::string& text, uint32_t max_text_bytes,
 caf::actor spawn_gateway(caf::local_actor* parent, std::vector<model_route> routes,
                          const pool_section& limits,
                          std::shared_ptr<metrics_registry> registry) {
-  return parent->spawn(gateway_behavior, std::move(routes), limits, std::move(registry));
+  using impl = guarded_actor<gateway_state>;
+  impl::init_fn init = [routes = std::move(routes), limits,
+                        registry = std::move(registry)](impl* self) mutable {
+    return gateway_behavior(self, std::move(routes), limits, std::move(registry));
+  };
+  // Only its parent (the node's supervisor) may stop it with an exit message.
+  impl::options opts;
+  opts.owner = parent->address();
+  opts.self_logs = true;
+  return parent->spawn<impl>(std::move(opts), std::move(init));
 }
 
 caf::actor spawn_gateway(caf::local_actor* parent, caf::actor supervisor,

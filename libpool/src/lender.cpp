@@ -3,8 +3,12 @@
 #include <caf/io/middleman_actor.hpp>
 #include <caf/openssl/manager.hpp>
 
+#include <mutex>
+
 #include "actors.hpp"
+#include "guarded_actor.hpp"
 #include "logging.hpp"
+#include "peer_guard.hpp"
 
 namespace pool::detail {
 
@@ -17,6 +21,22 @@ constexpr caf::timespan join_timeout = std::chrono::seconds(10);
 
 using connect_retry_atom = caf::atom_constant<caf::atom("reconnect")>;
 
+/// The node the workers are lent to: the only one whose work and pings they
+/// take. Shared by a lender and its workers; thread-safe.
+struct lent_to {
+  std::mutex mtx;
+  caf::node_id node;  // none while not joined
+
+  void set(caf::node_id x) {
+    std::lock_guard<std::mutex> guard{mtx};
+    node = std::move(x);
+  }
+  bool is(const caf::node_id& x) {
+    std::lock_guard<std::mutex> guard{mtx};
+    return node && node == x;
+  }
+};
+
 struct lender_state {
   static inline const char* name = "embedpool.lender";
   lender_config cfg;
@@ -27,11 +47,16 @@ struct lender_state {
   bool connecting = false;
   bool leaving = false;
   std::shared_ptr<spdlog::logger> log = get_logger("node");
+  std::shared_ptr<lent_to> target = std::make_shared<lent_to>();
+  /// Set when the lender goes: its workers obey no exit message (they are
+  /// addressable from the node they joined), so they quit on this instead.
+  std::shared_ptr<std::atomic<bool>> retired = std::make_shared<std::atomic<bool>>(false);
 
   ~lender_state() {
+    retired->store(true);
     for (auto& w : workers)
       if (w)
-        caf::anon_send_exit(w, caf::exit_reason::kill);
+        caf::anon_send(w, run_atom::value);
   }
 };
 
@@ -105,6 +130,7 @@ void connect(lender_actor* self) {
               return;
             }
             s.gateway = caf::actor_cast<caf::actor>(ptr);
+            s.target->set(s.gateway->node());
             self->monitor(s.gateway);
             join(self, s.workers);
           },
@@ -122,6 +148,12 @@ void connect(lender_actor* self) {
 caf::actor spawn_local_worker(lender_actor* self, uint32_t slot) {
   auto c = self->state.cfg.worker;
   c.slot = slot;
+  c.owner = caf::actor_addr{};
+  c.retired = self->state.retired;
+  auto target = self->state.target;
+  c.accepts = [target](const caf::strong_actor_ptr& sender) {
+    return sender && target->is(sender->node());
+  };
   auto w = spawn_worker(self->system(), std::move(c), self->state.cfg.detach_workers);
   self->monitor(w);
   return w;
@@ -130,11 +162,13 @@ caf::actor spawn_local_worker(lender_actor* self, uint32_t slot) {
 caf::behavior lender_behavior(lender_actor* self, lender_config cfg) {
   auto& st = self->state;
   st.cfg = std::move(cfg);
+  guard_internal_actor(self, "lender");
   for (uint32_t i = 0; i < st.cfg.workers; ++i)
     st.workers.push_back(spawn_local_worker(self, i));
   self->set_down_handler([=](caf::down_msg& msg) {
     auto& s = self->state;
     if (s.gateway && msg.source == s.gateway.address()) {
+      s.target->set(caf::node_id{});
       warn(self, log_event("supervisor_lost")
                      .add("supervisor", endpoint_name(s.cfg, s.endpoint))
                      .add("reason", describe(msg.reason)));
@@ -164,10 +198,15 @@ caf::behavior lender_behavior(lender_actor* self, lender_config cfg) {
   });
   self->send(self, connect_retry_atom::value);
   return {
-      [=](connect_retry_atom) { connect(self); },
+      [=](connect_retry_atom) {
+        if (!from_other_node(self))
+          connect(self);
+      },
       [=](drain_atom) {
         auto& s = self->state;
-        if (s.leaving)
+        // Drain comes from the node's own signal handling only.
+        if (s.leaving || from_other_node(self) ||
+            (s.cfg.drain_signal && !s.cfg.drain_signal->load()))
           return;
         s.leaving = true;
         if (!s.gateway) {
@@ -196,7 +235,14 @@ caf::behavior lender_behavior(lender_actor* self, lender_config cfg) {
 }  // namespace
 
 caf::actor spawn_lender(caf::actor_system& sys, lender_config cfg) {
-  return sys.spawn(lender_behavior, std::move(cfg));
+  // Addressable from the node it joins; no exit message stops it.
+  using impl = guarded_actor<lender_state>;
+  impl::init_fn init = [cfg = std::move(cfg)](impl* self) mutable {
+    return lender_behavior(self, std::move(cfg));
+  };
+  impl::options opts;
+  opts.remote_responses = true;  // it asks the gateway it joins
+  return sys.spawn<impl>(std::move(opts), std::move(init));
 }
 
 }  // namespace pool::detail

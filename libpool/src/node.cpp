@@ -3,6 +3,7 @@
 #include <csignal>
 #include <cstdio>
 #include <ctime>
+#include <random>
 #include <sstream>
 
 #include <caf/all.hpp>
@@ -35,11 +36,16 @@ bool is_loopback(const std::string& host) {
   return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
 }
 
+/// The host name plus a random suffix: unique enough for several worker
+/// nodes on one host, and no hint at the process id (part of a CAF node id).
 std::string default_node_name() {
   char host[256] = {0};
   if (gethostname(host, sizeof(host) - 1) != 0)
     std::snprintf(host, sizeof(host), "node");
-  return std::string{host} + "-" + std::to_string(getpid());
+  std::random_device rd;
+  char suffix[16];
+  std::snprintf(suffix, sizeof(suffix), "%06x", rd() & 0xffffffu);
+  return std::string{host} + "-" + suffix;
 }
 
 /// Checks the node-level rules that span several keys; an error names a key.
@@ -118,6 +124,7 @@ detail::supervisor_config model_supervisor_config(
   detail::supervisor_config scfg;
   scfg.pool = m.pool;
   scfg.heartbeat = cfg.heartbeat;
+  scfg.cluster = cfg.cluster;
   scfg.log = cfg.log;
   scfg.model_name = m.name;
   scfg.metrics = std::move(metrics);
@@ -125,9 +132,16 @@ detail::supervisor_config model_supervisor_config(
   scfg.weights_bytes = m.model->weights_bytes();
   scfg.worker_bytes = m.model->worker_bytes(m.pool.micro_batch_texts);
   scfg.budget = std::move(budget);
+  wcfg.max_jobs = m.pool.embed_queue_capacity + m.pool.batch_queue_capacity;
   scfg.make_worker = [wcfg](caf::local_actor* self, uint32_t slot) {
     auto c = wcfg;
     c.slot = slot;
+    // Only its supervisor may hand it work and stop it.
+    auto supervisor = self->address();
+    c.owner = supervisor;
+    c.accepts = [supervisor](const caf::strong_actor_ptr& sender) {
+      return sender && caf::actor_cast<caf::actor_addr>(sender) == supervisor;
+    };
     return detail::spawn_worker(self->system(), std::move(c), true);
   };
   return scfg;
@@ -258,7 +272,15 @@ int run_node(const node_config& cfg) {
     wcfg.metrics = metrics->model(served.front().name);
     wcfg.micro_batch_texts = cfg.pool.micro_batch_texts;
     wcfg.fault = cfg.fault;
+    wcfg.max_jobs = cfg.pool.embed_queue_capacity + cfg.pool.batch_queue_capacity;
+    // CAF's own named actors would take orders from any peer (ConfigServ
+    // stores whatever it is sent): a node needs neither.
+    sys.registry().erase(caf::atom("ConfigServ"));
+    sys.registry().erase(caf::atom("SpawnServ"));
+    // Set only here, on SIGINT/SIGTERM: no message can start a drain.
+    auto drain_signal = std::make_shared<std::atomic<bool>>(false);
     auto scfg = model_supervisor_config(cfg, served.front(), budget, metrics);
+    scfg.drain_signal = drain_signal;
     for (size_t i = 0; i < served.size(); ++i) {
       scfg.model_names.push_back(served[i].name);
       if (i > 0)
@@ -279,6 +301,7 @@ int run_node(const node_config& cfg) {
       lcfg.worker = wcfg;
       lcfg.tls = cfg.tls.enabled();
       lcfg.leave_timeout = cfg.pool.drain_timeout;
+      lcfg.drain_signal = drain_signal;
       log_event("worker_node_starting")
           .add("node", lcfg.node_name)
           .add("supervisors", static_cast<uint64_t>(supervisors.size()))
@@ -332,6 +355,7 @@ int run_node(const node_config& cfg) {
         log_event("signal_received")
             .add("signal", signal_name(sig))
             .write(*log, spdlog::level::info);
+        drain_signal->store(true);
         self->send(root, drain_atom::value);
       }
     }

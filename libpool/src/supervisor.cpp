@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <deque>
+#include <random>
 #include <set>
 #include <unordered_map>
 #include <unordered_set>
@@ -12,6 +13,7 @@
 #include "actors.hpp"
 #include "logging.hpp"
 #include "metrics.hpp"
+#include "peer_guard.hpp"
 
 namespace pool::detail {
 
@@ -51,7 +53,8 @@ enum class slot_state {
   leaving,
   left,
   lost,
-  evicted
+  evicted,
+  freed
 };
 
 const char* to_string(slot_state x) {
@@ -74,6 +77,8 @@ const char* to_string(slot_state x) {
       return "lost";
     case slot_state::evicted:
       return "evicted";
+    case slot_state::freed:
+      return "freed";
   }
   return "unknown";
 }
@@ -86,6 +91,8 @@ struct worker_slot {
   uint32_t id = 0;
   bool remote = false;  // lent by a worker node
   std::string node = "local";
+  caf::node_id node_id;   // of a lent worker: the node that joined with it
+  time_point lost_since;  // when a lent worker was lost
   caf::actor handle;
   uint32_t generation = 0;
   slot_state state = slot_state::stopped;
@@ -111,7 +118,9 @@ struct request_entry {
   lane ln = lane::embed;
   std::vector<std::string> texts;
   std::string task;
-  caf::response_promise rp;
+  /// Who gets the answer (the gateway, or a test's probe) and its ticket.
+  caf::actor reply_to;
+  uint64_t ticket = 0;
   time_point deadline;
   time_point accepted_at;
   uint32_t attempts = 0;
@@ -134,8 +143,10 @@ struct supervisor_state {
   std::unordered_map<uint64_t, dispatch_entry> dispatches;
   std::deque<uint64_t> pending[2];  // request ids waiting for credit, per lane
   uint64_t next_request_id = 1;
-  uint64_t next_dispatch_id = 1;
-  uint64_t next_ping_seq = 1;
+  /// Dispatch ids and ping numbers are random: an answer from a worker node
+  /// is taken only for a job or ping this supervisor sent, and nobody else
+  /// can guess one.
+  std::mt19937_64 ids{std::random_device{}()};
   uint32_t rr_cursor = 0;
   ledger_counters ledger;
   uint64_t restarts_total = 0;
@@ -170,16 +181,12 @@ struct supervisor_state {
   uint64_t workers_evicted = 0;
   uint64_t workers_given_up = 0;
 
+  // The gateway and local workers monitor their supervisor and quit with it.
   ~supervisor_state() {
     for (auto& m : other_models)
       caf::anon_send_exit(m.supervisor, caf::exit_reason::kill);
     if (budget)
       budget->release(reserved_bytes);
-    for (auto& s : slots)
-      if (s.handle && !s.remote)
-        caf::anon_send_exit(s.handle, caf::exit_reason::kill);
-    if (gateway)
-      caf::anon_send_exit(gateway, caf::exit_reason::kill);
   }
 };
 
@@ -256,26 +263,40 @@ void observe_answered(supervisor_actor* self, const request_entry& req) {
       micros_between(req.accepted_at, self->clock().now()));
 }
 
+/// Sends to a worker. Workers on other nodes get it from the gateway, the
+/// only actor of this node that other nodes may know (and so address).
+template <caf::message_priority P = caf::message_priority::normal, class... Ts>
+void send_to_worker(supervisor_actor* self, worker_slot& slot, Ts&&... xs) {
+  if (slot.handle->node() == self->node()) {
+    self->send<P>(slot.handle, std::forward<Ts>(xs)...);
+    return;
+  }
+  if (self->state.gateway)
+    caf::send_as<P>(self->state.gateway, slot.handle, std::forward<Ts>(xs)...);
+}
+
 void dispatch(supervisor_actor* self, request_entry& req, worker_slot& slot) {
   auto& st = self->state;
   if (req.attempts == 0)
     st.metrics->queue_wait.observe(micros_between(req.accepted_at, self->clock().now()));
   auto li = lane_index(req.ln);
   --slot.credits[li];
-  auto did = st.next_dispatch_id++;
+  uint64_t did = 0;
+  while (did == 0 || st.dispatches.count(did) > 0)
+    did = st.ids();
   slot.jobs.insert(did);
   st.dispatches.emplace(did, dispatch_entry{slot.id, req.id, req.ln});
   req.dispatch_id = did;
   ++req.attempts;
-  self->send(
-      slot.handle, work_atom::value,
+  send_to_worker(
+      self, slot, work_atom::value,
       job{did, static_cast<uint8_t>(req.ln), req.texts, req.task, req.attempts > 1});
 }
 
 void answer_error(supervisor_actor* self, request_entry& req, caf::error err) {
   observe_answered(self, req);
   self->state.metrics->count_reply(reply_code(err));
-  req.rp.deliver(std::move(err));
+  self->send(req.reply_to, answer_atom::value, req.ticket, std::move(err));
 }
 
 void check_ledger(const supervisor_state& st) {
@@ -520,9 +541,11 @@ void replace_stuck(supervisor_actor* self, worker_slot& slot, caf::timespan sile
                  .add("silent_ms", to_ms(silent))
                  .add("jobs", static_cast<uint64_t>(slot.jobs.size())));
   self->demonitor(slot.handle);
-  self->send_exit(slot.handle, caf::exit_reason::kill);
+  if (!slot.remote)
+    self->send_exit(slot.handle, caf::exit_reason::kill);
   detach_handle(self, slot);
   if (slot.remote) {
+    slot.lost_since = self->clock().now();
     // A silent remote worker (or a frozen node): its node replaces it if it
     // is alive; here it only stops receiving work.
     slot.state = slot_state::lost;
@@ -568,10 +591,10 @@ void heartbeat(supervisor_actor* self, time_point now) {
       }
     } else if (now - slot.ping_sent >= st.cfg.heartbeat.interval) {
       slot.ping_outstanding = true;
-      slot.ping_seq = st.next_ping_seq++;
+      slot.ping_seq = st.ids();
       slot.ping_sent = now;
-      self->send<caf::message_priority::high>(slot.handle, ping_atom::value,
-                                              slot.ping_seq);
+      send_to_worker<caf::message_priority::high>(self, slot, ping_atom::value,
+                                                  slot.ping_seq);
     }
   }
 }
@@ -992,6 +1015,7 @@ void on_down(supervisor_actor* self, caf::down_msg& msg) {
   requeue_jobs(self, slot, "worker died: " + why);
   if (slot.remote) {
     slot.state = slot.state == slot_state::leaving ? slot_state::left : slot_state::lost;
+    slot.lost_since = self->clock().now();
     check_leaving(self);
   } else if (st.draining) {
     slot.state = slot_state::stopped;
@@ -1026,7 +1050,8 @@ void on_job_answer(supervisor_actor* self, uint64_t did, matrix* result,
     if (it != st.requests.end()) {
       observe_answered(self, it->second);
       st.metrics->count_reply(0);
-      it->second.rp.deliver(std::move(*result));
+      self->send(it->second.reply_to, answer_atom::value, it->second.ticket,
+                 std::move(*result));
       ++st.ledger.completed;
       st.requests.erase(it);
     }
@@ -1051,36 +1076,45 @@ void on_job_answer(supervisor_actor* self, uint64_t did, matrix* result,
 }
 
 /// Refuses a request without accepting it: counted as rejected in the ledger
-/// and as a reply by its code.
-caf::error refuse(supervisor_actor* self, caf::error err) {
+/// and as a reply by its code, and answered to the submitter at once.
+void refuse(supervisor_actor* self, uint64_t ticket, caf::error err) {
   ++self->state.ledger.rejected;
   self->state.metrics->count_reply(reply_code(err));
-  return err;
+  self->send(caf::actor_cast<caf::actor>(self->current_sender()), answer_atom::value,
+             ticket, std::move(err));
 }
 
-caf::result<matrix> on_submit(supervisor_actor* self, uint8_t lane_value,
-                              std::vector<std::string>& texts, std::string& task) {
+/// Takes a submission (from the gateway, which answers the peer): accepts
+/// it (dispatch or park) or refuses it; either way it is answered exactly
+/// once with `(answer_atom, ticket, matrix | error)`.
+void on_submit(supervisor_actor* self, uint64_t ticket, uint8_t lane_value,
+               std::vector<std::string>& texts, std::string& task) {
   auto& st = self->state;
   auto now = self->clock().now();
   auto ln = lane_value == 0 ? lane::embed : lane::batch;
   if (st.draining) {
-    return refuse(self, make_error(pool_errc::shutting_down,
-                                   "node is draining; send to another node"));
+    refuse(
+        self, ticket,
+        make_error(pool_errc::shutting_down, "node is draining; send to another node"));
+    return;
   }
   if (!any_live_slot(st)) {
-    return refuse(self, make_error(pool_errc::unavailable, "no worker available"));
+    refuse(self, ticket, make_error(pool_errc::unavailable, "no worker available"));
+    return;
   }
   auto* slot = pick_slot(st, ln);
   if (slot == nullptr && (st.cfg.pool.policy == overload_policy::reject ||
                           pending_total(st) >= st.cfg.pool.pending_capacity)) {
     note_shed(self, now);
-    return refuse(self, make_error(pool_errc::overloaded,
-                                   std::string{"no worker credit available ("} +
-                                       (st.cfg.pool.policy == overload_policy::reject
-                                            ? "policy reject"
-                                            : "pending queue full") +
-                                       "); retry after " +
-                                       std::to_string(overload_retry_after_ms) + "ms"));
+    refuse(
+        self, ticket,
+        make_error(
+            pool_errc::overloaded,
+            std::string{"no worker credit available ("} +
+                (st.cfg.pool.policy == overload_policy::reject ? "policy reject"
+                                                               : "pending queue full") +
+                "); retry after " + std::to_string(overload_retry_after_ms) + "ms"));
+    return;
   }
   auto id = st.next_request_id++;
   auto& req = st.requests[id];
@@ -1090,13 +1124,133 @@ caf::result<matrix> on_submit(supervisor_actor* self, uint8_t lane_value,
   req.task = std::move(task);
   req.deadline = now + st.cfg.pool.request_timeout;
   req.accepted_at = now;
-  req.rp = self->make_response_promise();
+  req.reply_to = caf::actor_cast<caf::actor>(self->current_sender());
+  req.ticket = ticket;
   ++st.ledger.accepted;
   if (slot != nullptr)
     dispatch(self, req, *slot);
   else
     st.pending[lane_index(ln)].push_back(id);
-  return caf::delegated<matrix>{};
+}
+
+/// Slots a node's live workers hold (not left, lost or freed).
+uint32_t live_slots_of(const supervisor_state& st, const caf::node_id& node) {
+  return static_cast<uint32_t>(
+      std::count_if(st.slots.begin(), st.slots.end(), [&](const worker_slot& s) {
+        return s.remote && s.node_id == node &&
+               (s.state == slot_state::ready || s.state == slot_state::leaving);
+      }));
+}
+
+/// Takes lent workers from the worker node `node` (as the gateway saw it):
+/// all of them or, with an error, none. Each must live on that node; the
+/// node may hold at most cluster.max-workers-per-node; a name that a live
+/// node of another connection holds is refused.
+caf::result<uint32_t> on_join(supervisor_actor* self, const caf::node_id& node,
+                              const std::string& name, std::vector<caf::actor>& workers) {
+  auto& st = self->state;
+  if (st.draining)
+    return make_error(pool_errc::shutting_down, "supervisor is draining");
+  if (name.empty() || name == "local" || name.size() > 128)
+    return make_error(pool_errc::invalid_input,
+                      "join: a worker node needs a name of 1 to 128 bytes other than "
+                      "\"local\"");
+  for (auto& s : st.slots)
+    if (s.remote && s.node == name && s.node_id != node &&
+        (s.state == slot_state::ready || s.state == slot_state::leaving))
+      return make_error(pool_errc::invalid_input,
+                        "join: the name \"" + name + "\" is held by another live node");
+  std::vector<caf::actor> fresh;
+  for (auto& w : workers) {
+    if (!w || w->node() != node)
+      return make_error(pool_errc::invalid_input,
+                        "join: every worker must live on the joining node");
+    if (st.slot_by_addr.count(w.address()) == 0 &&
+        std::find(fresh.begin(), fresh.end(), w) == fresh.end())
+      fresh.push_back(w);
+  }
+  auto limit = st.cfg.cluster.max_workers_per_node;
+  auto held = live_slots_of(st, node);
+  if (held + fresh.size() > limit)
+    return make_error(
+        pool_errc::too_large,
+        "join: node \"" + name + "\" would lend " + std::to_string(held + fresh.size()) +
+            " workers; cluster.max-workers-per-node is " + std::to_string(limit));
+  // Reusable slots first (lost or left ones of this name, e.g. a worker node
+  // that restarted, and freed ones), new slots for the rest, within the
+  // table's bound.
+  std::vector<size_t> reuse;
+  for (size_t i = 0; i < st.slots.size() && reuse.size() < fresh.size(); ++i) {
+    auto& s = st.slots[i];
+    if (s.remote && !s.handle &&
+        ((s.node == name &&
+          (s.state == slot_state::lost || s.state == slot_state::left)) ||
+         s.state == slot_state::freed))
+      reuse.push_back(i);
+  }
+  if (st.slots.size() + (fresh.size() - reuse.size()) > max_slots)
+    return make_error(pool_errc::too_large, "join: supervisor holds too many workers");
+  for (size_t k = 0; k < fresh.size(); ++k) {
+    worker_slot* slot = nullptr;
+    if (k < reuse.size()) {
+      slot = &st.slots[reuse[k]];
+    } else {
+      st.slots.emplace_back();
+      slot = &st.slots.back();
+      slot->id = static_cast<uint32_t>(st.slots.size() - 1);
+      slot->remote = true;
+    }
+    slot->node = name;
+    slot->node_id = node;
+    slot->completed = slot->failed = 0;
+    attach_worker(self, *slot, fresh[k]);
+    info(self, log_event("worker_joined").add("node", name).add("worker", slot->id));
+  }
+  pump(self);
+  return static_cast<uint32_t>(fresh.size());
+}
+
+/// A worker node takes its workers back: answered once none holds a job.
+/// Only the node that joined with them may (`node` as the gateway saw it).
+caf::result<uint32_t> on_leave(supervisor_actor* self, const caf::node_id& node,
+                               const std::string& name) {
+  auto& st = self->state;
+  bool known = false;
+  for (auto& slot : st.slots) {
+    if (!slot.remote || slot.node_id != node || slot.node != name ||
+        slot.state == slot_state::freed)
+      continue;
+    known = true;
+    if (slot.state == slot_state::ready)
+      slot.state = slot_state::leaving;
+  }
+  if (!known)
+    return make_error(pool_errc::invalid_input, "leave: no workers of node \"" +
+                                                    bounded(name, 128) +
+                                                    "\" joined through this connection");
+  info(self, log_event("node_leaving").add("node", name));
+  auto rp = self->make_response_promise();
+  st.leaving_nodes[name] = rp;
+  check_leaving(self);
+  return caf::delegated<uint32_t>{};
+}
+
+/// Frees the slots of worker nodes lost for cluster.lost-node-expiry: any
+/// node may take them again.
+void expire_lost_slots(supervisor_actor* self, time_point now) {
+  auto& st = self->state;
+  for (auto& s : st.slots) {
+    if (!s.remote || s.state != slot_state::lost ||
+        now - s.lost_since < st.cfg.cluster.lost_node_expiry)
+      continue;
+    info(self, log_event("worker_slot_freed")
+                   .add("node", s.node)
+                   .add("worker", s.id)
+                   .add("lost_ms", to_ms(now - s.lost_since)));
+    s.state = slot_state::freed;
+    s.node.clear();
+    s.node_id = caf::node_id{};
+  }
 }
 
 caf::behavior supervisor_behavior(supervisor_actor* self, supervisor_config cfg) {
@@ -1138,6 +1292,7 @@ caf::behavior supervisor_behavior(supervisor_actor* self, supervisor_config cfg)
     other.publish = false;
     other.with_gateway = false;
     other.budget = st.budget;
+    other.drain_signal = st.cfg.drain_signal;
     other.metrics = st.cfg.metrics;
     other.model_names = st.cfg.model_names;
     other.gate = std::make_shared<admission_gate>(admission_gate::limit_for(other.pool));
@@ -1152,75 +1307,43 @@ caf::behavior supervisor_behavior(supervisor_actor* self, supervisor_config cfg)
     start_gateway(self);
   if (st.cfg.publish && st.cfg.with_gateway)
     publish_gateway(self, st.cfg.port, true);
+  guard_internal_actor(self, "supervisor");
+  // A lent worker's down message comes from its proxy (another node); only
+  // monitored actors count.
   self->set_down_handler([=](caf::down_msg& msg) { on_down(self, msg); });
   auto tick = std::min(max_tick, st.cfg.heartbeat.interval);
   self->send(self, tick_atom::value);
   return {
-      [=](submit_atom, uint8_t ln, std::vector<std::string>& texts, std::string& task) {
+      [=](submit_atom, uint64_t ticket, uint8_t ln, std::vector<std::string>& texts,
+          std::string& task) {
+        if (from_other_node(self))
+          return;
         auto& gate = *self->state.gate;
         if (gate.queued.load(std::memory_order_relaxed) > 0)
           gate.queued.fetch_sub(1, std::memory_order_relaxed);
-        auto result = on_submit(self, ln, texts, task);
+        on_submit(self, ticket, ln, texts, task);
         check_ledger(self->state);
-        return result;
       },
-      [=](status_atom) { return make_status(self); },
-      [=](gateway_atom) { return self->state.gateway; },
-      [=](join_atom, std::string& node,
+      [=](status_atom) -> caf::result<pool_status> {
+        if (from_other_node(self))
+          return make_error(pool_errc::invalid_input, "status: not from a peer");
+        return make_status(self);
+      },
+      [=](gateway_atom) -> caf::result<caf::actor> {
+        if (from_other_node(self))
+          return make_error(pool_errc::invalid_input, "gateway: not from a peer");
+        return self->state.gateway;
+      },
+      [=](join_atom, caf::node_id& node, std::string& name,
           std::vector<caf::actor>& workers) -> caf::result<uint32_t> {
-        auto& s = self->state;
-        if (s.draining)
-          return make_error(pool_errc::shutting_down, "supervisor is draining");
-        if (node.empty() || node == "local")
-          return make_error(pool_errc::invalid_input, "a joining node needs a name");
-        uint32_t added = 0;
-        for (auto& w : workers) {
-          if (!w || s.slot_by_addr.count(w.address()) > 0)
-            continue;
-          // Reuse a slot this node held before (lost or left), else add one.
-          worker_slot* slot = nullptr;
-          for (auto& candidate : s.slots)
-            if (candidate.remote && candidate.node == node && !candidate.handle &&
-                (candidate.state == slot_state::lost ||
-                 candidate.state == slot_state::left)) {
-              slot = &candidate;
-              break;
-            }
-          if (slot == nullptr) {
-            if (s.slots.size() >= max_slots)
-              return make_error(pool_errc::too_large,
-                                "supervisor holds too many workers");
-            s.slots.emplace_back();
-            slot = &s.slots.back();
-            slot->id = static_cast<uint32_t>(s.slots.size() - 1);
-            slot->remote = true;
-            slot->node = node;
-          }
-          attach_worker(self, *slot, w);
-          ++added;
-          info(self,
-               log_event("worker_joined").add("node", node).add("worker", slot->id));
-        }
-        pump(self);
-        return added;
+        if (from_other_node(self))
+          return make_error(pool_errc::invalid_input, "join: through the gateway only");
+        return on_join(self, node, name, workers);
       },
-      [=](leave_atom, std::string& node) -> caf::result<uint32_t> {
-        auto& s = self->state;
-        bool known = false;
-        for (auto& slot : s.slots) {
-          if (!slot.remote || slot.node != node)
-            continue;
-          known = true;
-          if (slot.state == slot_state::ready)
-            slot.state = slot_state::leaving;
-        }
-        if (!known)
-          return make_error(pool_errc::invalid_input, "unknown node " + node);
-        info(self, log_event("node_leaving").add("node", node));
-        auto rp = self->make_response_promise();
-        s.leaving_nodes[node] = rp;
-        check_leaving(self);
-        return caf::delegated<uint32_t>{};
+      [=](leave_atom, caf::node_id& node, std::string& name) -> caf::result<uint32_t> {
+        if (from_other_node(self))
+          return make_error(pool_errc::invalid_input, "leave: through the gateway only");
+        return on_leave(self, node, name);
       },
       [=](publish_atom_retry, uint16_t port, int attempt) {
         if (self->state.gateway && !self->state.draining)
@@ -1272,6 +1395,7 @@ caf::behavior supervisor_behavior(supervisor_actor* self, supervisor_config cfg)
         auto& s = self->state;
         auto t = self->clock().now();
         expire_deadlines(self, t);
+        expire_lost_slots(self, t);
         heartbeat(self, t);
         overload_tick(self, t);
         autoscale(self, t);
@@ -1293,7 +1417,9 @@ caf::behavior supervisor_behavior(supervisor_actor* self, supervisor_config cfg)
       },
       [=](drain_atom) {
         auto& s = self->state;
-        if (s.draining)
+        // Drain comes from the node's own signal handling only.
+        if (s.draining || from_other_node(self) ||
+            (s.cfg.drain_signal && !s.cfg.drain_signal->load()))
           return;
         s.draining = true;
         s.drain_deadline = self->clock().now() + s.cfg.pool.drain_timeout;

@@ -7,6 +7,7 @@
 #include <caf/all.hpp>
 
 #include "actors.hpp"
+#include "guarded_actor.hpp"
 #include "logging.hpp"
 #include "metrics.hpp"
 
@@ -147,10 +148,47 @@ void run_chunk(worker_actor* self, const worker_config& cfg) {
   }
 }
 
+/// True if the current message may be obeyed: the worker is not retired and
+/// the sender is one `cfg.accepts`. A retired worker quits here.
+bool admitted(worker_actor* self, const worker_config& cfg) {
+  if (cfg.retired && cfg.retired->load()) {
+    self->quit();
+    return false;
+  }
+  if (cfg.accepts && !cfg.accepts(self->current_sender())) {
+    if (auto n = foreign_messages::instance().note(); n > 0) {
+      auto& sender = self->current_sender();
+      log_foreign("worker", "work or ping", sender ? sender->node() : caf::node_id{}, "",
+                  n);
+    }
+    return false;
+  }
+  return true;
+}
+
 caf::behavior worker_behavior(worker_actor* self, worker_config cfg) {
+  guard_internal_actor(self, "worker");
+  if (cfg.owner) {
+    self->monitor(cfg.owner);
+    self->set_down_handler([=](caf::down_msg& msg) {
+      if (msg.source == cfg.owner)
+        self->quit(msg.reason);
+    });
+  }
   return {
       [=](work_atom, job& work) {
+        if (!admitted(self, cfg))
+          return;
         auto& st = self->state;
+        auto reply_to = caf::actor_cast<caf::actor>(self->current_sender());
+        if (st.queue.size() >= cfg.max_jobs) {
+          ++st.failed;
+          self->send(reply_to, fail_atom::value, work.id,
+                     make_error(pool_errc::overloaded,
+                                "worker holds " + std::to_string(st.queue.size()) +
+                                    " jobs, its whole credit"));
+          return;
+        }
         ++st.received;
         if (cfg.fault.crash_every > 0 && st.received % cfg.fault.crash_every == 0) {
           log_event("worker_crash_drill")
@@ -160,7 +198,6 @@ caf::behavior worker_behavior(worker_actor* self, worker_config cfg) {
           self->quit(make_error(pool_errc::worker_failed, "fault drill: crash"));
           return;
         }
-        auto reply_to = caf::actor_cast<caf::actor>(self->current_sender());
         if (work.texts.empty()) {
           ++st.completed;
           matrix empty;
@@ -172,12 +209,20 @@ caf::behavior worker_behavior(worker_actor* self, worker_config cfg) {
         schedule_run(self);
       },
       [=](run_atom) {
+        if (cfg.retired && cfg.retired->load()) {
+          self->quit();
+          return;
+        }
+        if (self->current_sender() && self->current_sender().get() != self->ctrl())
+          return;  // its own reminder only
         self->state.run_scheduled = false;
         if (!self->state.queue.empty())
           run_chunk(self, cfg);
         schedule_run(self);
       },
       [=](ping_atom, uint64_t seq) {
+        if (!admitted(self, cfg))
+          return;
         auto& st = self->state;
         worker_report report{queue_depth(self), st.completed, st.failed};
         auto reply_to = caf::actor_cast<caf::actor>(self->current_sender());
@@ -189,9 +234,22 @@ caf::behavior worker_behavior(worker_actor* self, worker_config cfg) {
 }  // namespace
 
 caf::actor spawn_worker(caf::actor_system& sys, worker_config cfg, bool detached) {
+  if (!cfg.owner && !cfg.retired) {
+    // Nobody to obey: a plain actor (deterministic tests).
+    if (detached)
+      return sys.spawn<caf::detached>(worker_behavior, std::move(cfg));
+    return sys.spawn(worker_behavior, std::move(cfg));
+  }
+  using impl = guarded_actor<worker_state>;
+  auto owner = cfg.owner;
+  impl::init_fn init = [cfg = std::move(cfg)](impl* self) mutable {
+    return worker_behavior(self, std::move(cfg));
+  };
+  impl::options opts;
+  opts.owner = owner;
   if (detached)
-    return sys.spawn<caf::detached>(worker_behavior, std::move(cfg));
-  return sys.spawn(worker_behavior, std::move(cfg));
+    return sys.spawn<impl, caf::detached>(std::move(opts), std::move(init));
+  return sys.spawn<impl>(std::move(opts), std::move(init));
 }
 
 void release_hung_workers() {

@@ -40,7 +40,10 @@ using run_atom = caf::atom_constant<caf::atom("run")>;
 using tick_atom = caf::atom_constant<caf::atom("tick")>;
 using restart_atom = caf::atom_constant<caf::atom("restart")>;
 using drain_atom = caf::atom_constant<caf::atom("drain")>;
+/// Gateway -> supervisor: `(submit_atom, uint64_t ticket, uint8_t lane, texts,
+/// task)`; supervisor -> gateway: `(answer_atom, ticket, matrix | caf::error)`.
 using submit_atom = caf::atom_constant<caf::atom("submit")>;
+using answer_atom = caf::atom_constant<caf::atom("answer")>;
 /// Worker node -> gateway -> supervisor:
 /// `(join_atom, std::string node, std::vector<caf::actor> workers)` -> `uint32_t`
 /// (workers added); `(leave_atom, std::string node)` -> `uint32_t` once none of

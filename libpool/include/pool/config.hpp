@@ -24,7 +24,10 @@ struct node_section {
   /// node.join: supervisors a worker node lends its workers to, as
   /// "HOST:PORT" entries tried in turn (one string with commas, or a list).
   std::vector<std::string> join;
-  std::string name;  // node.name: how supervisors call this worker node ("" = host-pid)
+  /// node.name: how supervisors call this worker node; "" = the host name
+  /// plus a random suffix (never the pid: it would help peers guess the
+  /// node's id).
+  std::string name;
   /// node.allow-insecure: permit a non-loopback node.host without TLS.
   bool allow_insecure = false;
 };
@@ -111,6 +114,17 @@ struct heartbeat_section {
   caf::timespan timeout = std::chrono::seconds(5);   // heartbeat.timeout
 };
 
+/// `[cluster]`: what worker nodes that lend workers to this node may hold.
+struct cluster_section {
+  /// cluster.max-workers-per-node: most workers one worker node may lend at
+  /// once; a join past it is refused whole (nothing of it is added).
+  uint32_t max_workers_per_node = 64;
+  /// cluster.lost-node-expiry: slots of a lost worker node are freed (and may
+  /// be taken by any node) after this long, so the slot table cannot fill up
+  /// for good.
+  caf::timespan lost_node_expiry = std::chrono::seconds(60);
+};
+
 /// `[model]`
 struct model_config {
   /// model.name: what requests call the default model; "" = the embedder's
@@ -171,6 +185,7 @@ struct node_config {
   node_section node;
   pool_section pool;
   heartbeat_section heartbeat;
+  cluster_section cluster;
   model_config model;
   /// models.names: the other models, each configured in `[models.NAME]`;
   /// resolved here in that order after parsing.

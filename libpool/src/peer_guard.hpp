@@ -1,0 +1,63 @@
+// The trust boundary of a node: which actor may obey which sender.
+//
+// Only the gateway is ever addressable from another node (it is the only
+// actor that sends to one). Every other actor of a node is internal: it drops
+// what comes from a node it does not expect, and a gateway drops exit, error,
+// down and response messages that no local owner sent (see gateway.cpp).
+// Dropped messages are counted process-wide and logged at most once per
+// second, with the peer's node id (and its address where the gateway can
+// resolve it).
+//
+// Thread-safety: every function may be called from any thread.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <mutex>
+#include <string>
+
+#include <caf/fwd.hpp>
+#include <caf/node_id.hpp>
+
+namespace pool::detail {
+
+/// True if the message being handled by `self` comes from an actor of
+/// another node. A message without a sender counts as local: internal actors
+/// are never in CAF's registry, so no peer can address them at all.
+bool from_other_node(caf::local_actor* self);
+
+/// The process-wide count of messages dropped because a peer may not send
+/// them, with a rate limit for the log lines about them.
+class foreign_messages {
+ public:
+  /// The counter of this process.
+  static foreign_messages& instance();
+
+  /// Counts one dropped message. Returns the number dropped since the last
+  /// log line when a line is due now (at most one per second), else 0.
+  uint64_t note();
+
+  /// Messages dropped since the process started.
+  uint64_t total() const { return total_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<uint64_t> total_{0};
+  std::mutex mtx_;
+  uint64_t unlogged_ = 0;
+  std::chrono::steady_clock::time_point last_line_{};
+};
+
+/// Writes the rate-limited line about dropped messages: `count` of them since
+/// the last line, the latest of kind `what` at `actor` from `node` (none for
+/// a message without a sender) at `address` ("" = unknown).
+void log_foreign(const char* actor, const std::string& what, const caf::node_id& node,
+                 const std::string& address, uint64_t count);
+
+/// Makes `self`, an internal actor, drop and count every message from another
+/// node that its behavior does not take (default handler), and every error or
+/// exit message from another node. Local unexpected messages are dropped with
+/// a rate-limited warning. `actor` names it in log lines.
+void guard_internal_actor(caf::scheduled_actor* self, const char* actor);
+
+}  // namespace pool::detail

@@ -39,19 +39,23 @@ struct fake_node {
       std::function<caf::result<pool::hello_atom, uint32_t, std::string>(uint32_t)>;
 
   fake_node(caf::actor_system& sys, hello_answer hello) {
-    actor = sys.spawn([hello](caf::event_based_actor* self) -> caf::behavior {
-      self->set_default_handler(
-          [](caf::scheduled_actor*, caf::message_view&) -> caf::result<caf::message> {
+    // `hello` is passed as a spawn argument: CAF 0.17 binds a reference to an
+    // empty argument tuple for a function spawned without any (UBSan objects).
+    actor = sys.spawn(
+        [](caf::event_based_actor* self, hello_answer answer) -> caf::behavior {
+          self->set_default_handler([](caf::scheduled_actor*,
+                                       caf::message_view&) -> caf::result<caf::message> {
             return pool::make_error(pool::pool_errc::invalid_input,
                                     "unsupported message (hello, 1); expected (embed, "
                                     "text [, task [, model]]), ...");
           });
-      if (!hello)
-        return {[](pool::status_atom) { return pool::pool_status{}; }};
-      return {
-          [hello](pool::hello_atom, uint32_t protocol) { return hello(protocol); },
-      };
-    });
+          if (!answer)
+            return {[](pool::status_atom) { return pool::pool_status{}; }};
+          return {
+              [answer](pool::hello_atom, uint32_t protocol) { return answer(protocol); },
+          };
+        },
+        std::move(hello));
     auto bound = sys.middleman().publish(actor, 0, "127.0.0.1");
     REQUIRE(bound);
     port = *bound;

@@ -340,8 +340,11 @@ class node_process {
       const std::vector<std::string>& extra_args,
       std::chrono::milliseconds startup_timeout = std::chrono::seconds(10)) {
     log_file_ = (dir_.path() / "supervisor.log").string();
+    // Status fresh at every question (no snapshot reuse), so that tests can
+    // read counters right after the requests they count.
     std::vector<std::string> argv = {EMBEDPOOL_NODE_BIN, "--node.host=127.0.0.1",
-                                     "--node.port=0", "--log.file=" + log_file_};
+                                     "--node.port=0", "--log.file=" + log_file_,
+                                     "--status.max-age=0s"};
     argv.insert(argv.end(), extra_args.begin(), extra_args.end());
     redirections io;
     io.stdout_file = (dir_.path() / "stdout.txt").string();

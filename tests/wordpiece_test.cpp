@@ -25,7 +25,8 @@ using pool::bert::wordpiece_tokenizer;
 const std::string source_dir = EMBEDPOOL_SOURCE_DIR;
 const std::string golden_path = source_dir + "/tests/data/tokenizer/golden.jsonl";
 
-/// The vocabulary the golden sets were generated with (bert-base-uncased).
+/// The vocabulary the golden sets were generated with (BERT uncased,
+/// Apache-2.0; see tests/data/tokenizer/NOTICE).
 std::string vocab_path() {
   return source_dir + "/tests/data/tokenizer/bert-base-uncased-vocab.txt";
 }

@@ -7,6 +7,8 @@
 #       127.0.0.1:4242, logs on the console and in logs/supervisor.log).
 #   tools/quickstart.sh test
 #       the same set-up, then the whole test suite through ctest, then the
+#       Debian package built from build/ (tools/package.sh) and, as root,
+#       installed, run and purged (tests/package/deb_test.sh), then the
 #       safetensors fuzzer for a bounded time, then the test suite again built
 #       with AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/).
 #   tools/quickstart.sh build
@@ -27,6 +29,7 @@ PACKAGES=(
   clang libclang-rt-dev
   jq procps gnuplot-nox python3-numpy
   libcpp-httplib-dev prometheus nodejs
+  dpkg-dev file
 )
 
 apt_install() {
@@ -66,6 +69,15 @@ run_tests() {
   (cd tools/openai_check && npm ci --no-audit --no-fund)
   (cd tools/langchain_check && npm ci --no-audit --no-fund)
   (cd build && ctest --output-on-failure --timeout 300)
+  # The Debian package from the same tree; installing it changes the machine,
+  # so only as root (CI runs as root).
+  local deb
+  deb="$(tools/package.sh build | tail -n 1)"
+  if [ "$(id -u)" -eq 0 ]; then
+    tests/package/deb_test.sh "$deb"
+  else
+    echo "quickstart: not root: $deb built, its install test (tests/package/deb_test.sh) skipped"
+  fi
   cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEMBEDPOOL_SANITIZE=ON \
     -DEMBEDPOOL_BUILD_TOOLS=OFF -DEMBEDPOOL_WERROR=ON >/dev/null
   cmake --build build-asan -j"$JOBS"
@@ -94,7 +106,7 @@ case "${1:-}" in
     build
     ;;
   *)
-    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac

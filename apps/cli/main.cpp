@@ -8,6 +8,7 @@
 #include "pool/client.hpp"
 #include "pool/config.hpp"
 #include "pool/error.hpp"
+#include "pool/node_version.hpp"
 
 namespace {
 
@@ -38,6 +39,8 @@ Options:
                        connection to each node (at most 5 s, then the next
                        --fallback is tried)
   -h, --help           show this help
+  --version            print the versions (embedpool, git revision, protocol,
+                       CAF, OpenBLAS) and exit
 
 On an error the CLI prints "error: CODE: MESSAGE" on stderr and exits 1
 (2 for usage errors).
@@ -145,6 +148,10 @@ int fail(const caf::error& err) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc == 2 && std::string{argv[1]} == "--version") {
+    std::fputs(pool::node_version_text("embedpool-cli").c_str(), stdout);
+    return 0;
+  }
   cli_args args;
   if (auto err = parse(argc, argv, args); !err.empty()) {
     std::fprintf(stderr, "embedpool-cli: %s\n%s", err.c_str(), usage_text);

@@ -11,9 +11,8 @@
 #include <caf/io/all.hpp>
 #include <caf/openssl/all.hpp>
 
-#include "basp_guard.hpp"
-#include "connection_guard.hpp"
 #include "pool/tls.hpp"
+#include "tcp_sockets.hpp"
 
 namespace pool {
 
@@ -523,8 +522,6 @@ caf::expected<std::unique_ptr<client>> client::connect(const client_options& opt
     return make_error(pool_errc::invalid_input, "client timeout must be positive");
   if (auto err = validate_tls(opts.tls))
     return err;
-  // Links the BASP frame guards (nesting bound) into client executables.
-  static_cast<void>(detail::max_frame_bytes());
   add_message_types(ptr->cfg);
   ptr->cfg.load<caf::io::middleman>();
   if (opts.tls.enabled())
@@ -581,6 +578,17 @@ caf::expected<std::unique_ptr<client>> client::connect(const client_options& opt
   }
   if (!ptr->gateway)
     return make_error(pool_errc::unavailable, "cannot connect to " + failures);
+  // Protocol handshake: a node of another version is refused here, by name.
+  // Bounded like the connect: a node that accepted but never answers.
+  auto node_version = say_hello(*ptr->sys, ptr->gateway, opts.connect_timeout);
+  if (!node_version) {
+    auto code = pool_code(node_version.error());
+    return make_error(code ? *code : pool_errc::unavailable,
+                      endpoint_name(endpoints[current]) + ": " +
+                          (code ? error_message(node_version.error())
+                                : "no answer to the protocol hello: " +
+                                      describe(node_version.error())));
+  }
   ptr->shared = std::make_shared<shared_state>(opts.window);
   ptr->shared->peer = endpoint_name(endpoints[current]);
   client_actor_config acfg;

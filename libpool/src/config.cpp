@@ -1192,6 +1192,8 @@ std::string node_usage(const std::string& program) {
       << "\n"
       << "  --config-file=PATH   INI file read first ([section] then key = value)\n"
       << "  -h, --help           print this text\n"
+      << "  --version            print the versions (embedpool, git revision, protocol,\n"
+      << "                       CAF, OpenBLAS) and exit\n"
       << "\n"
       << "Every key below can be set in the file or as --section.key=value; the\n"
       << "command line wins. Durations take a unit: ns us ms s min h (e.g. 10ms).\n"

@@ -37,13 +37,6 @@ struct fd_limit {
 /// Raises the soft RLIMIT_NOFILE to the hard limit; returns both limits.
 fd_limit raise_fd_limit();
 
-/// Shuts down (shutdown(2)) every connected TCP socket of this process whose
-/// peer is host:port (`host` numeric or resolved); returns how many. The
-/// client calls it when a node did not complete its handshake in time: CAF's
-/// broker would otherwise keep that half-open connection, and its pending
-/// handshake, until the actor system is destroyed (and leak it then).
-size_t shutdown_connections_to(const std::string& host, uint16_t port);
-
 /// Closes accepted TCP connections of this process (on any port the process
 /// listens on, except `excluded` ones) that received no data for `timeout`.
 /// Runs one thread, checking every min(1 s, timeout / 4). Thread-safe.

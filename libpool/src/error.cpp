@@ -9,8 +9,9 @@ namespace pool {
 namespace {
 
 constexpr const char* errc_names[] = {
-    "none",          "overloaded",    "invalid_input", "too_large", "deadline_exceeded",
-    "worker_failed", "shutting_down", "unavailable",
+    "none",          "overloaded",        "invalid_input",
+    "too_large",     "deadline_exceeded", "worker_failed",
+    "shutting_down", "unavailable",       "protocol_mismatch",
 };
 
 constexpr size_t errc_count = sizeof(errc_names) / sizeof(errc_names[0]);

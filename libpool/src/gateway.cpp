@@ -453,6 +453,19 @@ caf::behavior gateway_behavior(gateway_actor* self, std::vector<model_route> rou
                                                       report);
       },
       [=](refused_note& note) { log_refused(self, note.what, note.node, note.count); },
+      // The handshake a peer sends first (pool/version.hpp): another protocol
+      // version gets `protocol_mismatch` naming both instead of garbled replies.
+      [=](hello_atom,
+          uint32_t protocol) -> caf::result<hello_atom, uint32_t, std::string> {
+        if (auto err = check_peer_protocol(protocol)) {
+          log_event("protocol_mismatch")
+              .add("peer_protocol", protocol)
+              .add("protocol", protocol_version)
+              .write(*self->state.log, spdlog::level::warn);
+          return err;
+        }
+        return {hello_atom::value, protocol_version, version_string()};
+      },
   };
 }
 

@@ -19,6 +19,7 @@
 #include "logging.hpp"
 #include "metrics.hpp"
 #include "pool/protocol.hpp"
+#include "pool/version.hpp"
 
 namespace pool::detail {
 
@@ -110,6 +111,7 @@ int status_of(const caf::error& err) {
       case pool_errc::deadline_exceeded:
         return 504;
       case pool_errc::worker_failed:
+      case pool_errc::protocol_mismatch:
         break;
     }
     return 500;
@@ -247,8 +249,6 @@ void append_row_base64(std::string& out, const float* row, size_t dim) {
 constexpr size_t max_openai_inputs = 2048;
 
 /// Version reported by GET /info.
-// TODO(#14): pool::version_string() from pool/version.hpp once it lands.
-constexpr const char* embedpool_version = "0.1.0";
 
 /// A request field refused: 422 naming the field.
 struct field_error {
@@ -841,7 +841,8 @@ struct http_front::impl {
         {"auto_truncate", model->truncate},
         {"tasks", e.tasks()},
         {"tokenization_workers", nullptr},
-        {"version", embedpool_version},
+        {"version", pool::version_string()},
+        {"protocol", pool::protocol_version},
     };
     res.set_content(info.dump(), "application/json");
   }

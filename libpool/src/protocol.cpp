@@ -2,6 +2,7 @@
 
 #include <caf/actor.hpp>
 #include <caf/actor_system_config.hpp>
+#include <caf/scoped_actor.hpp>
 #include <nlohmann/json.hpp>
 
 #include <cmath>
@@ -68,18 +69,27 @@ caf::error load_matrix_values(caf::deserializer& source, const matrix& shape,
 
 }  // namespace detail
 
+std::string wire_type_name(const std::string& name) {
+  return "pool.v" + std::to_string(protocol_version) + "." + name;
+}
+
 void add_message_types(caf::actor_system_config& cfg) {
+  // Protocol structs carry the protocol version in their names: a peer of
+  // another version cannot decode them (CAF drops the message) rather than
+  // mis-read them field by field.
   cfg.add_message_type<std::vector<float>>("std::vector<float>");
-  cfg.add_message_type<matrix>("pool.matrix");
-  cfg.add_message_type<job>("pool.job");
-  cfg.add_message_type<worker_report>("pool.worker_report");
-  cfg.add_message_type<worker_status>("pool.worker_status");
-  cfg.add_message_type<std::vector<worker_status>>("std::vector<pool.worker_status>");
-  cfg.add_message_type<node_status>("pool.node_status");
-  cfg.add_message_type<std::vector<node_status>>("std::vector<pool.node_status>");
+  cfg.add_message_type<matrix>(wire_type_name("matrix"));
+  cfg.add_message_type<job>(wire_type_name("job"));
+  cfg.add_message_type<worker_report>(wire_type_name("worker_report"));
+  cfg.add_message_type<worker_status>(wire_type_name("worker_status"));
+  cfg.add_message_type<std::vector<worker_status>>("std::vector<" +
+                                                   wire_type_name("worker_status") + ">");
+  cfg.add_message_type<node_status>(wire_type_name("node_status"));
+  cfg.add_message_type<std::vector<node_status>>("std::vector<" +
+                                                 wire_type_name("node_status") + ">");
   cfg.add_message_type<std::vector<caf::actor>>("std::vector<caf::actor>");
-  cfg.add_message_type<ledger_counters>("pool.ledger");
-  cfg.add_message_type<pool_status>("pool.status");
+  cfg.add_message_type<ledger_counters>(wire_type_name("ledger"));
+  cfg.add_message_type<pool_status>(wire_type_name("status"));
   cfg.add_error_category(
       pool_category,
       [](uint8_t code, caf::atom_value, const caf::message& ctx) -> std::string {
@@ -91,6 +101,51 @@ void add_message_types(caf::actor_system_config& cfg) {
         }
         return result;
       });
+}
+
+caf::error check_peer_protocol(uint32_t peer_protocol) {
+  if (peer_protocol == protocol_version)
+    return caf::none;
+  return make_error(pool_errc::protocol_mismatch,
+                    "this node speaks embedpool protocol " +
+                        std::to_string(protocol_version) + " (embedpool " +
+                        version_string() + "), the peer protocol " +
+                        std::to_string(peer_protocol) +
+                        "; use a client library of the node's protocol version");
+}
+
+caf::expected<std::string> say_hello(caf::actor_system& sys, const caf::actor& gateway,
+                                     caf::timespan timeout) {
+  caf::scoped_actor self{sys};
+  caf::expected<std::string> result{caf::error{}};
+  self->request(gateway, timeout, hello_atom::value, protocol_version)
+      .receive(
+          [&](hello_atom, uint32_t theirs, std::string& version) {
+            if (theirs == protocol_version)
+              result = std::move(version);
+            else
+              result = make_error(pool_errc::protocol_mismatch,
+                                  "the node speaks embedpool protocol " +
+                                      std::to_string(theirs) + " (embedpool " + version +
+                                      "), this client protocol " +
+                                      std::to_string(protocol_version) + " (embedpool " +
+                                      version_string() + ")");
+          },
+          [&](caf::error& err) {
+            // A node from before the handshake answers it like any message it
+            // does not understand.
+            if (pool_code(err) == pool_errc::invalid_input &&
+                error_message(err).rfind("unsupported message", 0) == 0)
+              result = make_error(pool_errc::protocol_mismatch,
+                                  "the node speaks an unversioned protocol (older than "
+                                  "protocol 1: it does not know the hello), this client "
+                                  "protocol " +
+                                      std::to_string(protocol_version) + " (embedpool " +
+                                      version_string() + ")");
+            else
+              result = std::move(err);
+          });
+  return result;
 }
 
 std::string to_json(const pool_status& st) {
@@ -147,6 +202,8 @@ std::string to_json(const pool_status& st) {
         {"used_bytes", st.memory_used_bytes},
         {"pressure", st.memory_pressure}}},
       {"models", st.models},
+      {"version", st.version},
+      {"protocol", st.protocol},
   };
   return result.dump();
 }

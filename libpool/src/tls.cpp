@@ -9,7 +9,6 @@
 #include <caf/openssl/manager.hpp>
 
 #include "pool/error.hpp"
-#include "tls_error_queue.hpp"
 
 namespace pool {
 
@@ -96,8 +95,6 @@ caf::error validate_tls(const tls_section& tls) {
 }
 
 void enable_tls(caf::actor_system_config& cfg, const tls_section& tls) {
-  // Links the OpenSSL error-queue guard into every executable that uses TLS.
-  static_cast<void>(detail::tls_error_queue_guard_bound());
   cfg.load<caf::openssl::manager>();
   cfg.openssl_certificate = tls.certificate;
   cfg.openssl_key = tls.key;

@@ -20,7 +20,8 @@ import struct
 import numpy as np
 
 VOCAB, H, LAYERS, HEADS, INTER, MAX_POS, MAX_SEQ = 30522, 384, 6, 12, 1536, 512, 256
-DEFAULT_VOCAB = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "tests", "data", "tokenizer", "bert-base-uncased-vocab.txt")
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DEFAULT_VOCAB = os.path.join(ROOT, "tests", "data", "tokenizer", "bert-base-uncased-vocab.txt")
 
 
 def tensors(rng):

@@ -2,7 +2,7 @@
 //
 // Usage: wordpiece_throughput [vocab.txt] [golden.jsonl] [seconds_per_set]
 // Defaults: tests/data/tokenizer/bert-base-uncased-vocab.txt and
-// tests/data/tokenizer/golden.jsonl next to this source tree, 2 seconds.
+// tests/data/tokenizer/golden.jsonl of this source tree, 2 seconds.
 // The code-point sweep records are skipped (synthetic, not text).
 #include <chrono>
 #include <cstdio>

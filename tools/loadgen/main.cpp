@@ -22,6 +22,7 @@
 #include "pool/client.hpp"
 #include "pool/config.hpp"
 #include "pool/error.hpp"
+#include "pool/node_version.hpp"
 #include "texts.hpp"
 
 namespace {
@@ -61,6 +62,7 @@ constexpr const char* usage_text =
   --tls.certificate=F, --tls.key=F, --tls.ca-file=F, --tls.passphrase=S
                          mutual TLS, the same keys as the node's [tls] section
   -h, --help             this text
+  --version              print the versions and exit
 
 Prints one JSON object: sent, completed, errors (code -> count), missing,
 duplicates, throughput_rps, latency_ms {p50,p90,p99,max} (of completed
@@ -506,6 +508,10 @@ caf::optional<pool::pool_status> status_within(pool::client& cl, const std::stri
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc == 2 && std::string{argv[1]} == "--version") {
+    std::fputs(pool::node_version_text("embedpool-loadgen").c_str(), stdout);
+    return 0;
+  }
   options o;
   if (auto err = parse(argc, argv, o); !err.empty()) {
     std::fprintf(stderr, "embedpool-loadgen: %s\n%s", err.c_str(), usage_text);

@@ -22,6 +22,7 @@
 #include "pool/config.hpp"
 #include "pool/embedder.hpp"
 #include "pool/error.hpp"
+#include "pool/node_version.hpp"
 #include "pool/protocol.hpp"
 
 namespace {
@@ -81,6 +82,13 @@ caf::behavior naive_behavior(naive_actor* self,
       [=](pool::batch_atom, std::vector<std::string>& texts, std::string& task) {
         return embed_many(self, texts, task);
       },
+      // The handshake pool::client sends when it connects.
+      [=](pool::hello_atom,
+          uint32_t protocol) -> caf::result<pool::hello_atom, uint32_t, std::string> {
+        if (auto err = pool::check_peer_protocol(protocol))
+          return err;
+        return {pool::hello_atom::value, pool::protocol_version, pool::version_string()};
+      },
       [=](pool::status_atom) {
         // Answered only when the actor gets to it, behind everything queued.
         pool::pool_status st;
@@ -124,6 +132,10 @@ int main(int argc, char** argv) {
   caf::timespan delay = std::chrono::milliseconds(10);
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
+    if (arg == "--version") {
+      std::fputs(pool::node_version_text("embedpool-naive-node").c_str(), stdout);
+      return 0;
+    }
     if (arg.rfind("--port=", 0) == 0) {
       char* end = nullptr;
       auto p = std::strtoul(arg.c_str() + 7, &end, 10);

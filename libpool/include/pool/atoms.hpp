@@ -16,6 +16,11 @@ using batch_atom = caf::atom_constant<caf::atom("batch")>;
 using status_atom = caf::atom_constant<caf::atom("status")>;
 /// `(metrics_atom)` -> `std::string`: the node's Prometheus text exposition.
 using metrics_atom = caf::atom_constant<caf::atom("metrics")>;
+/// `(hello_atom, uint32_t protocol)` -> `(hello_atom, uint32_t protocol,
+/// std::string version)`, or the error `protocol_mismatch` naming both
+/// versions. The first message a peer sends after connecting (pool/version.hpp);
+/// only builtin types, so that every version can read it.
+using hello_atom = caf::atom_constant<caf::atom("hello")>;
 
 // -- supervisor <-> worker ---------------------------------------------------
 

@@ -33,6 +33,10 @@ enum class pool_errc : uint8_t {
   shutting_down = 6,
   /// No worker can serve the request (all given up, or none started yet).
   unavailable = 7,
+  /// The peer and the node speak different protocol versions (see
+  /// pool/version.hpp); the message names both. Answered to `(hello_atom, N)`
+  /// at connect, before any other request.
+  protocol_mismatch = 8,
 };
 
 /// Stable snake_case name of a code, e.g. "overloaded".

@@ -14,11 +14,19 @@
 //   (batch_atom, texts, task, std::string model)        -> matrix
 //   (status_atom)                                       -> pool_status
 //   (status_atom, std::string model)                    -> pool_status
+//   (hello_atom, uint32_t protocol)  -> (hello_atom, uint32_t, std::string version)
 // `task` selects a model-specific prefix (e.g. "query" or "passage"); empty
 // means none. `model` names one of the models the node serves (listed in
 // `pool_status::models`); empty means the default model, an unknown name is
 // answered `invalid_input` naming it. The forms without `model` use the
 // default model.
+//
+// Handshake: send `(hello_atom, pool::protocol_version)` first (the client
+// does, see `say_hello`); a node of another protocol version answers the error
+// `protocol_mismatch` naming both versions instead of replies the peer would
+// mis-read. The registered type names carry the protocol version
+// ("pool.v1.status"), so a peer that skips the hello cannot decode a struct of
+// another version: its request fails with `unexpected_response` instead.
 #pragma once
 
 #include <cstdint>
@@ -29,12 +37,15 @@
 
 #include <caf/deserializer.hpp>
 #include <caf/error.hpp>
+#include <caf/expected.hpp>
 #include <caf/fwd.hpp>
 #include <caf/meta/type_name.hpp>
 #include <caf/serializer.hpp>
+#include <caf/timespan.hpp>
 
 #include "pool/atoms.hpp"
 #include "pool/error.hpp"
+#include "pool/version.hpp"
 
 namespace pool {
 
@@ -195,6 +206,10 @@ struct pool_status {
   uint64_t memory_used_bytes = 0;
   double memory_pressure = 0;       // used / budget; 0 without a budget
   std::vector<std::string> models;  // every model the node serves, default first
+  // Set by whoever builds a status (the node): its `version_string()` and
+  // `protocol_version`.
+  std::string version = version_string();
+  uint32_t protocol = protocol_version;
 };
 
 template <class Inspector>
@@ -203,13 +218,27 @@ typename Inspector::result_type inspect(Inspector& f, pool_status& x) {
            x.workers, x.nodes, x.ledger, x.restarts, x.abandoned, x.pending,
            x.pending_capacity, x.workers_spawned, x.workers_evicted, x.workers_given_up,
            x.min_workers, x.max_workers, x.memory_budget_bytes, x.memory_used_bytes,
-           x.memory_pressure, x.models);
+           x.memory_pressure, x.models, x.version, x.protocol);
 }
 
 /// Registers every non-builtin type of this protocol and the `pool` error
 /// category. Call it on the config of every process that talks to a node,
 /// before constructing the actor system.
 void add_message_types(caf::actor_system_config& cfg);
+
+/// The registered name of a protocol type: "pool.v<protocol_version>.<name>".
+std::string wire_type_name(const std::string& name);
+
+/// The node's side of the handshake: none if `peer_protocol` is this build's
+/// `protocol_version`, else `protocol_mismatch` naming both versions.
+caf::error check_peer_protocol(uint32_t peer_protocol);
+
+/// The peer's side: sends `(hello_atom, protocol_version)` to a node's gateway
+/// and waits up to `timeout` for its answer. Returns the node's version string,
+/// or `protocol_mismatch` naming both versions (also for a node too old to know
+/// the hello), or the error of the request (e.g. `caf::sec::request_timeout`).
+caf::expected<std::string> say_hello(caf::actor_system& sys, const caf::actor& gateway,
+                                     caf::timespan timeout);
 
 /// Renders a status reply as one JSON object (the `embedpool-cli status` format).
 std::string to_json(const pool_status& status);

@@ -458,10 +458,12 @@ caf::behavior gateway_behavior(gateway_actor* self, std::vector<model_route> rou
       [=](hello_atom,
           uint32_t protocol) -> caf::result<hello_atom, uint32_t, std::string> {
         if (auto err = check_peer_protocol(protocol)) {
-          log_event("protocol_mismatch")
-              .add("peer_protocol", protocol)
-              .add("protocol", protocol_version)
-              .write(*self->state.log, spdlog::level::warn);
+          // A peer can send any number of these: one line a second at most.
+          if (foreign_messages::instance().note() > 0)
+            log_event("protocol_mismatch")
+                .add("peer_protocol", protocol)
+                .add("protocol", protocol_version)
+                .write(*self->state.log, spdlog::level::warn);
           return err;
         }
         return {hello_atom::value, protocol_version, version_string()};

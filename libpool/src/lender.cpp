@@ -9,6 +9,7 @@
 #include "guarded_actor.hpp"
 #include "logging.hpp"
 #include "peer_guard.hpp"
+#include "pool/version.hpp"
 
 namespace pool::detail {
 
@@ -112,6 +113,26 @@ void join(lender_actor* self, std::vector<caf::actor> workers) {
           });
 }
 
+/// Says hello first: a supervisor of another protocol version is refused
+/// with an error naming both (logged as join_refused), never lent workers.
+void hello_then_join(lender_actor* self) {
+  auto gw = self->state.gateway;
+  self->request(gw, join_timeout, hello_atom::value, protocol_version)
+      .then([=](hello_atom, uint32_t, std::string&) { join(self, self->state.workers); },
+            [=](caf::error& err) {
+              auto& s = self->state;
+              warn(self, log_event("join_refused")
+                             .add("supervisor", endpoint_name(s.cfg, s.endpoint))
+                             .add("error", describe(err)));
+              if (s.gateway == gw) {
+                self->demonitor(gw);
+                s.gateway = nullptr;
+                s.target->set(caf::node_id{});
+                schedule_connect(self);
+              }
+            });
+}
+
 void connect(lender_actor* self) {
   auto& st = self->state;
   if (st.leaving || st.gateway || st.connecting)
@@ -132,7 +153,7 @@ void connect(lender_actor* self) {
             s.gateway = caf::actor_cast<caf::actor>(ptr);
             s.target->set(s.gateway->node());
             self->monitor(s.gateway);
-            join(self, s.workers);
+            hello_then_join(self);
           },
           [=](caf::error& err) {
             auto& s = self->state;

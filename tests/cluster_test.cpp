@@ -10,6 +10,7 @@
 
 #include "pool/client.hpp"
 #include "process_helpers.hpp"
+#include "status_helpers.hpp"
 
 using namespace std::chrono_literals;
 using nlohmann::json;
@@ -18,6 +19,11 @@ using pool::test::node_process;
 using pool::test::redirections;
 using pool::test::slurp;
 using pool::test::temp_dir;
+
+using pool::test::balanced;
+using pool::test::node_entry;
+using pool::test::status_of;
+using pool::test::wait_status;
 
 namespace {
 
@@ -64,39 +70,6 @@ std::unique_ptr<pool::client> connect(uint16_t port) {
   if (!cl)
     throw std::runtime_error("cannot connect: " + pool::describe(cl.error()));
   return std::move(*cl);
-}
-
-json status_of(pool::client& cl) {
-  auto st = cl.status();
-  if (!st)
-    throw std::runtime_error("status failed: " + pool::describe(st.error()));
-  return json::parse(pool::to_json(*st));
-}
-
-json node_entry(const json& st, const std::string& name) {
-  for (auto& n : st.at("nodes"))
-    if (n.at("node") == name)
-      return n;
-  return json{};
-}
-
-/// Polls status until `pred` holds (bounded); returns whether it did.
-template <class Pred>
-bool wait_status(pool::client& cl, std::chrono::milliseconds timeout, Pred pred) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (pred(status_of(cl)))
-      return true;
-    std::this_thread::sleep_for(50ms);
-  }
-  return false;
-}
-
-bool balanced(const json& st) {
-  auto& l = st.at("ledger");
-  return l.at("accepted").get<uint64_t>() ==
-         l.at("completed").get<uint64_t>() + l.at("failed").get<uint64_t>() +
-             l.at("expired").get<uint64_t>() + l.at("in_flight").get<uint64_t>();
 }
 
 uint64_t remote_completed(const json& st, const std::string& name) {

@@ -15,6 +15,7 @@
 #include "pool/client.hpp"
 #include "process_helpers.hpp"
 #include "raw_basp_peer.hpp"
+#include "status_helpers.hpp"
 
 using namespace std::chrono_literals;
 using nlohmann::json;
@@ -25,6 +26,11 @@ using pool::test::received_message;
 using pool::test::redirections;
 using pool::test::slurp;
 using pool::test::temp_dir;
+
+using pool::test::balanced;
+using pool::test::node_entry;
+using pool::test::status_of;
+using pool::test::wait_status;
 
 namespace {
 
@@ -48,38 +54,6 @@ std::unique_ptr<pool::client> connect_client(uint16_t port) {
   if (!cl)
     throw std::runtime_error("cannot connect: " + pool::describe(cl.error()));
   return std::move(*cl);
-}
-
-json status_of(pool::client& cl) {
-  auto st = cl.status();
-  if (!st)
-    throw std::runtime_error("status failed: " + pool::describe(st.error()));
-  return json::parse(pool::to_json(*st));
-}
-
-bool balanced(const json& st) {
-  auto& l = st.at("ledger");
-  return l.at("accepted").get<uint64_t>() ==
-         l.at("completed").get<uint64_t>() + l.at("failed").get<uint64_t>() +
-             l.at("expired").get<uint64_t>() + l.at("in_flight").get<uint64_t>();
-}
-
-json node_entry(const json& st, const std::string& name) {
-  for (auto& n : st.at("nodes"))
-    if (n.at("node") == name)
-      return n;
-  return json{};
-}
-
-template <class Pred>
-bool wait_status(pool::client& cl, std::chrono::milliseconds timeout, Pred pred) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (pred(status_of(cl)))
-      return true;
-    std::this_thread::sleep_for(50ms);
-  }
-  return false;
 }
 
 std::string bounded_text(std::string text) {

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "pool/client.hpp"
+#include "status_helpers.hpp"
 #include "transport_helpers.hpp"
 
 using namespace std::chrono_literals;
@@ -22,6 +23,8 @@ using pool::test::raw_socket;
 using pool::test::run_command;
 using pool::test::test_pki;
 
+using pool::test::status_of;
+
 namespace {
 
 std::unique_ptr<pool::client> connect_client(pool::client_options opts) {
@@ -29,13 +32,6 @@ std::unique_ptr<pool::client> connect_client(pool::client_options opts) {
   if (!cl)
     throw std::runtime_error("cannot connect: " + pool::describe(cl.error()));
   return std::move(*cl);
-}
-
-json status_of(pool::client& cl) {
-  auto st = cl.status();
-  if (!st)
-    throw std::runtime_error("status failed: " + pool::describe(st.error()));
-  return json::parse(pool::to_json(*st));
 }
 
 size_t count_of(const std::string& text, const std::string& needle) {

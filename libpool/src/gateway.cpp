@@ -39,6 +39,7 @@ constexpr caf::timespan resolve_timeout = std::chrono::seconds(1);
 struct pending_answer {
   caf::response_promise rp;
   size_t route = 0;
+  uint64_t charged = 0;  // its bytes of the node's byte_budget
 };
 
 struct gateway_state {
@@ -157,7 +158,8 @@ caf::result<matrix> submit(gateway_actor* self, size_t route, lane ln,
   sub.ln = ln;
   sub.texts = std::move(texts);
   sub.task = std::move(task);
-  st.pending.emplace(sub.ticket, pending_answer{self->make_response_promise(), route});
+  st.pending.emplace(sub.ticket,
+                     pending_answer{self->make_response_promise(), route, sub.charged});
   self->send(target.supervisor, submit_atom::value, std::move(sub));
   return caf::delegated<matrix>{};
 }
@@ -190,6 +192,9 @@ void fail_route(gateway_actor* self, size_t route, const caf::error& reason) {
                                                       "\" stopped: " + to_string(reason));
     st.metrics[route]->count_reply(reply_code(err));
     i->second.rp.deliver(std::move(err));
+    // Its supervisor is gone and gives nothing back any more.
+    if (auto& bytes = st.routes[route].bytes)
+      bytes->give_back(i->second.charged);
     i = st.pending.erase(i);
   }
 }

@@ -465,6 +465,21 @@ TEST_CASE("HTTP on a non-loopback address or on a worker node is refused naming 
   CHECK(worker.err.find("http.port") != std::string::npos);
 }
 
+TEST_CASE("an HTTP port already in use is refused at start naming http.port",
+          "[http][config]") {
+  http_node first;
+  auto second = run_command({EMBEDPOOL_NODE_BIN, "--node.port=0",
+                             "--log.file=", "--http.port=" + std::to_string(first.port)},
+                            tool_timeout);
+  CHECK(second.status.exited);
+  CHECK(second.status.code == 2);
+  CHECK(second.err.find("http.port") != std::string::npos);
+  // The first node still serves its port alone.
+  auto live = first.http.Get("/health/live");
+  REQUIRE(live);
+  CHECK(live->status == 200);
+}
+
 namespace {
 
 /// A model directory of the committed BERT fixtures.

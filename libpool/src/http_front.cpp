@@ -1035,6 +1035,12 @@ caf::expected<uint16_t> http_front::start() {
   // Headers and body are written separately: without TCP_NODELAY, Nagle's
   // algorithm and the peer's delayed ACK add ~40 ms to keep-alive requests.
   d.server.set_tcp_nodelay(true);
+  // SO_REUSEADDR only: cpp-httplib's default SO_REUSEPORT would let a second
+  // process bind a port in use and silently share its requests.
+  d.server.set_socket_options([](socket_t sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+  });
   d.install_routes();
   int port = d.cfg.http.port;
   if (port == 0) {
@@ -1043,9 +1049,9 @@ caf::expected<uint16_t> http_front::start() {
       return make_error(pool_errc::invalid_input,
                         "http.port: cannot bind a free port on " + d.cfg.http.host);
   } else if (!d.server.bind_to_port(d.cfg.http.host, port)) {
-    return make_error(
-        pool_errc::invalid_input,
-        "http.port: cannot bind " + d.cfg.http.host + ":" + std::to_string(port));
+    return make_error(pool_errc::invalid_input,
+                      "http.port: cannot bind " + d.cfg.http.host + ":" +
+                          std::to_string(port) + " (in use by another process?)");
   }
   d.listener = std::thread{[&d] { d.server.listen_after_bind(); }};
   log_event("http_listening")

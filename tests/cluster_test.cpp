@@ -11,14 +11,14 @@
 #include "pool/client.hpp"
 #include "process_helpers.hpp"
 #include "status_helpers.hpp"
+#include "transport_helpers.hpp"
 
 using namespace std::chrono_literals;
 using nlohmann::json;
-using pool::test::child_process;
 using pool::test::node_process;
-using pool::test::redirections;
-using pool::test::slurp;
 using pool::test::temp_dir;
+using pool::test::test_pki;
+using pool::test::worker_node;
 
 using pool::test::balanced;
 using pool::test::node_entry;
@@ -26,41 +26,6 @@ using pool::test::status_of;
 using pool::test::wait_status;
 
 namespace {
-
-/// An `embedpool-node --node.role=worker` process joined to a head node.
-class worker_node {
- public:
-  worker_node(uint16_t head_port, const std::string& name,
-              std::vector<std::string> extra) {
-    log_ = (dir_.path() / "worker.log").string();
-    std::vector<std::string> argv = {EMBEDPOOL_NODE_BIN, "--node.role=worker",
-                                     "--node.join=127.0.0.1:" + std::to_string(head_port),
-                                     "--node.name=" + name, "--log.file=" + log_};
-    argv.insert(argv.end(), extra.begin(), extra.end());
-    redirections io;
-    io.stdout_file = (dir_.path() / "stdout.txt").string();
-    io.stderr_file = (dir_.path() / "stderr.txt").string();
-    proc_.emplace(argv, io);
-  }
-
-  bool wait_for_log(const std::string& needle, std::chrono::milliseconds timeout) {
-    auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (std::chrono::steady_clock::now() < deadline) {
-      if (slurp(log_).find(needle) != std::string::npos)
-        return true;
-      std::this_thread::sleep_for(20ms);
-    }
-    return false;
-  }
-
-  child_process& process() { return *proc_; }
-  std::string log() const { return slurp(log_); }
-
- private:
-  temp_dir dir_;
-  std::string log_;
-  std::optional<child_process> proc_;
-};
 
 std::unique_ptr<pool::client> connect(uint16_t port) {
   pool::client_options opts;
@@ -259,46 +224,6 @@ TEST_CASE("a non-loopback bind without TLS is refused naming the key", "[cluster
 }
 
 namespace {
-
-/// A private CA and certificates made with the `openssl` command.
-struct test_pki {
-  temp_dir dir;
-  std::string path(const std::string& name) const { return (dir.path() / name).string(); }
-
-  void run(const std::vector<std::string>& argv) {
-    auto r = pool::test::run_command(argv, 60s);
-    if (!r.status.exited || r.status.code != 0)
-      throw std::runtime_error("openssl failed: " + r.err);
-  }
-
-  void self_signed(const std::string& name) {
-    run({"/usr/bin/openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-         "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", path(name + ".key"), "-out",
-         path(name + ".pem"), "-days", "2", "-subj", "/CN=" + name});
-  }
-
-  void signed_by_ca(const std::string& name) {
-    run({"/usr/bin/openssl", "req", "-newkey", "ec", "-pkeyopt",
-         "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", path(name + ".key"), "-out",
-         path(name + ".csr"), "-subj", "/CN=" + name});
-    run({"/usr/bin/openssl", "x509", "-req", "-in", path(name + ".csr"), "-CA",
-         path("ca.pem"), "-CAkey", path("ca.key"), "-CAcreateserial", "-out",
-         path(name + ".pem"), "-days", "2"});
-  }
-
-  test_pki() {
-    self_signed("ca");
-    signed_by_ca("node");
-    signed_by_ca("client");
-    signed_by_ca("worker");
-    self_signed("rogue");
-  }
-
-  std::vector<std::string> args(const std::string& who) const {
-    return {"--tls.certificate=" + path(who + ".pem"), "--tls.key=" + path(who + ".key"),
-            "--tls.ca-file=" + path("ca.pem")};
-  }
-};
 
 pool::test::run_result cli_embed(uint16_t port, std::vector<std::string> tls_args) {
   std::vector<std::string> argv = {EMBEDPOOL_CLI_BIN, "--port=" + std::to_string(port),

@@ -17,8 +17,8 @@
 
 namespace pool::test {
 
-/// A CA and certificates signed by it ("node", "client", "worker"), made at
-/// construction in a temporary directory.
+/// A CA and certificates signed by it ("node", "client", "worker"), plus a
+/// self-signed "rogue" one, made at construction in a temporary directory.
 struct test_pki {
   temp_dir dir;
   std::string path(const std::string& name) const { return (dir.path() / name).string(); }
@@ -49,6 +49,7 @@ struct test_pki {
     signed_by_ca("node");
     signed_by_ca("client");
     signed_by_ca("worker");
+    self_signed("rogue");
   }
 
   std::vector<std::string> args(const std::string& who) const {

@@ -87,6 +87,21 @@ void schedule_connect(lender_actor* self) {
   self->delayed_send(self, delay, connect_retry_atom::value);
 }
 
+/// The supervisor at `gw` refused the hello or the join: log it, forget it
+/// (its node may no longer hand the workers work) and try again later.
+void on_join_refused(lender_actor* self, const caf::actor& gw, const caf::error& err) {
+  auto& s = self->state;
+  warn(self, log_event("join_refused")
+                 .add("supervisor", endpoint_name(s.cfg, s.endpoint))
+                 .add("error", describe(err)));
+  if (s.gateway != gw)
+    return;
+  self->demonitor(gw);
+  s.gateway = nullptr;
+  s.target->set(caf::node_id{});
+  schedule_connect(self);
+}
+
 void join(lender_actor* self, std::vector<caf::actor> workers) {
   auto& st = self->state;
   auto gw = st.gateway;
@@ -100,17 +115,7 @@ void join(lender_actor* self, std::vector<caf::actor> workers) {
                            .add("node", s.cfg.node_name)
                            .add("workers", added));
           },
-          [=](caf::error& err) {
-            auto& s = self->state;
-            warn(self, log_event("join_refused")
-                           .add("supervisor", endpoint_name(s.cfg, s.endpoint))
-                           .add("error", describe(err)));
-            if (s.gateway == gw) {
-              self->demonitor(gw);
-              s.gateway = nullptr;
-              schedule_connect(self);
-            }
-          });
+          [=](caf::error& err) { on_join_refused(self, gw, err); });
 }
 
 /// Says hello first: a supervisor of another protocol version is refused
@@ -119,18 +124,7 @@ void hello_then_join(lender_actor* self) {
   auto gw = self->state.gateway;
   self->request(gw, join_timeout, hello_atom::value, protocol_version)
       .then([=](hello_atom, uint32_t, std::string&) { join(self, self->state.workers); },
-            [=](caf::error& err) {
-              auto& s = self->state;
-              warn(self, log_event("join_refused")
-                             .add("supervisor", endpoint_name(s.cfg, s.endpoint))
-                             .add("error", describe(err)));
-              if (s.gateway == gw) {
-                self->demonitor(gw);
-                s.gateway = nullptr;
-                s.target->set(caf::node_id{});
-                schedule_connect(self);
-              }
-            });
+            [=](caf::error& err) { on_join_refused(self, gw, err); });
 }
 
 void connect(lender_actor* self) {

@@ -75,8 +75,10 @@ job make_job(uint64_t id, size_t texts, lane ln = lane::embed) {
   job j;
   j.id = id;
   j.lane = static_cast<uint8_t>(ln);
+  std::vector<std::string> list;
   for (size_t i = 0; i < texts; ++i)
-    j.texts.push_back(std::string(i % 7 + 1, 'x'));
+    list.push_back(std::string(i % 7 + 1, 'x'));
+  j.texts = shared_texts{std::move(list)};
   return j;
 }
 

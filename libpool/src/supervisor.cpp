@@ -116,7 +116,7 @@ struct worker_slot {
 struct request_entry {
   uint64_t id = 0;
   lane ln = lane::embed;
-  std::vector<std::string> texts;
+  shared_texts texts;  // shared with the job a local worker holds
   std::string task;
   /// Who gets the answer (the gateway, or a test's probe) and its ticket.
   caf::actor reply_to;
@@ -1173,7 +1173,7 @@ void on_submit(supervisor_actor* self, submission& sub) {
   auto& req = st.requests[id];
   req.id = id;
   req.ln = ln;
-  req.texts = std::move(sub.texts);
+  req.texts = shared_texts{std::move(sub.texts)};
   req.task = std::move(sub.task);
   req.charged = sub.charged;
   req.deadline = now + st.cfg.pool.request_timeout;

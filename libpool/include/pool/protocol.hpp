@@ -30,6 +30,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -94,11 +95,43 @@ typename Inspector::result_type inspect(Inspector& f, matrix& x) {
 /// Request lanes; each has its own credits per worker.
 enum class lane : uint8_t { embed = 0, batch = 1 };
 
-/// One unit of work the supervisor hands to a worker. Owned by value.
+/// The texts of a request, shared without copying by the supervisor (which
+/// keeps them for a retry) and the local worker that computes them; a worker
+/// on another node gets a copy over the wire, as a plain list of strings.
+/// Immutable once made; copies share it. Thread-safe to read.
+class shared_texts {
+ public:
+  using list = std::vector<std::string>;
+
+  shared_texts() : texts_(std::make_shared<list>()) {}
+  explicit shared_texts(list texts) : texts_(std::make_shared<list>(std::move(texts))) {}
+
+  const list& get() const { return *texts_; }
+  size_t size() const { return texts_->size(); }
+  bool empty() const { return texts_->empty(); }
+  const std::string& operator[](size_t i) const { return (*texts_)[i]; }
+  list::const_iterator begin() const { return texts_->begin(); }
+  list::const_iterator end() const { return texts_->end(); }
+
+  template <class Inspector>
+  friend typename Inspector::result_type inspect(Inspector& f, shared_texts& x) {
+    // Loading fills a list no other holder sees: every default-constructed
+    // (or copied-then-loaded) value gets a fresh one first.
+    if constexpr (std::is_same_v<Inspector, caf::deserializer>)
+      x.texts_ = std::make_shared<list>();
+    return f(*x.texts_);
+  }
+
+ private:
+  std::shared_ptr<list> texts_;  // never null
+};
+
+/// One unit of work the supervisor hands to a worker. Owned by value; its
+/// texts are shared (see `shared_texts`).
 struct job {
   uint64_t id = 0;
   uint8_t lane = 0;  // a `pool::lane`
-  std::vector<std::string> texts;
+  shared_texts texts;
   std::string task;
   /// A retry after a worker died or hung: embed it in a call of its own, so
   /// that a poison text cannot take innocent neighbours down with it again.

@@ -6,11 +6,7 @@
 
 #include <atomic>
 #include <chrono>
-#include <cstdio>
-#include <cstdlib>
 #include <mutex>
-
-#include <dlfcn.h>
 
 #include <caf/deserializer.hpp>
 #include <caf/error.hpp>
@@ -18,6 +14,7 @@
 #include <caf/message.hpp>
 #include <caf/sec.hpp>
 
+#include "interpose.hpp"
 #include "logging.hpp"
 
 namespace pool::detail {
@@ -31,16 +28,6 @@ std::atomic<uint64_t> too_deep{0};
 
 constexpr const char* valid_symbol = "_ZN3caf2io4basp5validERKNS1_6headerE";
 constexpr const char* load_symbol = "_ZN3caf7message4loadERNS_12deserializerE";
-
-template <class F>
-F next_definition(const char* name) {
-  auto* sym = dlsym(RTLD_NEXT, name);
-  if (sym == nullptr) {
-    std::fprintf(stderr, "embedpool: cannot find CAF's %s: %s\n", name, dlerror());
-    std::abort();
-  }
-  return reinterpret_cast<F>(sym);
-}
 
 /// At most one log line per second per kind, with the count since the last.
 class rate_limited_log {
@@ -106,10 +93,7 @@ void set_max_message_depth(uint32_t depth) {
 bool basp_guard_bound() {
   // Bound when the first definition the process resolves is not CAF's (the
   // next one after this executable).
-  for (auto* name : {valid_symbol, load_symbol})
-    if (dlsym(RTLD_DEFAULT, name) == dlsym(RTLD_NEXT, name))
-      return false;
-  return true;
+  return bound_to_us(valid_symbol) && bound_to_us(load_symbol);
 }
 
 uint64_t oversized_frames() {

@@ -588,6 +588,14 @@ const std::vector<key_spec>& schema() {
                  "plus a random suffix"),
       boolean_key("node.allow-insecure", &nc::node, &node_section::allow_insecure,
                   "allow a non-loopback node.host without TLS (logs a warning)"),
+      integer_key("node.max-unread-bytes-per-peer", &nc::node,
+                  &node_section::max_unread_mib, 0, 1 << 20,
+                  "MiB of replies a peer may leave unread; past it: overloaded, then "
+                  "the connection is closed; 0 = no bound"),
+      integer_key("node.max-inbox-bytes", &nc::node, &node_section::max_inbox_mib, 0,
+                  1 << 20,
+                  "MiB of peers' messages waiting for the gateway; past it they are "
+                  "shed (overloaded); 0 = no bound"),
       integer_key("pool.workers", &nc::pool, &pool_section::workers, 1, 256,
                   "worker actors (threads) per node"),
       integer_key("pool.embed-queue-capacity", &nc::pool,

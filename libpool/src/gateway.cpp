@@ -544,6 +544,7 @@ caf::actor spawn_gateway(caf::local_actor* parent, std::vector<model_route> rout
   impl::options opts;
   opts.owner = parent->address();
   opts.self_logs = true;
+  opts.bounded_inbox = true;
   return parent->spawn<impl>(std::move(opts), std::move(init));
 }
 

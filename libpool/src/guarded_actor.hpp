@@ -9,8 +9,11 @@
 // members fixed at construction.
 #pragma once
 
+#include <atomic>
 #include <functional>
+#include <mutex>
 #include <string>
+#include <unordered_map>
 #include <utility>
 
 #include <caf/actor_addr.hpp>
@@ -23,6 +26,9 @@
 #include <caf/system_messages.hpp>
 #include <caf/upstream_msg.hpp>
 
+#include "actors.hpp"
+#include "logging.hpp"
+#include "peer_backlog.hpp"
 #include "peer_guard.hpp"
 #include "pool/error.hpp"
 
@@ -83,7 +89,11 @@ inline const char* refusal(const caf::mailbox_element& x, const caf::node_id& ho
 
 /// A stateful actor whose `enqueue` drops what `refusal` names (counted in
 /// `foreign_messages`); a refused request gets `invalid_input` at once, so no
-/// peer waits for it.
+/// peer waits for it. Requests from a peer whose connection holds more unread
+/// replies than `max_unread_bytes` (peer_backlog.hpp) get `overloaded` at
+/// once. With `options::bounded_inbox`, messages from other nodes beyond
+/// `max_inbox_bytes` waiting in its mailbox are shed the same way (requests
+/// get `overloaded`), before any work is done for them.
 template <class State>
 class guarded_actor : public caf::stateful_actor<State> {
  public:
@@ -99,6 +109,8 @@ class guarded_actor : public caf::stateful_actor<State> {
     bool self_logs = false;
     /// Takes responses from other nodes (it sends requests to them).
     bool remote_responses = false;
+    /// Sheds messages from other nodes past `max_inbox_bytes` queued.
+    bool bounded_inbox = false;
   };
 
   guarded_actor(caf::actor_config& cfg, options opts, init_fn init)
@@ -109,19 +121,56 @@ class guarded_actor : public caf::stateful_actor<State> {
   void enqueue(caf::mailbox_element_ptr what, caf::execution_unit* host) override {
     auto why =
         refusal(*what, this->home_system().node(), opts_.owner, opts_.remote_responses);
-    if (why == nullptr) {
+    if (why != nullptr) {
+      refuse(std::move(what), why, host);
+      return;
+    }
+    if (!what->sender || what->sender->node() == this->home_system().node() ||
+        what->mid.is_response()) {
       super::enqueue(std::move(what), host);
       return;
     }
-    auto node = what->sender ? what->sender->node() : caf::node_id{};
-    if (what->mid.is_request() && what->sender) {
-      what->sender->enqueue(
-          caf::make_mailbox_element(
-              this->ctrl(), what->mid.response_id(), {},
-              make_error(pool_errc::invalid_input,
-                         std::string{"refused: "} + why + " messages are not accepted")),
-          host);
+    if (what->mid.is_request() && peer_over_unread_bound(what->sender->node())) {
+      count_unread_refusal();
+      answer_now(*what,
+                 make_error(pool_errc::overloaded,
+                            "this connection holds node.max-unread-bytes-per-peer of "
+                            "replies the peer has not read; read them, then retry"),
+                 host);
+      return;
     }
+    if (opts_.bounded_inbox && !admit_to_inbox(*what)) {
+      shed(std::move(what), host);
+      return;
+    }
+    super::enqueue(std::move(what), host);
+  }
+
+  caf::invoke_message_result consume(caf::mailbox_element& x) override {
+    leave_inbox(x);
+    return super::consume(x);
+  }
+
+ private:
+  /// Bytes charged for a message beside its content (element, allocations).
+  static constexpr uint64_t per_message_bytes = 128;
+
+  /// Answers request `x` with `err` on the calling thread.
+  void answer_now(const caf::mailbox_element& x, caf::error err,
+                  caf::execution_unit* host) {
+    if (!x.mid.is_request() || !x.sender)
+      return;
+    x.sender->enqueue(
+        caf::make_mailbox_element(this->ctrl(), x.mid.response_id(), {}, std::move(err)),
+        host);
+  }
+
+  void refuse(caf::mailbox_element_ptr what, const char* why, caf::execution_unit* host) {
+    auto node = what->sender ? what->sender->node() : caf::node_id{};
+    answer_now(*what,
+               make_error(pool_errc::invalid_input,
+                          std::string{"refused: "} + why + " messages are not accepted"),
+               host);
     auto n = foreign_messages::instance().note();
     if (n == 0)
       return;
@@ -133,9 +182,62 @@ class guarded_actor : public caf::stateful_actor<State> {
       log_foreign(this->name(), why, node, "", n);
   }
 
- private:
+  /// Charges `x` to the inbox unless that would pass `max_inbox_bytes`.
+  bool admit_to_inbox(const caf::mailbox_element& x) {
+    auto limit = max_inbox_bytes();
+    if (limit == 0)
+      return true;
+    auto charge = approximate_bytes(x.content()) + per_message_bytes;
+    auto before = inbox_bytes_.fetch_add(charge, std::memory_order_relaxed);
+    if (before + charge > limit) {
+      inbox_bytes_.fetch_sub(charge, std::memory_order_relaxed);
+      return false;
+    }
+    std::lock_guard<std::mutex> guard{charges_mtx_};
+    charges_[&x] = charge;
+    return true;
+  }
+
+  /// Gives back what `x` was charged when it entered the inbox (if anything).
+  void leave_inbox(const caf::mailbox_element& x) {
+    if (!opts_.bounded_inbox)
+      return;
+    uint64_t charge = 0;
+    {
+      std::lock_guard<std::mutex> guard{charges_mtx_};
+      auto i = charges_.find(&x);
+      if (i == charges_.end())
+        return;
+      charge = i->second;
+      charges_.erase(i);
+    }
+    inbox_bytes_.fetch_sub(charge, std::memory_order_relaxed);
+  }
+
+  void shed(caf::mailbox_element_ptr what, caf::execution_unit* host) {
+    answer_now(*what,
+               make_error(pool_errc::overloaded,
+                          "the node's inbox for peers holds node.max-inbox-bytes; "
+                          "retry after " +
+                              std::to_string(overload_retry_after_ms) + "ms"),
+               host);
+    if (auto n = inbox_sheds().note(); n > 0)
+      log_event("inbox_full_shed")
+          .add("actor", this->name())
+          .add("peer_node", caf::to_string(what->sender->node()))
+          .add("limit", max_inbox_bytes())
+          .add("count", n)
+          .add("total", inbox_sheds().total())
+          .write(*get_logger("gateway"), spdlog::level::warn);
+  }
+
   const options opts_;
   init_fn init_;
+  /// Bytes of messages from other nodes in the mailbox, and each one's charge
+  /// (by element: it stays put from enqueue to consume).
+  std::atomic<uint64_t> inbox_bytes_{0};
+  std::mutex charges_mtx_;
+  std::unordered_map<const caf::mailbox_element*, uint64_t> charges_;
 };
 
 }  // namespace pool::detail

@@ -15,7 +15,10 @@
 #include "connection_guard.hpp"
 #include "http_front.hpp"
 #include "logging.hpp"
+#include "memory_trim.hpp"
 #include "metrics.hpp"
+#include "peer_backlog.hpp"
+#include "peer_guard.hpp"
 #include "pool/embedder.hpp"
 #include "pool/protocol.hpp"
 #include "pool/tls.hpp"
@@ -169,6 +172,9 @@ int run_node(const node_config& cfg) {
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
+  // Request and reply buffers of 64 KiB and more (a text at the default
+  // pool.max-text-bytes) get pages of their own, returned when freed.
+  detail::use_own_pages_for_large_buffers(64 * 1024);
 
   if (auto err = detail::setup_logging(cfg.log); !err.empty()) {
     std::fprintf(stderr, "embedpool-node: %s\n", err.c_str());
@@ -280,10 +286,15 @@ int run_node(const node_config& cfg) {
     detail::set_max_frame_bytes(
         static_cast<uint32_t>(std::min<uint64_t>(limit, UINT32_MAX)));
   }
+  detail::set_max_unread_bytes(uint64_t{cfg.node.max_unread_mib} << 20);
+  detail::set_max_inbox_bytes(uint64_t{cfg.node.max_inbox_mib} << 20);
   log_event("basp_limits")
       .add("max_frame_bytes", detail::max_frame_bytes())
       .add("max_message_depth", detail::default_max_message_depth)
       .add("guard", detail::basp_guard_bound())
+      .add("max_unread_bytes_per_peer", detail::max_unread_bytes())
+      .add("max_inbox_bytes", detail::max_inbox_bytes())
+      .add("unread_guard", detail::peer_backlog_bound())
       .write(*log, spdlog::level::info);
 
   caf::actor_system_config sys_cfg;
@@ -377,6 +388,8 @@ int run_node(const node_config& cfg) {
         exit_code = 2;
       }
     }
+    // Hands memory freed after a burst back to the kernel within a second.
+    detail::memory_trimmer trimmer{std::chrono::seconds(1), 16 * 1024 * 1024};
     // Accepted connections silent for the connection timeout are closed, also
     // those CAF's broker never times out (no complete BASP header yet).
     std::unique_ptr<detail::idle_connection_reaper> reaper;

@@ -41,7 +41,78 @@ foreign_messages& foreign_messages::instance() {
   return counter;
 }
 
-uint64_t foreign_messages::note() {
+rate_limited_counter& inbox_sheds() {
+  static rate_limited_counter counter;
+  return counter;
+}
+
+namespace {
+
+std::atomic<uint64_t> inbox_bound{0};
+
+/// A serializer that writes nothing and counts the bytes CAF's binary
+/// serializer would write (sizes of sequences as 8 bytes, an upper bound).
+class byte_counter final : public caf::serializer {
+ public:
+  uint64_t bytes = 0;
+
+  caf::error begin_object(uint16_t& nr, std::string& name) override {
+    bytes += sizeof(nr) + name.size();
+    return caf::none;
+  }
+  caf::error end_object() override { return caf::none; }
+  caf::error begin_sequence(size_t&) override {
+    bytes += sizeof(uint64_t);
+    return caf::none;
+  }
+  caf::error end_sequence() override { return caf::none; }
+  caf::error apply_raw(size_t num_bytes, void*) override {
+    bytes += num_bytes;
+    return caf::none;
+  }
+
+ protected:
+  caf::error apply_impl(int8_t&) override { return add(1); }
+  caf::error apply_impl(uint8_t&) override { return add(1); }
+  caf::error apply_impl(int16_t&) override { return add(2); }
+  caf::error apply_impl(uint16_t&) override { return add(2); }
+  caf::error apply_impl(int32_t&) override { return add(4); }
+  caf::error apply_impl(uint32_t&) override { return add(4); }
+  caf::error apply_impl(int64_t&) override { return add(8); }
+  caf::error apply_impl(uint64_t&) override { return add(8); }
+  caf::error apply_impl(float&) override { return add(4); }
+  caf::error apply_impl(double&) override { return add(8); }
+  caf::error apply_impl(long double&) override { return add(16); }
+  caf::error apply_impl(std::string& x) override { return add(8 + x.size()); }
+  caf::error apply_impl(std::u16string& x) override { return add(8 + 2 * x.size()); }
+  caf::error apply_impl(std::u32string& x) override { return add(8 + 4 * x.size()); }
+
+ private:
+  caf::error add(uint64_t n) {
+    bytes += n;
+    return caf::none;
+  }
+};
+
+}  // namespace
+
+void set_max_inbox_bytes(uint64_t bytes) {
+  inbox_bound = bytes;
+}
+
+uint64_t max_inbox_bytes() {
+  return inbox_bound.load(std::memory_order_relaxed);
+}
+
+uint64_t approximate_bytes(const caf::type_erased_tuple& content) {
+  byte_counter counter;
+  // An element it cannot save (an actor handle without a context) ends the
+  // count early: the bytes counted so far stand.
+  static_cast<void>(content.save(counter));
+  return counter.bytes;
+}
+
+uint64_t rate_limited_counter::note() {
   total_.fetch_add(1, std::memory_order_relaxed);
   auto now = std::chrono::steady_clock::now();
   std::lock_guard<std::mutex> guard{mtx_};

@@ -27,13 +27,10 @@ namespace pool::detail {
 /// are never in CAF's registry, so no peer can address them at all.
 bool from_other_node(caf::local_actor* self);
 
-/// The process-wide count of messages dropped because a peer may not send
-/// them, with a rate limit for the log lines about them.
-class foreign_messages {
+/// A process-wide count of dropped messages, with a rate limit for the log
+/// lines about them.
+class rate_limited_counter {
  public:
-  /// The counter of this process.
-  static foreign_messages& instance();
-
   /// Counts one dropped message. Returns the number dropped since the last
   /// log line when a line is due now (at most one per second), else 0.
   uint64_t note();
@@ -47,6 +44,27 @@ class foreign_messages {
   uint64_t unlogged_ = 0;
   std::chrono::steady_clock::time_point last_line_{};
 };
+
+/// Messages dropped because a peer may not send them.
+class foreign_messages : public rate_limited_counter {
+ public:
+  /// The counter of this process.
+  static foreign_messages& instance();
+};
+
+/// Messages from other nodes shed because the inbox of the actor they were
+/// sent to held `max_inbox_bytes` (guarded_actor.hpp).
+rate_limited_counter& inbox_sheds();
+
+/// Sets the bound on the bytes of messages from other nodes waiting in the
+/// mailbox of a gateway; 0 = none (the default). Thread-safe.
+void set_max_inbox_bytes(uint64_t bytes);
+uint64_t max_inbox_bytes();
+
+/// About how many bytes `content` takes: its size as CAF would serialize it
+/// (strings and sequences by their length, nested messages included). Reads
+/// each element once, copies nothing.
+uint64_t approximate_bytes(const caf::type_erased_tuple& content);
 
 /// Writes the rate-limited line about dropped messages: `count` of them since
 /// the last line, the latest of kind `what` at `actor` from `node` (none for

@@ -30,6 +30,16 @@ struct node_section {
   std::string name;
   /// node.allow-insecure: permit a non-loopback node.host without TLS.
   bool allow_insecure = false;
+  /// node.max-unread-bytes-per-peer (MiB): replies a peer connection may hold
+  /// unwritten because the peer does not read; past it the peer's requests get
+  /// `overloaded`, past a quarter more (at least 1 MiB) the connection is
+  /// closed. 0 = no bound.
+  uint32_t max_unread_mib = 16;
+  /// node.max-inbox-bytes (MiB): messages from peers waiting in the gateway's
+  /// mailbox; past it they are shed (requests get `overloaded`). Keep it above
+  /// the largest request (pool.max-batch-items × pool.max-text-bytes) or such
+  /// requests are always shed. 0 = no bound.
+  uint32_t max_inbox_mib = 32;
 };
 
 /// `[tls]`: mutual TLS between nodes and peers through CAF's openssl module.

@@ -6,6 +6,8 @@
 // Not thread-safe; one peer per thread. Every read is bounded by a deadline.
 #pragma once
 
+#include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <cstring>
@@ -68,6 +70,10 @@ class raw_basp_peer {
   /// and the node id this peer claims.
   explicit raw_basp_peer(caf::actor_system& sys) : sys_(sys) {}
 
+  /// Claims node id `claimed` instead (e.g. several peers in one process).
+  raw_basp_peer(caf::actor_system& sys, caf::node_id claimed)
+      : sys_(sys), claimed_(std::move(claimed)) {}
+
   ~raw_basp_peer() { close(); }
 
   raw_basp_peer(const raw_basp_peer&) = delete;
@@ -111,6 +117,8 @@ class raw_basp_peer {
   /// The node id this peer claims: its actor system's, or (a system without
   /// a middleman has none) one made up from the process id.
   caf::node_id node() const {
+    if (claimed_)
+      return claimed_;
     if (sys_.node())
       return sys_.node();
     static const auto made_up = caf::make_node_id(
@@ -136,6 +144,10 @@ class raw_basp_peer {
     write_frame({basp_op::direct_message, 0, 0, request_id, source, dest}, payload);
   }
 
+  /// Sends a BASP heartbeat (what CAF peers send with
+  /// middleman.heartbeat-interval set).
+  void send_heartbeat() { write_frame({basp_op::heartbeat, 0, 0, 0, 0, 0}, {}); }
+
   /// Writes raw bytes (e.g. a lying header).
   bool write_raw(const std::vector<char>& bytes) { return write_all(bytes); }
 
@@ -144,10 +156,17 @@ class raw_basp_peer {
   /// connection.
   std::vector<received_message> read_until(
       std::chrono::steady_clock::time_point deadline) {
+    return read_messages(SIZE_MAX, deadline);
+  }
+
+  /// Reads frames until `n` messages (not heartbeats) arrived or `deadline`
+  /// passed; returns them.
+  std::vector<received_message> read_messages(
+      size_t n, std::chrono::steady_clock::time_point deadline) {
     std::vector<received_message> result;
     basp_header hdr;
     std::vector<char> payload;
-    while (read_frame(hdr, payload, deadline)) {
+    while (result.size() < n && read_frame(hdr, payload, deadline)) {
       if (hdr.op != basp_op::direct_message && hdr.op != basp_op::routed_message)
         continue;
       received_message m;
@@ -156,18 +175,36 @@ class raw_basp_peer {
       m.message_id = hdr.operation_data;
       m.flags = hdr.flags;
       caf::binary_deserializer source{sys_, payload};
+      std::vector<caf::strong_actor_ptr> stages;
       if (hdr.op == basp_op::routed_message) {
         caf::node_id src, dst;
         if (source(src, dst))
           continue;
       }
-      std::vector<caf::strong_actor_ptr> stages;
       if (source(stages, m.content))
         m.content = caf::message{};
       result.push_back(std::move(m));
     }
     return result;
   }
+
+  /// Reads and discards whatever has arrived, without blocking; false once
+  /// the node closed the connection.
+  bool discard_available() {
+    char buf[65536];
+    while (fd_ >= 0 && !closed_) {
+      auto r = ::recv(fd_, buf, sizeof(buf), MSG_DONTWAIT);
+      if (r > 0)
+        continue;
+      if (r == 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
+        closed_ = true;
+      break;
+    }
+    return open();
+  }
+
+  /// The socket, e.g. to poll it.
+  int fd() const { return fd_; }
 
   /// False once the node closed the connection (or it failed).
   bool open() const { return fd_ >= 0 && !closed_; }
@@ -262,10 +299,16 @@ class raw_basp_peer {
     if (hdr.payload_len > (64u << 20))
       return false;
     payload.resize(hdr.payload_len);
-    return hdr.payload_len == 0 || read_exact(payload.data(), payload.size(), deadline);
+    // A frame once begun is read whole (a deadline passing in its middle would
+    // lose the stream's framing), within 30 s more.
+    auto payload_deadline =
+        std::max(deadline, std::chrono::steady_clock::now() + std::chrono::seconds(30));
+    return hdr.payload_len == 0 ||
+           read_exact(payload.data(), payload.size(), payload_deadline);
   }
 
   caf::actor_system& sys_;
+  caf::node_id claimed_;
   int fd_ = -1;
   bool closed_ = false;
   caf::node_id server_node_;

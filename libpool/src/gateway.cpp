@@ -375,12 +375,10 @@ caf::behavior gateway_behavior(gateway_actor* self, std::vector<model_route> rou
   self->set_error_handler([](caf::error&) {});  // refused in enqueue already
   self->set_default_handler([self](caf::scheduled_actor*,
                                    caf::message_view& view) -> caf::result<caf::message> {
-    auto& content = view.content();
-    std::string what = content.empty() ? "()" : bounded(content.stringify(0), 32);
     if (auto n = foreign_messages::instance().note(); n > 0) {
       auto& sender = self->current_sender();
-      log_refused(self, "unsupported " + what, sender ? sender->node() : caf::node_id{},
-                  n);
+      log_refused(self, "unsupported " + message_kind(view.content()),
+                  sender ? sender->node() : caf::node_id{}, n);
     }
     return make_error(pool_errc::invalid_input,
                       "unsupported message; expected (embed, text [, task [, model]]), "

@@ -92,8 +92,9 @@ inline const char* refusal(const caf::mailbox_element& x, const caf::node_id& ho
 /// peer waits for it. Requests from a peer whose connection holds more unread
 /// replies than `max_unread_bytes` (peer_backlog.hpp) get `overloaded` at
 /// once. With `options::bounded_inbox`, messages from other nodes beyond
-/// `max_inbox_bytes` waiting in its mailbox are shed the same way (requests
-/// get `overloaded`), before any work is done for them.
+/// `max_inbox_bytes` waiting in its mailbox, or beyond a quarter of it from
+/// one peer, are shed the same way (requests get `overloaded`), before any
+/// work is done for them.
 template <class State>
 class guarded_actor : public caf::stateful_actor<State> {
  public:
@@ -182,19 +183,25 @@ class guarded_actor : public caf::stateful_actor<State> {
       log_foreign(this->name(), why, node, "", n);
   }
 
-  /// Charges `x` to the inbox unless that would pass `max_inbox_bytes`.
+  /// Charges `x` to the inbox unless that would pass `max_inbox_bytes`, or
+  /// its sender's share: a quarter of it, past its first message (so one
+  /// flooding peer cannot take the inbox from the others).
   bool admit_to_inbox(const caf::mailbox_element& x) {
     auto limit = max_inbox_bytes();
     if (limit == 0)
       return true;
     auto charge = approximate_bytes(x.content()) + per_message_bytes;
-    auto before = inbox_bytes_.fetch_add(charge, std::memory_order_relaxed);
-    if (before + charge > limit) {
-      inbox_bytes_.fetch_sub(charge, std::memory_order_relaxed);
+    const auto& peer = x.sender->node();
+    std::lock_guard<std::mutex> guard{inbox_mtx_};
+    auto& held = inbox_by_peer_[peer];
+    if (inbox_bytes_ + charge > limit || (held > 0 && held + charge > limit / 4)) {
+      if (held == 0)
+        inbox_by_peer_.erase(peer);
       return false;
     }
-    std::lock_guard<std::mutex> guard{charges_mtx_};
-    charges_[&x] = charge;
+    inbox_bytes_ += charge;
+    held += charge;
+    charges_.emplace(&x, inbox_charge{peer, charge});
     return true;
   }
 
@@ -202,16 +209,15 @@ class guarded_actor : public caf::stateful_actor<State> {
   void leave_inbox(const caf::mailbox_element& x) {
     if (!opts_.bounded_inbox)
       return;
-    uint64_t charge = 0;
-    {
-      std::lock_guard<std::mutex> guard{charges_mtx_};
-      auto i = charges_.find(&x);
-      if (i == charges_.end())
-        return;
-      charge = i->second;
-      charges_.erase(i);
-    }
-    inbox_bytes_.fetch_sub(charge, std::memory_order_relaxed);
+    std::lock_guard<std::mutex> guard{inbox_mtx_};
+    auto i = charges_.find(&x);
+    if (i == charges_.end())
+      return;
+    inbox_bytes_ -= i->second.bytes;
+    auto j = inbox_by_peer_.find(i->second.peer);
+    if (j != inbox_by_peer_.end() && (j->second -= i->second.bytes) == 0)
+      inbox_by_peer_.erase(j);
+    charges_.erase(i);
   }
 
   void shed(caf::mailbox_element_ptr what, caf::execution_unit* host) {
@@ -233,11 +239,18 @@ class guarded_actor : public caf::stateful_actor<State> {
 
   const options opts_;
   init_fn init_;
-  /// Bytes of messages from other nodes in the mailbox, and each one's charge
-  /// (by element: it stays put from enqueue to consume).
-  std::atomic<uint64_t> inbox_bytes_{0};
-  std::mutex charges_mtx_;
-  std::unordered_map<const caf::mailbox_element*, uint64_t> charges_;
+  /// What a message from another node was charged, and to whom.
+  struct inbox_charge {
+    caf::node_id peer;
+    uint64_t bytes = 0;
+  };
+  /// Bytes of messages from other nodes in the mailbox, in all and by peer,
+  /// and each one's charge (by element: it stays put from enqueue to
+  /// consume). Guarded by `inbox_mtx_`: enqueue runs on any thread.
+  std::mutex inbox_mtx_;
+  uint64_t inbox_bytes_ = 0;
+  std::unordered_map<caf::node_id, uint64_t> inbox_by_peer_;
+  std::unordered_map<const caf::mailbox_element*, inbox_charge> charges_;
 };
 
 }  // namespace pool::detail

@@ -10,26 +10,33 @@ namespace {
 
 constexpr auto foreign_log_interval = std::chrono::seconds(1);
 
-/// What kind of message `content` is, for log lines (its first element's
-/// type; never the payload itself).
-std::string kind_of(const caf::type_erased_tuple& content) {
-  if (content.empty())
-    return "()";
-  if (content.match_element<caf::atom_value>(0))
-    return "(" + caf::to_string(content.get_as<caf::atom_value>(0)) + ", ...)";
-  auto name = content.stringify(0);
-  return bounded(name, 32);
-}
-
-void drop_foreign(caf::scheduled_actor* self, const char* actor,
-                  const std::string& what) {
+/// Counts a dropped message from another node and logs it when a line is
+/// due: `content`'s kind, or `what` for a message without one.
+void drop_foreign(caf::scheduled_actor* self, const char* actor, const char* what,
+                  const caf::type_erased_tuple* content = nullptr) {
   if (auto n = foreign_messages::instance().note(); n > 0) {
     auto& sender = self->current_sender();
-    log_foreign(actor, what, sender ? sender->node() : caf::node_id{}, "", n);
+    log_foreign(actor, content ? message_kind(*content) : std::string{what},
+                sender ? sender->node() : caf::node_id{}, "", n);
   }
 }
 
 }  // namespace
+
+std::string message_kind(const caf::type_erased_tuple& content) {
+  if (content.empty())
+    return "()";
+  std::string first;
+  if (content.match_element<caf::atom_value>(0))
+    first = caf::to_string(content.get_as<caf::atom_value>(0));
+  else if (content.match_element<std::string>(0))
+    first = "\"" + bounded(content.get_as<std::string>(0), 24) + "\"";
+  else
+    first = "?";
+  return "(" + first +
+         (content.size() > 1 ? ", ... [" + std::to_string(content.size()) + " elements])"
+                             : ")");
+}
 
 bool from_other_node(caf::local_actor* self) {
   auto& sender = self->current_sender();
@@ -139,16 +146,15 @@ void guard_internal_actor(caf::scheduled_actor* self, const char* actor) {
   self->set_default_handler(
       [self, actor](caf::scheduled_actor*,
                     caf::message_view& view) -> caf::result<caf::message> {
-        auto what = kind_of(view.content());
         if (from_other_node(self)) {
-          drop_foreign(self, actor, what);
+          drop_foreign(self, actor, "message", &view.content());
           return caf::message{};
         }
         // A local message nobody handles is a bug of ours: say so, bounded.
         if (foreign_messages::instance().note() > 0)
           log_event("unexpected_message")
               .add("actor", actor)
-              .add("message", what)
+              .add("message", message_kind(view.content()))
               .write(*get_logger("node"), spdlog::level::warn);
         return caf::message{};
       });

@@ -22,6 +22,11 @@
 
 namespace pool::detail {
 
+/// What kind of message `content` is, for log lines, in constant time: its
+/// first element if that is an atom or (cut) a string, and its size; never
+/// the rest of the payload.
+std::string message_kind(const caf::type_erased_tuple& content);
+
 /// True if the message being handled by `self` comes from an actor of
 /// another node. A message without a sender counts as local: internal actors
 /// are never in CAF's registry, so no peer can address them at all.

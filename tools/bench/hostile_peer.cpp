@@ -4,8 +4,9 @@
 //
 //   hostile_peer --port=P slow-reader [--rate=15000] [--count=800000]
 //                [--seconds=60] [--text-bytes=1024]
-//       embeds at RATE/s, never reads its socket; stops when the node closes
-//       the connection, COUNT are sent or SECONDS pass
+//       embeds at RATE/s, never reads its socket; stops when the node
+//       closes the connection (or, with --reconnect=true, connects again),
+//       COUNT are sent or SECONDS pass
 //   hostile_peer --port=P batches [--peers=8] [--items=256]
 //                [--text-bytes=65536] [--seconds=60] [--window=4]
 //       PEERS connections each keep WINDOW batches of ITEMS texts in flight
@@ -51,6 +52,7 @@ struct options {
   size_t items = 256;
   size_t window = 4;
   size_t bytes = 1000000;
+  bool reconnect = false;
 };
 
 bool parse(int argc, char** argv, options& o) {
@@ -83,6 +85,8 @@ bool parse(int argc, char** argv, options& o) {
       o.window = std::stoull(value);
     else if (key == "bytes")
       o.bytes = std::stoull(value);
+    else if (key == "reconnect")
+      o.reconnect = value == "true";
     else
       return false;
   }
@@ -123,31 +127,37 @@ std::string reply_kind(const pool::test::received_message& m) {
 }
 
 nlohmann::json slow_reader(caf::actor_system& sys, const options& o) {
-  raw_basp_peer peer{sys};
-  peer.connect(o.port);
-  auto gateway = peer.published_actor();
   std::string text(o.text_bytes ? o.text_bytes : 1024, 'a');
   auto count = o.count ? o.count : 800000;
   auto start = steady::now();
   uint64_t sent = 0;
-  double closed_at = -1;
-  while (sent < count && since(start) < o.seconds) {
-    auto due = start + std::chrono::duration_cast<steady::duration>(
-                           std::chrono::duration<double>(sent / o.rate));
-    std::this_thread::sleep_until(due);
-    text[sent % text.size()] = static_cast<char>('a' + sent % 26);
-    peer.send(gateway, caf::make_message(pool::embed_atom::value, text), 900, sent + 1);
-    if (!peer.open()) {
-      closed_at = since(start);
-      break;
+  uint64_t connections = 0;
+  std::vector<double> closed_at;
+  // With --reconnect=true it connects again each time the node closes the
+  // connection, until COUNT are sent or SECONDS pass.
+  while (sent < count && since(start) < o.seconds && (connections == 0 || o.reconnect)) {
+    raw_basp_peer peer{sys};
+    peer.connect(o.port);
+    ++connections;
+    auto gateway = peer.published_actor();
+    while (sent < count && since(start) < o.seconds) {
+      auto due = start + std::chrono::duration_cast<steady::duration>(
+                             std::chrono::duration<double>(sent / o.rate));
+      std::this_thread::sleep_until(due);
+      text[sent % text.size()] = static_cast<char>('a' + sent % 26);
+      peer.send(gateway, caf::make_message(pool::embed_atom::value, text), 900, sent + 1);
+      if (!peer.open()) {
+        closed_at.push_back(since(start));
+        break;
+      }
+      ++sent;
     }
-    ++sent;
   }
   return {{"scenario", "slow-reader"},
           {"sent", sent},
           {"seconds", since(start)},
-          {"closed_by_node", closed_at >= 0},
-          {"closed_after_s", closed_at}};
+          {"connections", connections},
+          {"closed_by_node_at_s", closed_at}};
 }
 
 nlohmann::json batches(caf::actor_system& sys, const options& o) {
@@ -257,7 +267,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr,
                  "usage: hostile_peer --port=P slow-reader|batches|unknown|status "
                  "[--rate=R] [--count=N] [--seconds=S] [--text-bytes=N] [--peers=N] "
-                 "[--items=N] [--window=N] [--bytes=N]\n");
+                 "[--items=N] [--window=N] [--bytes=N] [--reconnect=true]\n");
     return 2;
   }
   peer_system ps;

@@ -1009,7 +1009,7 @@ struct http_front::impl {
           send_error(res, 500, "internal_error", what);
         });
     server.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
-      metrics->count_http(endpoint_of(req.path), res.status);
+      cfg.metrics->count_http(endpoint_of(req.path), res.status);
     });
   }
 };

@@ -84,6 +84,7 @@ const std::vector<std::string> all_keys = {
     "http.threads",
     "http.max-connections",
     "http.max-body-bytes",
+    "http.access-log",
 };
 
 /// A temporary INI file, removed on destruction.
@@ -188,6 +189,7 @@ void check_same(const pool::node_config& a, const pool::node_config& b) {
   CHECK(a.http.threads == b.http.threads);
   CHECK(a.http.max_connections == b.http.max_connections);
   CHECK(a.http.max_body_bytes == b.http.max_body_bytes);
+  CHECK(a.http.access_log == b.http.access_log);
 }
 
 size_t count_of(const std::vector<std::string>& xs, const std::string& x) {
@@ -320,6 +322,7 @@ port = 0
 threads = 3
 max-connections = 5
 max-body-bytes = 2048
+access-log = true
 )"};
   auto cfg = load({file.arg()});
   CHECK(cfg.node.host == "0.0.0.0");
@@ -355,6 +358,7 @@ max-body-bytes = 2048
   CHECK(cfg.http.threads == 3);
   CHECK(cfg.http.max_connections == 5);
   CHECK(cfg.http.max_body_bytes == 2048);
+  CHECK(cfg.http.access_log);
   CHECK(cfg.model.dim == 4096);
   CHECK(cfg.model.hash_buckets == 16);
   CHECK(cfg.model.blas_threads == 64);

@@ -724,6 +724,9 @@ const std::vector<key_spec>& schema() {
                   100000, "HTTP connections accepted at once (served or waiting)"),
       integer_key("http.max-body-bytes", &nc::http, &http_section::max_body_bytes, 1024,
                   1024 * mib, "largest HTTP request body; larger ones get 413"),
+      boolean_key("http.access-log", &nc::http, &http_section::access_log,
+                  "log one line per HTTP request (method, path, status, bytes, "
+                  "duration, X-Request-Id)"),
   };
   return specs;
 }

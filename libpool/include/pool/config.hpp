@@ -214,6 +214,9 @@ struct http_section {
   /// a thread); further ones wait in the kernel's listen backlog.
   uint32_t max_connections = 64;
   uint32_t max_body_bytes = 4 * 1024 * 1024;  // http.max-body-bytes: larger -> 413
+  /// http.access-log: one `event=http_request` line per request (info, the
+  /// "http" logger), X-Request-Id echoed back.
+  bool access_log = false;
   bool enabled() const { return port >= 0; }
 };
 

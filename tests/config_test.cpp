@@ -71,6 +71,8 @@ const std::vector<std::string> all_keys = {
     "tls.passphrase",
     "log.level",
     "log.file",
+    "log.max-size",
+    "log.max-files",
     "log.format",
     "log.console",
     "log.stats-interval",
@@ -82,6 +84,7 @@ const std::vector<std::string> all_keys = {
     "http.threads",
     "http.max-connections",
     "http.max-body-bytes",
+    "http.access-log",
 };
 
 /// A temporary INI file, removed on destruction.
@@ -173,6 +176,8 @@ void check_same(const pool::node_config& a, const pool::node_config& b) {
   CHECK(a.model.blas_threads == b.model.blas_threads);
   CHECK(a.log.level == b.log.level);
   CHECK(a.log.file == b.log.file);
+  CHECK(a.log.max_size_mib == b.log.max_size_mib);
+  CHECK(a.log.max_files == b.log.max_files);
   CHECK(a.log.format == b.log.format);
   CHECK(a.log.console == b.log.console);
   CHECK(a.log.stats_interval == b.log.stats_interval);
@@ -184,6 +189,7 @@ void check_same(const pool::node_config& a, const pool::node_config& b) {
   CHECK(a.http.threads == b.http.threads);
   CHECK(a.http.max_connections == b.http.max_connections);
   CHECK(a.http.max_body_bytes == b.http.max_body_bytes);
+  CHECK(a.http.access_log == b.http.access_log);
 }
 
 size_t count_of(const std::vector<std::string>& xs, const std::string& x) {
@@ -301,6 +307,8 @@ blas-threads = 64
 [log]
 level = off
 file = ""
+max-size = 64
+max-files = 0
 format = json
 console = false
 stats-interval = 0s
@@ -314,6 +322,7 @@ port = 0
 threads = 3
 max-connections = 5
 max-body-bytes = 2048
+access-log = true
 )"};
   auto cfg = load({file.arg()});
   CHECK(cfg.node.host == "0.0.0.0");
@@ -349,11 +358,14 @@ max-body-bytes = 2048
   CHECK(cfg.http.threads == 3);
   CHECK(cfg.http.max_connections == 5);
   CHECK(cfg.http.max_body_bytes == 2048);
+  CHECK(cfg.http.access_log);
   CHECK(cfg.model.dim == 4096);
   CHECK(cfg.model.hash_buckets == 16);
   CHECK(cfg.model.blas_threads == 64);
   CHECK(cfg.log.level == "off");
   CHECK(cfg.log.file.empty());
+  CHECK(cfg.log.max_size_mib == 64);
+  CHECK(cfg.log.max_files == 0);
   CHECK(cfg.log.format == "json");
   CHECK_FALSE(cfg.log.console);
   CHECK(cfg.log.stats_interval == 0s);
@@ -368,7 +380,9 @@ TEST_CASE("Command-line values override the file", "[config]") {
   SECTION("an override after the file argument") {
     auto cfg = load({file.arg(), "--pool.workers=7", "--log.level=warn"});
     CHECK(cfg.pool.workers == 7);
-    CHECK(cfg.log.level == "warn");
+    CHECK(cfg.log.level == "warn");  // still accepted for "warning"
+    CHECK(load({"--log.level=warning"}).log.level == "warning");
+    CHECK(load({"--log.level=critical"}).log.level == "critical");
     CHECK(cfg.pool.max_attempts == 5);  // set only in the file
   }
   SECTION("an override before the file argument") {

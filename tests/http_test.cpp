@@ -405,12 +405,24 @@ TEST_CASE("GET /metrics passes promtool and its histograms match the ledger",
   CHECK(sample_value(text, "embedpool_replies_total{" + m + ",code=\"ok\"}") == 5);
   CHECK(sample_value(text, "embedpool_replies_total{" + m + ",code=\"invalid_input\"}") ==
         1);
-  CHECK(sample_value(text, "embedpool_http_responses_total{" + m +
-                               ",endpoint=\"/v1/embeddings\",status=\"200\"}") == 2);
-  CHECK(sample_value(text, "embedpool_http_responses_total{" + m +
-                               ",endpoint=\"/v1/embeddings\",status=\"422\"}") == 1);
+  // Each input's tokens, as the embedder counted them for the batch histogram.
+  CHECK(sample_value(text, "embedpool_input_tokens_sum{" + m + "}") ==
+        sample_value(text, "embedpool_batch_tokens_sum{" + m + "}"));
+  CHECK(sample_value(text, "embedpool_input_tokens_count{" + m + "}") ==
+        sample_value(text, "embedpool_batch_texts_sum{" + m + "}"));
+  // Node-wide series have no model label.
+  CHECK(sample_value(text,
+                     "embedpool_http_responses_total{endpoint=\"/v1/"
+                     "embeddings\",status=\"200\"}") == 2);
+  CHECK(sample_value(text,
+                     "embedpool_http_responses_total{endpoint=\"/v1/"
+                     "embeddings\",status=\"422\"}") == 1);
   CHECK(sample_value(text, "embedpool_workers{" + m + ",state=\"ready\"}") == 2);
-  CHECK(sample_value(text, "embedpool_resident_memory_bytes{" + m + "}") > 0);
+  CHECK(sample_value(text, "embedpool_resident_memory_bytes") > 0);
+  CHECK(sample_value(text, "process_resident_memory_bytes") > 0);
+  CHECK(sample_value(text, "process_open_fds") > 0);
+  CHECK(sample_value(text, "process_cpu_seconds_total") > 0);
+  CHECK(sample_value(text, "process_start_time_seconds") > 0);
 }
 
 TEST_CASE("embedpool-cli metrics prints the exposition", "[http][metrics]") {

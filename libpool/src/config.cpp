@@ -684,11 +684,16 @@ const std::vector<key_spec>& schema() {
                   "leading dimensions are an embedding (Matryoshka): OpenAI "
                   "dimensions may ask for fewer"),
       model_names_key(),
-      choice_key("log.level", &nc::log, &log_section::level,
-                 {"trace", "debug", "info", "warn", "error", "off"},
-                 "least severe level logged"),
+      choice_key(
+          "log.level", &nc::log, &log_section::level,
+          {"trace", "debug", "info", "warning", "warn", "error", "critical", "off"},
+          "least severe level logged (warn = warning)"),
       string_key("log.file", &nc::log, &log_section::file, false,
-                 "log file; \"\" disables the file sink"),
+                 "log file; \"\" disables the file sink; SIGHUP reopens it"),
+      integer_key("log.max-size", &nc::log, &log_section::max_size_mib, 0, 1 << 20,
+                  "MiB after which log.file is rotated to FILE.1 .. FILE.N; 0 = never"),
+      integer_key("log.max-files", &nc::log, &log_section::max_files, 0, 1000,
+                  "rotated log files kept (log.max-size); 0 = none"),
       choice_key("log.format", &nc::log, &log_section::format, {"text", "json"},
                  "line format: text (key=value) or json (one object per line)"),
       boolean_key("log.console", &nc::log, &log_section::console, "also log to stderr"),
@@ -719,6 +724,9 @@ const std::vector<key_spec>& schema() {
                   100000, "HTTP connections accepted at once (served or waiting)"),
       integer_key("http.max-body-bytes", &nc::http, &http_section::max_body_bytes, 1024,
                   1024 * mib, "largest HTTP request body; larger ones get 413"),
+      boolean_key("http.access-log", &nc::http, &http_section::access_log,
+                  "log one line per HTTP request (method, path, status, bytes, "
+                  "duration, X-Request-Id)"),
   };
   return specs;
 }

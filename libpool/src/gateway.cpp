@@ -304,9 +304,8 @@ caf::result<std::string> handle_metrics(gateway_actor* self) {
           (*statuses)[i] = std::move(*st);
           if (--*outstanding > 0)
             return;
-          node_gauges node;
-          node.resident_bytes = resident_memory_bytes();
-          rp.deliver(render_prometheus(*self->state.registry, *statuses, node));
+          rp.deliver(
+              render_prometheus(*self->state.registry, *statuses, read_node_gauges()));
         });
   return rp;
 }

@@ -15,6 +15,7 @@
 #include <caf/all.hpp>
 #include <nlohmann/json.hpp>
 
+#include "access_log.hpp"
 #include "actors.hpp"
 #include "logging.hpp"
 #include "metrics.hpp"
@@ -1008,8 +1009,16 @@ struct http_front::impl {
           }
           send_error(res, 500, "internal_error", what);
         });
+    if (cfg.http.access_log)
+      server.set_pre_routing_handler(
+          [](const httplib::Request& req, httplib::Response& res) {
+            access_log_begin(req, res);
+            return httplib::Server::HandlerResponse::Unhandled;
+          });
     server.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
-      metrics->count_http(endpoint_of(req.path), res.status);
+      cfg.metrics->count_http(endpoint_of(req.path), res.status);
+      if (cfg.http.access_log)
+        access_log_end(*log, req, res);
     });
   }
 };

@@ -6,7 +6,10 @@
 #include <mutex>
 #include <vector>
 
+#include <spdlog/pattern_formatter.h>
+#include <spdlog/sinks/base_sink.h>
 #include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/sinks/rotating_file_sink.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 
 namespace pool::detail {
@@ -22,6 +25,51 @@ constexpr const char* json_pattern =
 
 std::atomic<bool> json_format{false};
 std::mutex setup_mutex;
+
+/// The file sink: a plain or rotating file sink behind a handle that can be
+/// swapped for a fresh one at the same path (SIGHUP), so that loggers cached
+/// by components keep writing to the current file.
+class reopenable_file_sink final : public spdlog::sinks::base_sink<std::mutex> {
+ public:
+  explicit reopenable_file_sink(const log_section& cfg) : cfg_(cfg), inner_(open()) {}
+
+  /// Replaces the file sink with a new one at the configured path. Throws
+  /// spdlog_ex (and keeps the old one) if the file cannot be opened.
+  void reopen() {
+    auto fresh = open();
+    std::lock_guard<std::mutex> guard{mutex_};
+    inner_->flush();
+    if (formatter_)
+      fresh->set_formatter(formatter_->clone());
+    inner_ = std::move(fresh);
+  }
+
+ protected:
+  void sink_it_(const spdlog::details::log_msg& msg) override { inner_->log(msg); }
+  void flush_() override { inner_->flush(); }
+  void set_pattern_(const std::string& pattern) override {
+    set_formatter_(std::make_unique<spdlog::pattern_formatter>(pattern));
+  }
+  void set_formatter_(std::unique_ptr<spdlog::formatter> formatter) override {
+    formatter_ = std::move(formatter);
+    inner_->set_formatter(formatter_->clone());
+  }
+
+ private:
+  /// A sink on cfg_.file: rotating when log.max-size is set.
+  spdlog::sink_ptr open() const {
+    if (cfg_.max_size_mib > 0)
+      return std::make_shared<spdlog::sinks::rotating_file_sink_st>(
+          cfg_.file, size_t{cfg_.max_size_mib} * 1024 * 1024, cfg_.max_files);
+    return std::make_shared<spdlog::sinks::basic_file_sink_st>(cfg_.file);
+  }
+
+  log_section cfg_;
+  spdlog::sink_ptr inner_;  // guarded by mutex_ (single-threaded sinks)
+};
+
+/// The file sink of the last setup_logging, if any (guarded by setup_mutex).
+std::shared_ptr<reopenable_file_sink> file_sink;
 
 void append_json_string(std::string& out, std::string_view s) {
   out += '"';
@@ -88,10 +136,13 @@ std::string setup_logging(const log_section& cfg) {
       auto parent = std::filesystem::path{cfg.file}.parent_path();
       if (!parent.empty())
         std::filesystem::create_directories(parent);
-      sinks.push_back(std::make_shared<spdlog::sinks::basic_file_sink_mt>(cfg.file));
+      file_sink = std::make_shared<reopenable_file_sink>(cfg);
+      sinks.push_back(file_sink);
     } catch (const std::exception& ex) {
       return "log.file: cannot open " + cfg.file + ": " + ex.what();
     }
+  } else {
+    file_sink.reset();
   }
   json_format = cfg.format == "json";
   for (auto name : components) {
@@ -105,10 +156,23 @@ std::string setup_logging(const log_section& cfg) {
   return {};
 }
 
+std::string reopen_log_file() {
+  std::lock_guard<std::mutex> guard{setup_mutex};
+  if (!file_sink)
+    return {};
+  try {
+    file_sink->reopen();
+  } catch (const std::exception& ex) {
+    return ex.what();
+  }
+  return {};
+}
+
 void shutdown_logging() {
   std::lock_guard<std::mutex> guard{setup_mutex};
   spdlog::apply_all([](const std::shared_ptr<spdlog::logger>& lg) { lg->flush(); });
   spdlog::drop_all();
+  file_sink.reset();
 }
 
 std::shared_ptr<spdlog::logger> get_logger(const char* component) {

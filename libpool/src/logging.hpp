@@ -18,9 +18,17 @@
 namespace pool::detail {
 
 /// Creates the component loggers with the sinks `cfg` asks for (console on
-/// stderr, file at cfg.file, creating its directory). Returns an error message,
-/// or "" on success. Without a call, loggers write warnings and above to stderr.
+/// stderr, file at cfg.file, creating its directory; rotated past
+/// cfg.max_size_mib). Returns an error message, or "" on success. Without a
+/// call, loggers write warnings and above to stderr.
 std::string setup_logging(const log_section& cfg);
+
+/// Closes the log file and opens cfg.file again (a new file if it was moved
+/// away, e.g. by logrotate): what the node does on SIGHUP. Loggers already
+/// handed out keep working and write to the new file. Returns an error
+/// message ("" on success, or when no file is configured); on error the old
+/// file stays in use.
+std::string reopen_log_file();
 
 /// Flushes and drops every logger (call before exiting).
 void shutdown_logging();

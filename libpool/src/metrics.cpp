@@ -4,12 +4,17 @@
 #include <charconv>
 #include <cinttypes>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <type_traits>
 
+#include <dirent.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "pool/error.hpp"
+#include "pool/version.hpp"
 
 namespace pool::detail {
 
@@ -23,12 +28,10 @@ constexpr std::initializer_list<uint64_t> text_count_bounds = {
     1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096};
 constexpr std::initializer_list<uint64_t> token_count_bounds = {
     8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536};
+/// Tokens of one input text: 1 .. 8192.
+constexpr std::initializer_list<uint64_t> input_token_bounds = {
+    1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 8192};
 constexpr double micros_per_second = 1e6;
-
-/// Worker states rendered by `embedpool_workers` (zero when none).
-constexpr const char* worker_states[] = {"starting",   "ready",    "stuck",
-                                         "restarting", "given_up", "stopped",
-                                         "leaving",    "left",     "lost"};
 
 /// The shortest fixed-point text that reads back as exactly `v` ("0.0005").
 std::string format_value(double v) {
@@ -70,14 +73,18 @@ void family(std::string& out, const char* name, const char* type, const char* he
   out += '\n';
 }
 
-/// Appends `name{labels} value`; integers exactly, doubles in full precision.
+/// Appends `name{labels} value` (`name value` without labels); integers
+/// exactly, doubles in full precision.
 template <class T>
 void sample(std::string& out, const std::string& name, const std::string& labels,
             T value) {
   out += name;
-  out += '{';
-  out += labels;
-  out += "} ";
+  if (!labels.empty()) {
+    out += '{';
+    out += labels;
+    out += '}';
+  }
+  out += ' ';
   if constexpr (std::is_floating_point_v<T>)
     out += format_value(value);
   else
@@ -170,25 +177,15 @@ model_metrics::model_metrics()
       compute(duration_bounds_us, micros_per_second),
       end_to_end(duration_bounds_us, micros_per_second),
       batch_texts(text_count_bounds, 1.0),
-      batch_tokens(token_count_bounds, 1.0) {
+      batch_tokens(token_count_bounds, 1.0),
+      input_tokens(input_token_bounds, 1.0) {
   for (auto& r : replies)
     r.store(0, std::memory_order_relaxed);
-  for (auto& row : http_responses)
-    for (auto& c : row)
-      c.store(0, std::memory_order_relaxed);
 }
 
 void model_metrics::count_reply(uint8_t code) noexcept {
   replies[std::min<size_t>(code, replies.size() - 1)].fetch_add(
       1, std::memory_order_relaxed);
-}
-
-void model_metrics::count_http(http_endpoint endpoint, int status) noexcept {
-  size_t i = 0;
-  while (i + 1 < http_status_codes.size() && http_status_codes[i] != status)
-    ++i;
-  http_responses[static_cast<size_t>(endpoint)][i].fetch_add(1,
-                                                             std::memory_order_relaxed);
 }
 
 uint8_t reply_code(const caf::error& err) {
@@ -211,6 +208,94 @@ uint64_t resident_memory_bytes() {
   return page > 0 ? resident * static_cast<uint64_t>(page) : 0;
 }
 
+namespace {
+
+/// Fields 14 (utime), 15 (stime), 22 (starttime, ticks after boot) and 23
+/// (vsize) of /proc/self/stat; false if unreadable.
+bool read_proc_stat(unsigned long long& utime, unsigned long long& stime,
+                    unsigned long long& starttime, unsigned long long& vsize) {
+  auto* f = std::fopen("/proc/self/stat", "r");
+  if (f == nullptr)
+    return false;
+  char buf[1024];
+  auto n = std::fread(buf, 1, sizeof(buf) - 1, f);
+  std::fclose(f);
+  buf[n] = '\0';
+  // The command name (field 2) may hold spaces and parentheses: the fields
+  // after it start behind the last ')'.
+  auto* rest = std::strrchr(buf, ')');
+  if (rest == nullptr)
+    return false;
+  // ") S 1 2 ...": field 3 is the state letter, fields 4 .. 23 numbers.
+  if (rest[1] != ' ' || rest[2] == '\0')
+    return false;
+  unsigned long long fields[20] = {};
+  const char* p = rest + 3;
+  for (auto& field : fields) {
+    char* end = nullptr;
+    field = std::strtoull(p, &end, 10);
+    if (end == p)
+      return false;
+    p = end;
+  }
+  // fields[k] is field k + 4.
+  utime = fields[10];
+  stime = fields[11];
+  starttime = fields[18];
+  vsize = fields[19];
+  return true;
+}
+
+/// The `btime` line of /proc/stat: boot time in Unix seconds, or 0.
+uint64_t boot_time_seconds() {
+  auto* f = std::fopen("/proc/stat", "r");
+  if (f == nullptr)
+    return 0;
+  char line[512];
+  unsigned long long btime = 0;
+  while (std::fgets(line, sizeof(line), f) != nullptr)
+    if (std::sscanf(line, "btime %llu", &btime) == 1)
+      break;
+  std::fclose(f);
+  return btime;
+}
+
+uint64_t count_open_fds() {
+  auto* dir = opendir("/proc/self/fd");
+  if (dir == nullptr)
+    return 0;
+  uint64_t n = 0;
+  while (auto* entry = readdir(dir))
+    if (entry->d_name[0] != '.')
+      ++n;
+  closedir(dir);
+  return n > 0 ? n - 1 : 0;  // the directory stream's own descriptor
+}
+
+}  // namespace
+
+node_gauges read_node_gauges() {
+  node_gauges g;
+  g.resident_bytes = resident_memory_bytes();
+  unsigned long long utime = 0;
+  unsigned long long stime = 0;
+  unsigned long long starttime = 0;
+  unsigned long long vsize = 0;
+  auto ticks = sysconf(_SC_CLK_TCK);
+  if (read_proc_stat(utime, stime, starttime, vsize) && ticks > 0) {
+    g.cpu_seconds = static_cast<double>(utime + stime) / static_cast<double>(ticks);
+    g.virtual_bytes = vsize;
+    if (auto boot = boot_time_seconds(); boot > 0)
+      g.start_time_seconds = static_cast<double>(boot) +
+                             static_cast<double>(starttime) / static_cast<double>(ticks);
+  }
+  g.open_fds = count_open_fds();
+  rlimit lim{};
+  if (getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur != RLIM_INFINITY)
+    g.max_fds = lim.rlim_cur;
+  return g;
+}
+
 // -- registry -------------------------------------------------------------------
 
 std::shared_ptr<model_metrics> metrics_registry::model(const std::string& name) {
@@ -224,6 +309,20 @@ std::shared_ptr<model_metrics> metrics_registry::model(const std::string& name) 
 std::map<std::string, std::shared_ptr<model_metrics>> metrics_registry::models() const {
   std::lock_guard<std::mutex> guard{mtx_};
   return models_;
+}
+
+void metrics_registry::count_http(http_endpoint endpoint, int status) noexcept {
+  size_t i = 0;
+  while (i + 1 < http_status_codes.size() && http_status_codes[i] != status)
+    ++i;
+  http_responses_[static_cast<size_t>(endpoint)][i].fetch_add(1,
+                                                              std::memory_order_relaxed);
+}
+
+uint64_t metrics_registry::http_responses(http_endpoint endpoint,
+                                          size_t status_index) const noexcept {
+  return http_responses_[static_cast<size_t>(endpoint)][status_index].load(
+      std::memory_order_relaxed);
 }
 
 // -- exposition -----------------------------------------------------------------
@@ -285,16 +384,6 @@ std::string render_prometheus(const metrics_registry& registry,
              [](const pool_status& st) { return uint64_t{st.min_workers}; });
   per_status("embedpool_workers_max", "gauge", "Upper bound of the worker count.",
              [](const pool_status& st) { return uint64_t{st.max_workers}; });
-  per_status("embedpool_memory_budget_bytes", "gauge",
-             "pool.memory-budget in bytes; 0 = no budget.",
-             [](const pool_status& st) { return st.memory_budget_bytes; });
-  per_status("embedpool_memory_used_bytes", "gauge",
-             "Estimated footprint of the live workers.",
-             [](const pool_status& st) { return st.memory_used_bytes; });
-  family(out, "embedpool_memory_pressure", "gauge",
-         "Estimated worker memory / budget; 0 without a budget.");
-  for (auto& st : statuses)
-    sample(out, "embedpool_memory_pressure", model_label(st.model), st.memory_pressure);
   family(out, "embedpool_workers", "gauge", "Worker slots by state.");
   for (auto& st : statuses) {
     auto m = model_label(st.model);
@@ -331,22 +420,6 @@ std::string render_prometheus(const metrics_registry& registry,
       sample(out, "embedpool_replies_total",
              model_label(name) + ",code=\"" + reply_code_name(i) + "\"",
              m->replies[i].load(std::memory_order_relaxed));
-  family(out, "embedpool_http_responses_total", "counter",
-         "HTTP responses by endpoint and status code.");
-  for (auto& [name, m] : models)
-    for (size_t e = 0; e < http_endpoint_count; ++e)
-      for (size_t s = 0; s < http_status_codes.size(); ++s) {
-        auto n = m->http_responses[e][s].load(std::memory_order_relaxed);
-        if (n == 0)
-          continue;
-        auto code = http_status_codes[s] == 0 ? std::string{"other"}
-                                              : std::to_string(http_status_codes[s]);
-        sample(out, "embedpool_http_responses_total",
-               model_label(name) + ",endpoint=\"" +
-                   to_string(static_cast<http_endpoint>(e)) + "\",status=\"" + code +
-                   "\"",
-               n);
-      }
   struct hist_family {
     const char* name;
     const char* help;
@@ -363,18 +436,67 @@ std::string render_prometheus(const metrics_registry& registry,
       {"embedpool_batch_texts", "Texts per embedder call.", &model_metrics::batch_texts},
       {"embedpool_batch_tokens", "Tokens per embedder call, as the embedder counts.",
        &model_metrics::batch_tokens},
+      {"embedpool_input_tokens", "Tokens of each input text, as the embedder counts.",
+       &model_metrics::input_tokens},
   };
   for (auto& h : hists) {
     family(out, h.name, "histogram", h.help);
     for (auto& [name, m] : models)
       ((*m).*(h.member)).render(out, h.name, model_label(name));
   }
+  // Node-wide series: one sample each, no model label. The memory budget is
+  // the node's (every supervisor reports the same one).
   if (!statuses.empty()) {
-    family(out, "embedpool_resident_memory_bytes", "gauge",
-           "Resident set size of the node process.");
-    sample(out, "embedpool_resident_memory_bytes", model_label(statuses.front().model),
-           node.resident_bytes);
+    const auto& st = statuses.front();
+    family(out, "embedpool_memory_budget_bytes", "gauge",
+           "pool.memory-budget in bytes; 0 = no budget.");
+    sample(out, "embedpool_memory_budget_bytes", "", st.memory_budget_bytes);
+    family(out, "embedpool_memory_used_bytes", "gauge",
+           "Estimated footprint of the live workers of every model.");
+    sample(out, "embedpool_memory_used_bytes", "", st.memory_used_bytes);
+    family(out, "embedpool_memory_pressure", "gauge",
+           "Estimated worker memory / budget; 0 without a budget.");
+    sample(out, "embedpool_memory_pressure", "", st.memory_pressure);
   }
+  family(out, "embedpool_http_responses_total", "counter",
+         "HTTP responses by endpoint and status code.");
+  for (size_t e = 0; e < http_endpoint_count; ++e)
+    for (size_t s = 0; s < http_status_codes.size(); ++s) {
+      auto endpoint = static_cast<http_endpoint>(e);
+      auto n = registry.http_responses(endpoint, s);
+      if (n == 0)
+        continue;
+      auto code = http_status_codes[s] == 0 ? std::string{"other"}
+                                            : std::to_string(http_status_codes[s]);
+      sample(
+          out, "embedpool_http_responses_total",
+          std::string{"endpoint=\""} + to_string(endpoint) + "\",status=\"" + code + "\"",
+          n);
+    }
+  family(out, "embedpool_resident_memory_bytes", "gauge",
+         "Resident set size of the node process (as process_resident_memory_bytes).");
+  sample(out, "embedpool_resident_memory_bytes", "", node.resident_bytes);
+  family(out, "embedpool_build_info", "gauge",
+         "Always 1; the labels name the version and git revision of the node.");
+  sample(out, "embedpool_build_info",
+         "version=\"" + escape_label(project_version()) + "\",revision=\"" +
+             escape_label(git_revision()) + "\"",
+         uint64_t{1});
+  // The process collector's standard names.
+  family(out, "process_cpu_seconds_total", "counter",
+         "Total user and system CPU time spent in seconds.");
+  sample(out, "process_cpu_seconds_total", "", node.cpu_seconds);
+  family(out, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
+  sample(out, "process_resident_memory_bytes", "", node.resident_bytes);
+  family(out, "process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.");
+  sample(out, "process_virtual_memory_bytes", "", node.virtual_bytes);
+  family(out, "process_open_fds", "gauge", "Number of open file descriptors.");
+  sample(out, "process_open_fds", "", node.open_fds);
+  family(out, "process_max_fds", "gauge", "Maximum number of open file descriptors.");
+  sample(out, "process_max_fds", "", node.max_fds);
+  family(out, "process_start_time_seconds", "gauge",
+         "Start time of the process since unix epoch in seconds.");
+  sample(out, "process_start_time_seconds", "", node.start_time_seconds);
   return out;
 }
 

@@ -2,9 +2,11 @@
 // plus gauges taken from `pool_status` snapshots at scrape time, rendered as
 // Prometheus text exposition (format 0.0.4, valid for `promtool check metrics`).
 //
-// Every series carries a `model` label. Label sets are bounded: one
-// `model_metrics` per configured model, fixed outcome / code / endpoint sets,
-// and per-worker gauges only for the supervisor's slots (at most 4096).
+// Per-model series carry a `model` label; node-wide series (the memory budget,
+// HTTP responses, the process, the build) appear once, without it, so that
+// `sum()` over a family never counts one value twice. Label sets are bounded:
+// one `model_metrics` per configured model, fixed outcome / code / endpoint
+// sets, and per-worker gauges only for the supervisor's slots (at most 4096).
 //
 // Thread-safety: recording (histogram::observe, the counters) is lock-free
 // (relaxed atomic adds, no allocation) and may run on any thread. The registry
@@ -92,35 +94,38 @@ struct model_metrics {
   histogram batch_texts;
   /// Tokens per embedder call, as the embedder counts them (worker).
   histogram batch_tokens;
+  /// Tokens of each input text, as the embedder counts them (worker).
+  histogram input_tokens;
 
   /// Replies the gateway sent: index 0 = success, 1..7 = `pool_errc` value,
   /// 8 = an error of another category.
   std::array<std::atomic<uint64_t>, 9> replies{};
-  /// HTTP responses by endpoint and status (index into http_status_codes; the
-  /// last slot counts any other status).
-  std::array<std::array<std::atomic<uint64_t>, http_status_codes.size()>,
-             http_endpoint_count>
-      http_responses{};
 
   /// Counts a gateway reply: `code` 0 for success, else the pool_errc value,
   /// anything above 7 for errors of other categories.
   void count_reply(uint8_t code) noexcept;
-
-  /// Counts an HTTP response.
-  void count_http(http_endpoint endpoint, int status) noexcept;
 };
 
 /// The reply-counter index of an error: its pool_errc value, or 8 for errors
 /// of other categories.
 uint8_t reply_code(const caf::error& err);
 
-/// Process-wide values rendered once per scrape.
+/// Process-wide values rendered once per scrape, without a `model` label.
+/// Every field is 0 where /proc cannot be read.
 struct node_gauges {
-  uint64_t resident_bytes = 0;  // from /proc/self/statm; 0 if unreadable
+  uint64_t resident_bytes = 0;    // from /proc/self/statm
+  uint64_t virtual_bytes = 0;     // from /proc/self/stat (vsize)
+  double cpu_seconds = 0;         // user + system time, /proc/self/stat
+  double start_time_seconds = 0;  // Unix time the process started
+  uint64_t open_fds = 0;          // entries of /proc/self/fd
+  uint64_t max_fds = 0;           // soft RLIMIT_NOFILE
 };
 
 /// Reads the resident set size of this process (0 if unavailable).
 uint64_t resident_memory_bytes();
+
+/// Reads every field of `node_gauges` for this process.
+node_gauges read_node_gauges();
 
 /// The models of a node and their metrics.
 class metrics_registry {
@@ -131,15 +136,27 @@ class metrics_registry {
   /// All models with their metrics, by name. Thread-safe.
   std::map<std::string, std::shared_ptr<model_metrics>> models() const;
 
+  /// Counts an HTTP response (node-wide: the HTTP front serves every model).
+  /// Lock-free.
+  void count_http(http_endpoint endpoint, int status) noexcept;
+
+  /// HTTP responses so far for `endpoint` and the status at `status_index` in
+  /// http_status_codes (the last slot counts any other status).
+  uint64_t http_responses(http_endpoint endpoint, size_t status_index) const noexcept;
+
  private:
   mutable std::mutex mtx_;
   std::map<std::string, std::shared_ptr<model_metrics>> models_;
+  std::array<std::array<std::atomic<uint64_t>, http_status_codes.size()>,
+             http_endpoint_count>
+      http_responses_{};
 };
 
 /// Renders the whole exposition: gauges and ledger counters from `statuses`
 /// (one per model, default model first), recorded counters and histograms from
-/// `registry`, node gauges labelled with the first model. Every metric family
-/// appears once with its HELP and TYPE lines.
+/// `registry`, then the node-wide series (the memory budget from the first
+/// status, HTTP responses, `node`, the build) without a `model` label. Every
+/// metric family appears once with its HELP and TYPE lines.
 std::string render_prometheus(const metrics_registry& registry,
                               const std::vector<pool_status>& statuses,
                               const node_gauges& node);

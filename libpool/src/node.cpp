@@ -30,7 +30,7 @@ namespace pool {
 
 namespace {
 
-/// Waits up to `timeout` for SIGINT or SIGTERM (blocked in every thread).
+/// Waits up to `timeout` for SIGINT, SIGTERM or SIGHUP (blocked in every thread).
 int wait_for_signal(const sigset_t& signals, std::chrono::milliseconds timeout) {
   timespec ts{};
   ts.tv_sec = static_cast<time_t>(timeout.count() / 1000);
@@ -157,19 +157,23 @@ detail::supervisor_config model_supervisor_config(
 }
 
 const char* signal_name(int sig) {
-  return sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "signal";
+  return sig == SIGINT    ? "SIGINT"
+         : sig == SIGTERM ? "SIGTERM"
+         : sig == SIGHUP  ? "SIGHUP"
+                          : "signal";
 }
 
 }  // namespace
 
 int run_node(const node_config& cfg) {
   using detail::log_event;
-  // Block the shutdown signals before any thread exists; the main thread
-  // takes them with sigtimedwait.
+  // Block the shutdown signals and SIGHUP (reopen the log file) before any
+  // thread exists; the main thread takes them with sigtimedwait.
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
   // Request and reply buffers of 64 KiB and more (a text at the default
@@ -418,6 +422,20 @@ int run_node(const node_config& cfg) {
       if (done)
         break;
       if (int sig = wait_for_signal(signals, std::chrono::milliseconds(50))) {
+        if (sig == SIGHUP) {
+          // External log rotation moved the file: write to a new one.
+          if (auto err = detail::reopen_log_file(); !err.empty())
+            log_event("log_reopen_failed")
+                .add("file", cfg.log.file)
+                .add("error", err)
+                .write(*log, spdlog::level::err);
+          else
+            log_event("log_reopened")
+                .add("signal", signal_name(sig))
+                .add("file", cfg.log.file)
+                .write(*log, spdlog::level::info);
+          continue;
+        }
         if (draining) {
           log_event("forced_exit")
               .add("signal", signal_name(sig))

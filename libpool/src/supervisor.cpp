@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <deque>
+#include <iterator>
 #include <random>
 #include <set>
 #include <unordered_map>
@@ -57,30 +58,12 @@ enum class slot_state {
   freed
 };
 
+/// The text of a state: its entry in `worker_states`, which lists every
+/// state a slot can report (and so every state the metrics render).
 const char* to_string(slot_state x) {
-  switch (x) {
-    case slot_state::ready:
-      return "ready";
-    case slot_state::stuck:
-      return "stuck";
-    case slot_state::restarting:
-      return "restarting";
-    case slot_state::given_up:
-      return "given_up";
-    case slot_state::stopped:
-      return "stopped";
-    case slot_state::leaving:
-      return "leaving";
-    case slot_state::left:
-      return "left";
-    case slot_state::lost:
-      return "lost";
-    case slot_state::evicted:
-      return "evicted";
-    case slot_state::freed:
-      return "freed";
-  }
-  return "unknown";
+  static_assert(std::size(worker_states) == static_cast<size_t>(slot_state::freed) + 1,
+                "worker_states names every slot_state in order");
+  return worker_states[static_cast<size_t>(x)];
 }
 
 int64_t to_ms(caf::timespan d) {

@@ -184,8 +184,10 @@ void run_chunk(worker_actor* self, const worker_config& cfg) {
     cfg.metrics->compute.observe(chunk_us);
     cfg.metrics->batch_texts.observe(st.chunk_texts.size());
     uint64_t tokens = 0;
-    for (auto t : st.report.tokens)
+    for (auto t : st.report.tokens) {
       tokens += t;
+      cfg.metrics->input_tokens.observe(t);
+    }
     cfg.metrics->batch_tokens.observe(tokens);
   }
   // Hand out the rows, lane by lane, and answer every job that is complete.

@@ -1,7 +1,9 @@
 // embedpool-loadgen: drives a node (or anything answering the embedpool
 // protocol) with a fixed offered rate (open loop) or a fixed concurrency
 // (closed loop, the client's credit window), checks that every request was
-// answered exactly once and prints one JSON summary on stdout.
+// answered exactly once and prints one JSON summary on stdout. While it runs,
+// it prints one progress line per second on stderr (unless --quiet) and, with
+// --csv, appends and flushes one CSV row per second.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -58,13 +60,18 @@ constexpr const char* usage_text =
   --warmup=SECONDS       when the "after warm-up" RSS sample is taken (default 5)
   --status-interval=MS   poll the node's status every MS ms for the queue depth
                          (default 100; 0 = never, e.g. for peers without status)
-  --csv=FILE             per-second time series
+  --csv=FILE             per-second time series: one row appended (and
+                         flushed) as each second ends, the rest after the drain
+  --quiet                no progress line on stderr (one per second otherwise)
   --tls.certificate=F, --tls.key=F, --tls.ca-file=F, --tls.passphrase=S
                          mutual TLS, the same keys as the node's [tls] section
   -h, --help             this text
   --version              print the versions and exit
 
-Prints one JSON object: sent, completed, errors (code -> count), missing,
+Every second, on stderr: "embedpool-loadgen: second=S sent=N completed=N
+errors=N throughput_rps=R p50_ms=X p99_ms=Y" (sent, completed and errors so
+far; throughput and latencies of the answers of second S).
+At the end, prints one JSON object: sent, completed, errors (code -> count), missing,
 duplicates, throughput_rps, latency_ms {p50,p90,p99,max} (of completed
 requests), node_rss_kb {start,after_warmup,peak,end} (with --node-pid), and more.
 Exit status: 0 if every sent request was answered exactly once, 1 if not,
@@ -93,6 +100,7 @@ struct options {
   double warmup = 5;
   double status_interval_ms = 100;
   std::string csv;
+  bool quiet = false;
   pool::tls_section tls;  // --tls.certificate/key/ca-file/passphrase, as for the node
   bool help = false;
 };
@@ -123,6 +131,10 @@ std::string parse(int argc, char** argv, options& o) {
     std::string arg = argv[i];
     if (arg == "-h" || arg == "--help") {
       o.help = true;
+      continue;
+    }
+    if (arg == "--quiet") {
+      o.quiet = true;
       continue;
     }
     auto eq = arg.find('=');
@@ -241,7 +253,17 @@ struct second_bucket {
   int64_t rss_kb = -1;
   int64_t max_queue_depth = -1;
   int64_t max_pending = -1;
+  std::vector<uint32_t> latency_us;  // of this second's completions, until reported
 };
+
+/// The p-quantile (nearest rank) of sorted latencies, in ms; 0 when empty.
+double percentile_ms(const std::vector<uint32_t>& sorted_us, double p) {
+  if (sorted_us.empty())
+    return 0.0;
+  auto rank = static_cast<size_t>(std::ceil(p * static_cast<double>(sorted_us.size())));
+  rank = std::clamp<size_t>(rank, 1, sorted_us.size());
+  return sorted_us[rank - 1] / 1000.0;
+}
 
 /// Everything the sender, the callbacks and the sampler record. Thread-safe.
 class recorder {
@@ -301,8 +323,9 @@ class recorder {
       last_completion_ = now;
       auto us =
           std::chrono::duration_cast<std::chrono::microseconds>(now - sent_at_[idx]);
-      latency_us_.push_back(
-          static_cast<uint32_t>(std::min<int64_t>(us.count(), UINT32_MAX)));
+      auto latency = static_cast<uint32_t>(std::min<int64_t>(us.count(), UINT32_MAX));
+      latency_us_.push_back(latency);
+      b.latency_us.push_back(latency);  // a second not reported yet: `now` is in it
     } else {
       auto code = pool::pool_code(err);
       std::string name = code ? pool::to_string(*code) : "other";
@@ -370,14 +393,7 @@ class recorder {
       if (n == 0)
         ++missing;
     std::sort(latency_us_.begin(), latency_us_.end());
-    auto pct = [&](double p) -> double {
-      if (latency_us_.empty())
-        return 0.0;
-      auto rank =
-          static_cast<size_t>(std::ceil(p * static_cast<double>(latency_us_.size())));
-      rank = std::clamp<size_t>(rank, 1, latency_us_.size());
-      return latency_us_[rank - 1] / 1000.0;
-    };
+    auto pct = [&](double p) { return percentile_ms(latency_us_, p); };
     double elapsed = 0;
     if (completed_ > 0)
       elapsed = std::chrono::duration<double>(last_completion_ - start_).count();
@@ -437,18 +453,61 @@ class recorder {
     send_end_ = steady::now();
   }
 
-  bool write_csv(const std::string& path) {
+  /// Opens the CSV file and writes its header; false if it cannot be written.
+  bool open_csv(const std::string& path) {
     std::lock_guard<std::mutex> guard{mtx_};
-    std::ofstream out{path};
-    out << "second,offered,completed,rejected,errors,unsent,node_rss_kb,max_queue_depth,"
-           "max_pending\n";
-    for (size_t s = 0; s < seconds_.size(); ++s) {
-      const auto& b = seconds_[s];
-      out << s << ',' << b.offered << ',' << b.completed << ',' << b.rejected << ','
-          << b.errors << ',' << b.unsent << ',' << b.rss_kb << ',' << b.max_queue_depth
-          << ',' << b.max_pending << '\n';
+    csv_.open(path, std::ios::trunc);
+    csv_ << "second,offered,completed,rejected,errors,unsent,node_rss_kb,max_queue_depth,"
+            "max_pending,p50_ms,p99_ms\n";
+    csv_.flush();
+    return static_cast<bool>(csv_);
+  }
+
+  /// Reports every second before `upto` (all recorded seconds when `upto` is
+  /// 0) not reported yet: its progress line on stderr when `progress`, its
+  /// CSV row (flushed) when a CSV file is open. A second is reported once it
+  /// is over, so its row is final: answers recorded later fall into later
+  /// seconds. Returns false if the CSV could not be written.
+  bool report(size_t upto, bool progress) {
+    std::lock_guard<std::mutex> guard{mtx_};
+    if (upto == 0)
+      upto = seconds_.size();
+    if (seconds_.size() < upto)
+      seconds_.resize(upto);
+    uint64_t errors = 0;
+    for (const auto& [name, n] : errors_)
+      errors += n;
+    for (; reported_ < upto; ++reported_) {
+      auto& b = seconds_[reported_];
+      std::sort(b.latency_us.begin(), b.latency_us.end());
+      auto p50 = percentile_ms(b.latency_us, 0.50);
+      auto p99 = percentile_ms(b.latency_us, 0.99);
+      std::vector<uint32_t>{}.swap(b.latency_us);
+      if (progress) {
+        // Totals are as of now; a final report of several seconds repeats them.
+        std::fprintf(stderr,
+                     "embedpool-loadgen: second=%zu sent=%llu completed=%llu errors=%llu "
+                     "throughput_rps=%llu p50_ms=%.3f p99_ms=%.3f\n",
+                     reported_,
+                     static_cast<unsigned long long>(sent_at_.size() - not_sent_),
+                     static_cast<unsigned long long>(completed_),
+                     static_cast<unsigned long long>(errors),
+                     static_cast<unsigned long long>(b.completed), p50, p99);
+      }
+      if (csv_.is_open()) {
+        char ms[64];
+        std::snprintf(ms, sizeof(ms), "%.3f,%.3f", p50, p99);
+        csv_ << reported_ << ',' << b.offered << ',' << b.completed << ',' << b.rejected
+             << ',' << b.errors << ',' << b.unsent << ',' << b.rss_kb << ','
+             << b.max_queue_depth << ',' << b.max_pending << ',' << ms << '\n';
+      }
     }
-    return static_cast<bool>(out);
+    if (progress)
+      std::fflush(stderr);
+    if (!csv_.is_open())
+      return true;
+    csv_.flush();
+    return static_cast<bool>(csv_);
   }
 
  private:
@@ -487,6 +546,8 @@ class recorder {
   int64_t max_pending_ = -1;
   uint64_t status_samples_ = 0;
   uint64_t status_errors_ = 0;
+  std::ofstream csv_;
+  size_t reported_ = 0;  // seconds reported (progress line and CSV row)
 };
 
 /// The status of `model` ("" = the default) within `wait`, or none.
@@ -554,6 +615,24 @@ int main(int argc, char** argv) {
   recorder rec{start};
   std::atomic<bool> stop_sampling{false};
   std::atomic<bool> status_outstanding{false};
+  bool csv_ok = o.csv.empty() || rec.open_csv(o.csv);
+  if (!csv_ok)
+    std::fprintf(stderr, "embedpool-loadgen: cannot write %s\n", o.csv.c_str());
+
+  // Reporter: as second k ends (at start + k s), its progress line and CSV row.
+  std::mutex report_mtx;
+  std::condition_variable report_cv;
+  bool report_stop = false;
+  std::thread reporter{[&] {
+    for (size_t k = 1;; ++k) {
+      std::unique_lock<std::mutex> lock{report_mtx};
+      if (report_cv.wait_until(lock, start + std::chrono::seconds(k),
+                               [&] { return report_stop; }))
+        return;
+      lock.unlock();
+      rec.report(k, !o.quiet);
+    }
+  }};
 
   // Sampler: node RSS and (one request at a time) the node's status.
   std::thread sampler{[&] {
@@ -669,6 +748,12 @@ int main(int argc, char** argv) {
                                        std::chrono::duration<double>(drain_wait)));
   stop_sampling = true;
   sampler.join();
+  {
+    std::lock_guard<std::mutex> lock{report_mtx};
+    report_stop = true;
+  }
+  report_cv.notify_all();
+  reporter.join();
 
   nlohmann::json ledger_delta;
   if (status_before) {
@@ -682,7 +767,9 @@ int main(int argc, char** argv) {
     }
   }
   auto summary = rec.finish(o, cl.stats(), ledger_delta);
-  if (!o.csv.empty() && !rec.write_csv(o.csv))
+  // The seconds not reported yet (recording has stopped): the one under way
+  // and any before it.
+  if (!rec.report(0, !o.quiet) && csv_ok)
     std::fprintf(stderr, "embedpool-loadgen: cannot write %s\n", o.csv.c_str());
   std::printf("%s\n", summary.dump().c_str());
   std::fflush(stdout);

@@ -183,10 +183,17 @@ constexpr size_t max_models = 16;
 
 /// `[log]`
 struct log_section {
-  std::string level = "info";                // log.level: trace|debug|info|warn|error|off
+  /// log.level: trace|debug|info|warning|error|critical|off, as the lines
+  /// print them ("warn" is accepted for warning).
+  std::string level = "info";
   std::string file = "logs/supervisor.log";  // log.file: "" disables the file sink
-  std::string format = "text";               // log.format: text | json
-  bool console = true;                       // log.console: also log to stderr
+  /// log.max-size: rotate log.file past this many MiB (to FILE.1 .. FILE.N,
+  /// N = log.max-files, the index before the extension); 0 = never rotate
+  /// (an external logrotate may move the file, then SIGHUP reopens it).
+  uint32_t max_size_mib = 0;
+  uint32_t max_files = 5;       // log.max-files: rotated files kept; 0 = none
+  std::string format = "text";  // log.format: text | json
+  bool console = true;          // log.console: also log to stderr
   caf::timespan stats_interval = std::chrono::seconds(10);  // log.stats-interval; 0 = off
 };
 
@@ -207,6 +214,9 @@ struct http_section {
   /// a thread); further ones wait in the kernel's listen backlog.
   uint32_t max_connections = 64;
   uint32_t max_body_bytes = 4 * 1024 * 1024;  // http.max-body-bytes: larger -> 413
+  /// http.access-log: one `event=http_request` line per request (info, the
+  /// "http" logger), X-Request-Id echoed back.
+  bool access_log = false;
   bool enabled() const { return port >= 0; }
 };
 

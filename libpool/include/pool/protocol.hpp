@@ -163,11 +163,19 @@ typename Inspector::result_type inspect(Inspector& f, worker_report& x) {
            x.failed);
 }
 
+/// Every value of `worker_status::state`, in the supervisor's order. Local
+/// slots: ready, stuck, restarting, given_up, stopped, evicted (scaled down);
+/// slots lent by worker nodes: ready, leaving, left, lost, freed (lost for
+/// cluster.lost-node-expiry, free for any node to take).
+inline constexpr const char* worker_states[] = {
+    "ready",   "stuck", "restarting", "given_up", "stopped",
+    "leaving", "left",  "lost",       "evicted",  "freed"};
+
 /// One worker as the supervisor sees it.
 struct worker_status {
   uint32_t id = 0;
   std::string node;          // "local" or the remote node's id
-  std::string state;         // starting | ready | stuck | restarting | given_up | stopped
+  std::string state;         // one of worker_states
   uint64_t queue_depth = 0;  // from the worker's last pong
   uint32_t credits_embed = 0;
   uint32_t credits_batch = 0;

@@ -13,6 +13,8 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "peer_backlog.hpp"
+#include "peer_guard.hpp"
 #include "pool/error.hpp"
 #include "pool/version.hpp"
 
@@ -473,6 +475,21 @@ std::string render_prometheus(const metrics_registry& registry,
           std::string{"endpoint=\""} + to_string(endpoint) + "\",status=\"" + code + "\"",
           n);
     }
+  family(out, "embedpool_peer_messages_dropped_total", "counter",
+         "Messages from peers dropped before any work: refused by the trust "
+         "boundary (foreign), shed at a full gateway inbox (inbox_full), or "
+         "requests of a peer over node.max-unread-bytes-per-peer (unread_replies).");
+  sample(out, "embedpool_peer_messages_dropped_total", "reason=\"foreign\"",
+         foreign_messages::instance().total());
+  sample(out, "embedpool_peer_messages_dropped_total", "reason=\"inbox_full\"",
+         inbox_sheds().total());
+  sample(out, "embedpool_peer_messages_dropped_total", "reason=\"unread_replies\"",
+         unread_refusals());
+  family(out, "embedpool_peer_connections_closed_total", "counter",
+         "Peer connections the node closed: unread replies past a quarter more "
+         "than node.max-unread-bytes-per-peer.");
+  sample(out, "embedpool_peer_connections_closed_total", "reason=\"unread_replies\"",
+         unread_connections_closed());
   family(out, "embedpool_resident_memory_bytes", "gauge",
          "Resident set size of the node process (as process_resident_memory_bytes).");
   sample(out, "embedpool_resident_memory_bytes", "", node.resident_bytes);

@@ -225,7 +225,7 @@ TEST_CASE(
     const auto first_byte = clock_type::now();
     REQUIRE(c.send_all(prefix));
     // One byte per 100 ms: no single read waits long, so only a total
-    // deadline cuts it. Bounded: the request is longer than 5 s of bytes.
+    // deadline cuts it. Bounded: the request is 8 s of bytes.
     size_t sent = 0;
     while (sent < slow_part.size() && !c.readable_within(100)) {
       if (c.send_some(slow_part.data() + sent, 1) != 1)
@@ -238,23 +238,27 @@ TEST_CASE(
     CHECK(status_of(response) == 408);
     CHECK(error_code_of(response) == "request_timeout");
     CHECK(response.find("Connection: close") != std::string::npos);
+    CHECK(response.find("Keep-Alive") == std::string::npos);
     CHECK(c.closed_by_peer(clock_type::now() + 2s));
+    // Not before the deadline; after it by no more than a loaded machine's
+    // scheduling delays (typically ~1,100 ms in all), far from the 8 s that
+    // per-read timeouts would let the trickle last.
     CHECK(elapsed >= 950);
-    CHECK(elapsed < 1800);
-    CHECK(sent < 20);
+    CHECK(elapsed < 3000);
+    CHECK(sent < 30);
   };
   SECTION("headers") {
     trickle("GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ",
-            std::string(50, 'a'));
+            std::string(80, 'a'));
   }
   SECTION("request line") {
-    trickle("G", "ET /v1/models/" + std::string(50, 'a'));
+    trickle("G", "ET /v1/models/" + std::string(80, 'a'));
   }
   SECTION("body") {
     trickle(
         "POST /embed HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        "Content-Length: 60\r\n\r\n{\"inputs\":\"",
-        std::string(47, 'a') + "\"}");
+        "Content-Length: 93\r\n\r\n{\"inputs\":\"",
+        std::string(80, 'a') + "\"}");
   }
   CHECK(log_field(n.node, "event=http_refused reason=read_timeout", "bytes_read") > 0);
   // The node serves on.
@@ -360,9 +364,11 @@ TEST_CASE(
   };
   int header_lines = 0;
   // For ~1 s: a header line on every slow connection and a health probe every
-  // 100 ms. Returns the worst probe latency.
+  // 100 ms. Checks that the median probe answers within 100 ms and the worst
+  // within 1 s (a stalled front would not answer at all; the margin is for a
+  // loaded machine's scheduling delays).
   auto probe_for_a_second = [&](const std::string& path, int expect) {
-    int worst = 0;
+    std::vector<int> latencies;
     for (int round = 0; round < 10; ++round) {
       // (A connection opened right as a probe's closed may have been past
       // the limit and answered: its sends may fail.)
@@ -372,18 +378,21 @@ TEST_CASE(
       auto [response, ms] = timed_get(n.port, path);
       INFO(path << ": " << response);
       CHECK(status_of(response) == expect);
-      worst = std::max(worst, ms);
+      latencies.push_back(ms);
       pollfd none{-1, 0, 0};
       ::poll(&none, 1, std::max(0, 100 - ms));  // the slow clients' pace
     }
-    return worst;
+    std::sort(latencies.begin(), latencies.end());
+    INFO(path << " latencies (ms), sorted: " << ::Catch::Detail::stringify(latencies));
+    CHECK(latencies[latencies.size() / 2] < 100);
+    CHECK(latencies.back() < 1000);
   };
 
   // Half the connections slow: health is served by connection threads, and
   // the slow ones hold no request slot.
   open_slow(limit / 2);
-  CHECK(probe_for_a_second("/health/live", 200) < 100);
-  CHECK(probe_for_a_second("/health/ready", 200) < 100);
+  probe_for_a_second("/health/live", 200);
+  probe_for_a_second("/health/ready", 200);
   auto [models, ms] = timed_get(n.port, "/v1/models");
   CHECK(status_of(models) == 200);
 
@@ -395,7 +404,7 @@ TEST_CASE(
   while (clock_type::now() < until && status_of(refused) != 503)
     refused = timed_get(n.port, "/v1/models").first;
   CHECK(status_of(refused) == 503);
-  CHECK(probe_for_a_second("/health/live", 200) < 100);
+  probe_for_a_second("/health/live", 200);
   // The first slow connections are still open, none answered.
   for (int i = 0; i < limit / 2; ++i)
     CHECK_FALSE(slow[static_cast<size_t>(i)]->readable_within(0));

@@ -132,7 +132,6 @@ struct connection_state {
   bool too_large = false;             // over byte_cap, or Content-Length over the limit
   bool close = false;                 // close after this response
   bool holds_slot = false;
-  httplib::Request* req = nullptr;  // the current request once its headers are read
 
   void begin(clock_type::time_point now, clock_type::duration timeout, size_t carried) {
     first_byte = now;
@@ -140,7 +139,6 @@ struct connection_state {
     read_bytes = carried;
     written = 0;
     timed_out = too_large = close = false;
-    req = nullptr;
   }
 };
 
@@ -584,9 +582,7 @@ class bounded_server final : public httplib::Server {
         break;
       st.begin(clock_type::now(), lim_.read_timeout, strm.buffered());
       bool closed = false;
-      ok = process_request(strm, left == 1, closed,
-                           [&st](httplib::Request& req) { st.req = &req; });
-      st.req = nullptr;
+      ok = process_request(strm, left == 1, closed, nullptr);
       release_slot(st);
       if (st.timed_out || st.too_large) {
         // The request line timed out: httplib wrote nothing.
@@ -1543,13 +1539,12 @@ struct http_front::impl {
           if (auto* st = t_conn; st != nullptr && (st->timed_out || st->too_large)) {
             // Cut by the stream (or refused before reading): the rest of the
             // request is not read, so the connection closes.
+            // httplib answers "Connection: close" when the request says so;
+            // `req` is process_request's own (non-const) Request.
             st->close = true;
-            if (st->req != nullptr) {
-              st->req->headers.erase("Connection");
-              st->req->headers.emplace("Connection", "close");
-            } else {
-              res.set_header("Connection", "close");
-            }
+            auto& headers = const_cast<httplib::Request&>(req).headers;
+            headers.erase("Connection");
+            headers.emplace("Connection", "close");
             if (st->timed_out)
               send_error(res, 408, "request_timeout", read_timeout_message());
             else

@@ -85,6 +85,7 @@ const std::vector<std::string> all_keys = {
     "http.max-connections",
     "http.max-body-bytes",
     "http.access-log",
+    "http.read-timeout",
 };
 
 /// A temporary INI file, removed on destruction.
@@ -190,6 +191,7 @@ void check_same(const pool::node_config& a, const pool::node_config& b) {
   CHECK(a.http.max_connections == b.http.max_connections);
   CHECK(a.http.max_body_bytes == b.http.max_body_bytes);
   CHECK(a.http.access_log == b.http.access_log);
+  CHECK(a.http.read_timeout == b.http.read_timeout);
 }
 
 size_t count_of(const std::vector<std::string>& xs, const std::string& x) {
@@ -323,6 +325,7 @@ threads = 3
 max-connections = 5
 max-body-bytes = 2048
 access-log = true
+read-timeout = 750ms
 )"};
   auto cfg = load({file.arg()});
   CHECK(cfg.node.host == "0.0.0.0");
@@ -359,6 +362,7 @@ access-log = true
   CHECK(cfg.http.max_connections == 5);
   CHECK(cfg.http.max_body_bytes == 2048);
   CHECK(cfg.http.access_log);
+  CHECK(cfg.http.read_timeout == 750ms);
   CHECK(cfg.model.dim == 4096);
   CHECK(cfg.model.hash_buckets == 16);
   CHECK(cfg.model.blas_threads == 64);

@@ -264,10 +264,21 @@ TEST_CASE(
   CHECK(http[0].value == 2);
   CHECK(http[1].labels == "endpoint=\"/embed\",status=\"other\"");
   CHECK(http[2].labels == "endpoint=\"/metrics\",status=\"200\"");
+  // Node-wide families by reason: each reason once, no model label.
+  auto dropped = e.named("embedpool_peer_messages_dropped_total");
+  REQUIRE(dropped.size() == 3);
+  CHECK(dropped[0].labels == "reason=\"foreign\"");
+  CHECK(dropped[1].labels == "reason=\"inbox_full\"");
+  CHECK(dropped[2].labels == "reason=\"unread_replies\"");
+  auto closed = e.named("embedpool_peer_connections_closed_total");
+  REQUIRE(closed.size() == 1);
+  CHECK(closed[0].labels == "reason=\"unread_replies\"");
   // Every other series is per model.
   for (const auto& s : e.samples) {
     auto fam = e.family_of(s.name);
     if (fam == "embedpool_http_responses_total" ||
+        fam == "embedpool_peer_messages_dropped_total" ||
+        fam == "embedpool_peer_connections_closed_total" ||
         std::find(node_wide.begin(), node_wide.end(), fam) != node_wide.end())
       continue;
     INFO(s.name << "{" << s.labels << "}");

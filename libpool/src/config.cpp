@@ -719,14 +719,16 @@ const std::vector<key_spec>& schema() {
       integer_key("http.port", &nc::http, &http_section::port, -1, 65535,
                   "TCP port of the HTTP front; -1 = off, 0 picks a free port"),
       integer_key("http.threads", &nc::http, &http_section::threads, 1, 256,
-                  "threads serving HTTP connections"),
+                  "HTTP requests read and handled at once"),
       integer_key("http.max-connections", &nc::http, &http_section::max_connections, 1,
-                  100000, "HTTP connections accepted at once (served or waiting)"),
+                  100000, "HTTP connections open at once; more are answered 503"),
       integer_key("http.max-body-bytes", &nc::http, &http_section::max_body_bytes, 1024,
                   1024 * mib, "largest HTTP request body; larger ones get 413"),
       boolean_key("http.access-log", &nc::http, &http_section::access_log,
                   "log one line per HTTP request (method, path, status, bytes, "
                   "duration, X-Request-Id)"),
+      duration_key("http.read-timeout", &nc::http, &http_section::read_timeout, positive,
+                   "total time to read an HTTP request from its first byte; then 408"),
   };
   return specs;
 }

@@ -11,6 +11,12 @@
 #include <thread>
 #include <vector>
 
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <httplib.h>
 #include <caf/all.hpp>
 #include <nlohmann/json.hpp>
@@ -34,22 +40,260 @@ constexpr size_t keep_alive_max_requests = 1000;
 /// Bound on a status or metrics query.
 constexpr auto status_timeout = std::chrono::seconds(10);
 
-/// httplib's task queue with bounded admission: `enqueue` (called by the
-/// accept loop) waits while `max_open` connections are being served or are
-/// waiting for a thread, so further connections stay in the kernel backlog.
-class bounded_task_queue : public httplib::TaskQueue {
+using clock_type = std::chrono::steady_clock;
+
+/// Bytes a request may take beyond http.max-body-bytes: its request line,
+/// headers and chunk framing. A request never reads more from its socket than
+/// http.max-body-bytes plus this.
+constexpr size_t head_allowance = 64 * 1024;
+/// Every wait on a socket is cut in slices this long, so that a stopping
+/// server is noticed.
+constexpr auto wait_slice = std::chrono::milliseconds(100);
+/// A connection past http.max-connections: how long its request head may
+/// take to arrive before it is answered anyway, how much of it is kept, how
+/// long (and how much) the rest of its request is read and dropped after the
+/// answer (so that the peer sees the answer rather than a reset), and how
+/// many such connections are handled at once (beyond, 503 without reading).
+constexpr auto overflow_head_wait = std::chrono::milliseconds(500);
+constexpr size_t overflow_head_bytes = 8192;
+constexpr auto linger_time = std::chrono::seconds(1);
+constexpr size_t linger_bytes = 64 * 1024;
+constexpr size_t overflow_max_pending = 256;
+
+/// Milliseconds of `left` for poll(): rounded up, at most one wait slice.
+int poll_ms(clock_type::duration left) {
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                left + std::chrono::microseconds(999))
+                .count();
+  return static_cast<int>(std::clamp<int64_t>(ms, 0, wait_slice.count()));
+}
+
+/// "10s" or "750ms".
+std::string format_ms(clock_type::duration d) {
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(d).count();
+  return ms % 1000 == 0 ? std::to_string(ms / 1000) + "s" : std::to_string(ms) + "ms";
+}
+
+/// A complete response written by hand (connections httplib does not
+/// serve): JSON body, Connection: close.
+std::string raw_response(int status, const char* reason, const std::string& body,
+                         const std::string& extra_headers = {}) {
+  return "HTTP/1.1 " + std::to_string(status) + " " + reason +
+         "\r\nContent-Type: application/json\r\nContent-Length: " +
+         std::to_string(body.size()) + "\r\n" + extra_headers +
+         "Connection: close\r\n\r\n" + body;
+}
+
+/// Writes all of `text` to a socket, waiting at most `timeout` in total.
+void write_all(int sock, const std::string& text, clock_type::duration timeout) {
+  const auto until = clock_type::now() + timeout;
+  size_t done = 0;
+  while (done < text.size() && clock_type::now() < until) {
+    auto n =
+        ::send(sock, text.data() + done, text.size() - done, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0) {
+      done += static_cast<size_t>(n);
+    } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+      pollfd p{sock, POLLOUT, 0};
+      ::poll(&p, 1, poll_ms(until - clock_type::now()));
+    } else {
+      return;
+    }
+  }
+}
+
+/// Reads and drops what a peer still sends after its answer (at most
+/// `max_bytes`, until `until`), so that closing does not reset the
+/// connection before the peer has read the answer.
+void linger(int sock, size_t max_bytes, clock_type::time_point until) {
+  ::shutdown(sock, SHUT_WR);
+  char buf[4096];
+  size_t drained = 0;
+  while (drained < max_bytes && clock_type::now() < until) {
+    pollfd p{sock, POLLIN, 0};
+    if (::poll(&p, 1, poll_ms(until - clock_type::now())) <= 0)
+      continue;
+    auto n = ::recv(sock, buf, std::min(sizeof(buf), max_bytes - drained), MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+      return;
+    if (n > 0)
+      drained += static_cast<size_t>(n);
+  }
+}
+
+/// The state of the connection a thread serves, shared by its stream, the
+/// pre-routing hook and the error handler (all on that thread).
+struct connection_state {
+  clock_type::time_point first_byte;  // of the current request
+  clock_type::time_point deadline;    // first_byte + http.read-timeout (+ slot waits)
+  size_t read_bytes = 0;              // read from the socket for the current request
+  size_t byte_cap = 0;                // http.max-body-bytes + head_allowance
+  size_t written = 0;                 // bytes of the current response written
+  bool timed_out = false;             // the deadline passed while reading
+  bool too_large = false;             // over byte_cap, or Content-Length over the limit
+  bool close = false;                 // close after this response
+  bool holds_slot = false;
+
+  void begin(clock_type::time_point now, clock_type::duration timeout, size_t carried) {
+    first_byte = now;
+    deadline = now + timeout;
+    read_bytes = carried;
+    written = 0;
+    timed_out = too_large = close = false;
+  }
+};
+
+thread_local connection_state* t_conn = nullptr;
+/// Set while the accept loop runs the job of a connection past
+/// http.max-connections (see connection_queue::enqueue).
+thread_local bool t_over_limit = false;
+
+/// httplib's Stream over a connection: every read of a request waits at most
+/// until the request's deadline (a total from its first byte, not per read)
+/// and reads at most its byte cap from the socket; reads stop when the server
+/// stops. Buffered, as httplib reads headers one byte at a time.
+class deadline_stream final : public httplib::Stream {
  public:
-  bounded_task_queue(size_t threads, size_t max_open) : max_open_(max_open) {
-    for (size_t i = 0; i < threads; ++i)
-      threads_.emplace_back([this] { run(); });
+  deadline_stream(int sock, connection_state& st, const std::atomic<socket_t>& listener,
+                  clock_type::duration write_timeout)
+      : sock_(sock), st_(st), listener_(listener), write_timeout_(write_timeout) {}
+
+  bool is_readable() const override {
+    return buffered() > 0 || wait(POLLIN, st_.deadline, true);
   }
 
+  bool is_writable() const override {
+    return wait(POLLOUT, clock_type::now() + write_timeout_, false);
+  }
+
+  ssize_t read(char* ptr, size_t size) override {
+    if (buffered() == 0 && !fill())
+      return -1;
+    const size_t n = std::min(size, buffered());
+    std::memcpy(ptr, buf_ + pos_, n);
+    pos_ += n;
+    return static_cast<ssize_t>(n);
+  }
+
+  ssize_t write(const char* ptr, size_t size) override {
+    if (!is_writable())
+      return -1;
+    auto n = ::send(sock_, ptr, size, MSG_NOSIGNAL);
+    if (n > 0)
+      st_.written += static_cast<size_t>(n);
+    return n;
+  }
+
+  void get_remote_ip_and_port(std::string& ip, int& port) const override {
+    sockaddr_storage addr{};
+    socklen_t len = sizeof(addr);
+    if (::getpeername(sock_, reinterpret_cast<sockaddr*>(&addr), &len) == 0)
+      name_of(addr, len, ip, port);
+  }
+
+  void get_local_ip_and_port(std::string& ip, int& port) const override {
+    sockaddr_storage addr{};
+    socklen_t len = sizeof(addr);
+    if (::getsockname(sock_, reinterpret_cast<sockaddr*>(&addr), &len) == 0)
+      name_of(addr, len, ip, port);
+  }
+
+  socket_t socket() const override { return sock_; }
+
+  size_t buffered() const { return end_ - pos_; }
+
+  /// Waits up to `idle` for the first byte of a request; false if none came
+  /// or the server stops (end of stream counts as a byte: the request then
+  /// fails to parse and the connection closes).
+  bool wait_for_request(clock_type::duration idle) const {
+    return buffered() > 0 || wait(POLLIN, clock_type::now() + idle, true);
+  }
+
+ private:
+  static void name_of(const sockaddr_storage& addr, socklen_t len, std::string& ip,
+                      int& port) {
+    char host[NI_MAXHOST];
+    char serv[NI_MAXSERV];
+    if (::getnameinfo(reinterpret_cast<const sockaddr*>(&addr), len, host, sizeof(host),
+                      serv, sizeof(serv), NI_NUMERICHOST | NI_NUMERICSERV) == 0) {
+      ip = host;
+      port = std::atoi(serv);
+    }
+  }
+
+  bool stopping() const { return listener_ == INVALID_SOCKET; }
+
+  /// Polls for `events` until `until`; false on timeout (or, if
+  /// `stoppable`, when the server stops).
+  bool wait(short events, clock_type::time_point until, bool stoppable) const {
+    for (;;) {
+      if (stoppable && stopping())
+        return false;
+      const auto left = until - clock_type::now();
+      if (left <= clock_type::duration::zero())
+        return false;
+      pollfd p{sock_, events, 0};
+      const int r = ::poll(&p, 1, poll_ms(left));
+      if (r > 0)
+        return true;  // also on an error or hang-up: recv and send say which
+      if (r < 0 && errno != EINTR)
+        return false;
+    }
+  }
+
+  bool fill() {
+    if (st_.read_bytes >= st_.byte_cap) {
+      st_.too_large = true;
+      return false;
+    }
+    if (!wait(POLLIN, st_.deadline, true)) {
+      st_.timed_out = !stopping();
+      return false;
+    }
+    const size_t want = std::min(sizeof(buf_), st_.byte_cap - st_.read_bytes);
+    for (;;) {
+      auto n = ::recv(sock_, buf_, want, 0);
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n <= 0)
+        return false;
+      st_.read_bytes += static_cast<size_t>(n);
+      pos_ = 0;
+      end_ = static_cast<size_t>(n);
+      return true;
+    }
+  }
+
+  const int sock_;
+  connection_state& st_;
+  const std::atomic<socket_t>& listener_;
+  const clock_type::duration write_timeout_;
+  char buf_[4096];
+  size_t pos_ = 0;
+  size_t end_ = 0;
+};
+
+/// httplib's task queue: a thread per open connection (started when needed,
+/// kept for later connections), at most `max_open`. A connection past them
+/// is not queued: its job runs at once on the accept loop with t_over_limit
+/// set, which hands the socket to the overflow responder.
+class connection_queue : public httplib::TaskQueue {
+ public:
+  explicit connection_queue(size_t max_open) : max_open_(max_open) {}
+
   void enqueue(std::function<void()> fn) override {
-    std::unique_lock<std::mutex> lock{mtx_};
-    room_.wait(lock, [this] { return stopping_ || active_ + jobs_.size() < max_open_; });
-    // After shutdown the job still runs (it owns and closes the socket).
-    jobs_.push_back(std::move(fn));
-    work_.notify_one();
+    {
+      std::lock_guard<std::mutex> guard{mtx_};
+      if (open_ < max_open_ && !stopping_ && start_thread_if_needed()) {
+        ++open_;
+        jobs_.push_back(std::move(fn));
+        work_.notify_one();
+        return;
+      }
+    }
+    t_over_limit = true;
+    fn();
+    t_over_limit = false;
   }
 
   void shutdown() override {
@@ -58,42 +302,317 @@ class bounded_task_queue : public httplib::TaskQueue {
       stopping_ = true;
     }
     work_.notify_all();
-    room_.notify_all();
     for (auto& t : threads_)
       t.join();
     threads_.clear();
   }
 
  private:
+  /// True if a thread will be free for one more job (called under mtx_).
+  bool start_thread_if_needed() {
+    if (idle_ > jobs_.size())
+      return true;
+    try {
+      threads_.emplace_back([this] { run(); });
+      return true;
+    } catch (const std::system_error&) {
+      return !threads_.empty();  // no new thread: the job waits for one
+    }
+  }
+
   void run() {
+    std::unique_lock<std::mutex> lock{mtx_};
     for (;;) {
-      std::function<void()> fn;
-      {
-        std::unique_lock<std::mutex> lock{mtx_};
-        work_.wait(lock, [this] { return stopping_ || !jobs_.empty(); });
-        if (jobs_.empty())
-          return;  // stopping and nothing left
-        fn = std::move(jobs_.front());
-        jobs_.pop_front();
-        ++active_;
-      }
+      ++idle_;
+      work_.wait(lock, [this] { return stopping_ || !jobs_.empty(); });
+      --idle_;
+      if (jobs_.empty())
+        return;  // stopping and nothing left
+      auto fn = std::move(jobs_.front());
+      jobs_.pop_front();
+      lock.unlock();
       fn();
-      {
-        std::lock_guard<std::mutex> guard{mtx_};
-        --active_;
-      }
-      room_.notify_one();
+      lock.lock();
+      --open_;
     }
   }
 
   const size_t max_open_;
   std::mutex mtx_;
   std::condition_variable work_;
-  std::condition_variable room_;
-  std::deque<std::function<void()>> jobs_;  // at most max_open_ - active_
-  size_t active_ = 0;
+  std::deque<std::function<void()>> jobs_;
+  size_t open_ = 0;  // connections queued or being served
+  size_t idle_ = 0;  // threads waiting for a job
   bool stopping_ = false;
   std::vector<std::thread> threads_;
+};
+
+/// Answers connections past http.max-connections on one thread of its own,
+/// without waiting for anything else: reads each one's request head (at most
+/// overflow_head_wait), writes what `answer` makes of its method and path
+/// (a complete response), lingers briefly and closes.
+class overflow_responder {
+ public:
+  using answer_fn =
+      std::function<std::string(std::string_view method, std::string_view path)>;
+
+  explicit overflow_responder(answer_fn answer) : answer_(std::move(answer)) {
+    if (::pipe2(wake_, O_CLOEXEC | O_NONBLOCK) != 0)
+      wake_[0] = wake_[1] = -1;
+  }
+
+  ~overflow_responder() {
+    stop();
+    for (int fd : wake_)
+      if (fd >= 0)
+        ::close(fd);
+  }
+
+  overflow_responder(const overflow_responder&) = delete;
+  overflow_responder& operator=(const overflow_responder&) = delete;
+
+  void start() {
+    thread_ = std::thread{[this] { run(); }};
+  }
+
+  /// Takes over `sock` (thread-safe).
+  void add(int sock) {
+    {
+      std::lock_guard<std::mutex> guard{mtx_};
+      if (!stopping_ && thread_.joinable() && pending_ < overflow_max_pending) {
+        ++pending_;
+        incoming_.push_back(sock);
+        sock = -1;
+      }
+    }
+    if (sock < 0) {
+      char byte = 0;
+      [[maybe_unused]] auto n = ::write(wake_[1], &byte, 1);
+      return;
+    }
+    // Too many already: answered without reading the request.
+    write_all(sock, answer_({}, {}), std::chrono::milliseconds(100));
+    ::shutdown(sock, SHUT_RDWR);
+    ::close(sock);
+  }
+
+  void stop() {
+    {
+      std::lock_guard<std::mutex> guard{mtx_};
+      stopping_ = true;
+    }
+    char byte = 0;
+    [[maybe_unused]] auto n = ::write(wake_[1], &byte, 1);
+    if (thread_.joinable())
+      thread_.join();
+  }
+
+ private:
+  struct conn {
+    int fd = -1;
+    clock_type::time_point deadline;
+    std::string head;
+    bool answered = false;
+    size_t drained = 0;
+    bool done = false;
+  };
+
+  void answer(conn& c) {
+    std::string_view head{c.head};
+    std::string_view method;
+    std::string_view path;
+    if (auto eol = head.find("\r\n"); eol != std::string_view::npos) {
+      auto line = head.substr(0, eol);
+      auto sp1 = line.find(' ');
+      auto sp2 = line.find(' ', sp1 == std::string_view::npos ? sp1 : sp1 + 1);
+      if (sp1 != std::string_view::npos && sp2 != std::string_view::npos) {
+        method = line.substr(0, sp1);
+        path = line.substr(sp1 + 1, sp2 - sp1 - 1);
+        path = path.substr(0, path.find('?'));
+      }
+    }
+    write_all(c.fd, answer_(method, path), std::chrono::milliseconds(100));
+    ::shutdown(c.fd, SHUT_WR);
+    c.answered = true;
+    c.deadline = clock_type::now() + linger_time;
+  }
+
+  void run() {
+    std::vector<conn> conns;
+    std::vector<pollfd> fds;
+    for (;;) {
+      {
+        std::lock_guard<std::mutex> guard{mtx_};
+        for (int fd : incoming_) {
+          ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+          conn c;
+          c.fd = fd;
+          c.deadline = clock_type::now() + overflow_head_wait;
+          conns.push_back(std::move(c));
+        }
+        incoming_.clear();
+        if (stopping_) {
+          for (auto& c : conns)
+            ::close(c.fd);
+          pending_ = 0;
+          return;
+        }
+      }
+      auto now = clock_type::now();
+      auto next = now + wait_slice;
+      fds.assign(1, pollfd{wake_[0], POLLIN, 0});
+      for (const auto& c : conns) {
+        fds.push_back(pollfd{c.fd, POLLIN, 0});
+        next = std::min(next, c.deadline);
+      }
+      ::poll(fds.data(), fds.size(), poll_ms(next - now));
+      char sink[4096];
+      while (::read(wake_[0], sink, sizeof(sink)) > 0) {
+      }
+      now = clock_type::now();
+      for (size_t i = 0; i < conns.size(); ++i) {
+        auto& c = conns[i];
+        if ((fds[i + 1].revents & (POLLIN | POLLHUP | POLLERR)) != 0) {
+          auto n = ::recv(c.fd, sink, sizeof(sink), MSG_DONTWAIT);
+          if (n > 0 && !c.answered)
+            c.head.append(sink, std::min(static_cast<size_t>(n),
+                                         overflow_head_bytes - c.head.size()));
+          else if (n > 0)
+            c.drained += static_cast<size_t>(n);
+          else if (n == 0 || (errno != EAGAIN && errno != EINTR))
+            c.done = true;  // the peer closed or failed
+        }
+        if (!c.answered && !c.done &&
+            (c.head.find("\r\n\r\n") != std::string::npos ||
+             c.head.size() >= overflow_head_bytes || now >= c.deadline))
+          answer(c);
+        if (c.answered && (c.drained >= linger_bytes || now >= c.deadline))
+          c.done = true;
+      }
+      size_t closed = 0;
+      conns.erase(std::remove_if(conns.begin(), conns.end(),
+                                 [&closed](const conn& c) {
+                                   if (!c.done)
+                                     return false;
+                                   ::close(c.fd);
+                                   ++closed;
+                                   return true;
+                                 }),
+                  conns.end());
+      if (closed > 0) {
+        std::lock_guard<std::mutex> guard{mtx_};
+        pending_ -= closed;
+      }
+    }
+  }
+
+  answer_fn answer_;
+  int wake_[2] = {-1, -1};
+  std::mutex mtx_;
+  std::vector<int> incoming_;
+  size_t pending_ = 0;  // incoming_ + being answered
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+/// httplib's Server with bounded reads: serves each connection's requests
+/// through a deadline_stream, takes one of `slots` request slots before a
+/// request's body is read and handled (see take_slot), refuses what the
+/// stream cut (408, 413) and closes those connections.
+class bounded_server final : public httplib::Server {
+ public:
+  struct limits {
+    size_t max_body = 0;
+    clock_type::duration read_timeout = std::chrono::seconds(10);
+    clock_type::duration keep_alive = std::chrono::seconds(2);
+    size_t slots = 1;
+  };
+
+  /// A refused request: "read_timeout" or "too_large", socket bytes read for
+  /// it, time since its first byte.
+  using refused_fn =
+      std::function<void(const char* reason, size_t bytes, clock_type::duration elapsed)>;
+
+  void configure(limits lim, std::function<void(int)> over_limit, refused_fn refused,
+                 std::function<std::string()> timeout_response) {
+    lim_ = lim;
+    free_slots_ = lim.slots;
+    over_limit_ = std::move(over_limit);
+    refused_ = std::move(refused);
+    timeout_response_ = std::move(timeout_response);
+  }
+
+  const limits& lim() const { return lim_; }
+
+  /// Waits for a free request slot for the current request; the wait does not
+  /// count against its read deadline.
+  void take_slot(connection_state& st) {
+    const auto started = clock_type::now();
+    std::unique_lock<std::mutex> lock{slot_mtx_};
+    slot_free_.wait(lock, [this] { return free_slots_ > 0; });
+    --free_slots_;
+    st.holds_slot = true;
+    st.deadline += clock_type::now() - started;
+  }
+
+ private:
+  void release_slot(connection_state& st) {
+    if (!st.holds_slot)
+      return;
+    st.holds_slot = false;
+    {
+      std::lock_guard<std::mutex> guard{slot_mtx_};
+      ++free_slots_;
+    }
+    slot_free_.notify_one();
+  }
+
+  bool process_and_close_socket(socket_t sock) override {
+    if (t_over_limit) {
+      over_limit_(sock);
+      return true;
+    }
+    connection_state st;
+    st.byte_cap = lim_.max_body + head_allowance;
+    deadline_stream strm{sock, st, svr_sock_, std::chrono::seconds(write_timeout_sec_)};
+    t_conn = &st;
+    bool ok = true;
+    auto idle = lim_.read_timeout;  // before the first request; then keep-alive
+    for (size_t left = keep_alive_max_count_; left > 0; --left) {
+      if (!strm.wait_for_request(idle))
+        break;
+      st.begin(clock_type::now(), lim_.read_timeout, strm.buffered());
+      bool closed = false;
+      ok = process_request(strm, left == 1, closed, nullptr);
+      release_slot(st);
+      if (st.timed_out || st.too_large) {
+        // The request line timed out: httplib wrote nothing.
+        if (st.timed_out && st.written == 0)
+          write_all(sock, timeout_response_(), std::chrono::milliseconds(100));
+        refused_(st.timed_out ? "read_timeout" : "too_large", st.read_bytes,
+                 clock_type::now() - st.first_byte);
+        if (!st.timed_out)
+          linger(sock, std::min(linger_bytes, st.byte_cap - st.read_bytes),
+                 std::min(st.deadline, clock_type::now() + linger_time));
+        break;
+      }
+      if (!ok || closed || st.close)
+        break;
+      idle = lim_.keep_alive;
+    }
+    t_conn = nullptr;
+    ::shutdown(sock, SHUT_RDWR);
+    ::close(sock);
+    return ok;
+  }
+
+  limits lim_;
+  std::function<void(int)> over_limit_;
+  refused_fn refused_;
+  std::function<std::string()> timeout_response_;
+  std::mutex slot_mtx_;
+  std::condition_variable slot_free_;
+  size_t free_slots_ = 1;
 };
 
 /// HTTP status of a request error.
@@ -374,7 +893,8 @@ struct http_front::impl {
   caf::actor supervisor;
   http_front_config cfg;
   std::shared_ptr<model_metrics> metrics;
-  httplib::Server server;
+  bounded_server server;
+  std::unique_ptr<overflow_responder> overflow;
   std::thread listener;
   std::mutex gateway_mtx;
   caf::actor gateway;  // cached; refreshed from the supervisor when it dies
@@ -485,9 +1005,13 @@ struct http_front::impl {
     return all;
   }
 
-  /// Parses the body as a JSON object; on failure answers 422 and returns false.
-  static bool parse_body(const httplib::Request& req, httplib::Response& res,
-                         json& body) {
+  /// Parses the body as a JSON object; on failure answers 422 (413 for a
+  /// chunked body that came in over http.max-body-bytes) and returns false.
+  bool parse_body(const httplib::Request& req, httplib::Response& res, json& body) const {
+    if (req.body.size() > cfg.http.max_body_bytes) {
+      send_too_large(res);
+      return false;
+    }
     body = json::parse(req.body, nullptr, false);
     if (body.is_discarded()) {
       send_invalid(res, "request body is not valid JSON");
@@ -902,6 +1426,44 @@ struct http_front::impl {
                     "application/json");
   }
 
+  void send_too_large(httplib::Response& res) const {
+    send_error(res, 413, "too_large",
+               "request body over http.max-body-bytes (" +
+                   std::to_string(cfg.http.max_body_bytes) + ")");
+  }
+
+  /// The answer to a connection past http.max-connections: 200 for GET
+  /// /health/live, else 503 (also when its request line never came).
+  std::string over_limit_response(std::string_view method, std::string_view path) const {
+    const std::string p{path};
+    if (method == "GET" && p == "/health/live") {
+      cfg.metrics->count_http(http_endpoint::live, 200);
+      return raw_response(200, "OK", R"({"status":"live"})");
+    }
+    if (!p.empty())
+      cfg.metrics->count_http(endpoint_of(p), 503);
+    json body = {
+        {"error",
+         {{"message", "too many HTTP connections (http.max-connections = " +
+                          std::to_string(cfg.http.max_connections) + "); retry later"},
+          {"type", "server_error"},
+          {"param", nullptr},
+          {"code", "unavailable"}}}};
+    return raw_response(503, "Service Unavailable", body.dump(), "Retry-After: 1\r\n");
+  }
+
+  std::string read_timeout_message() const {
+    return "request not read within http.read-timeout (" +
+           format_ms(cfg.http.read_timeout) + ") from its first byte";
+  }
+
+  /// GET of a health or metrics endpoint: needs no request slot.
+  static bool is_monitoring(const httplib::Request& req) {
+    return req.method == "GET" &&
+           (req.path == "/health/live" || req.path == "/health/ready" ||
+            req.path == "/health" || req.path == "/metrics");
+  }
+
   void on_ready(httplib::Response& res) {
     auto st = ask<pool_status>(status_timeout, status_atom::value);
     if (!st)
@@ -975,6 +1537,21 @@ struct http_front::impl {
         error_handler{[this](const httplib::Request& req, httplib::Response& res) {
           if (!res.body.empty())
             return httplib::Server::HandlerResponse::Unhandled;
+          if (auto* st = t_conn; st != nullptr && (st->timed_out || st->too_large)) {
+            // Cut by the stream (or refused before reading): the rest of the
+            // request is not read, so the connection closes.
+            // httplib answers "Connection: close" when the request says so;
+            // `req` is process_request's own (non-const) Request.
+            st->close = true;
+            auto& headers = const_cast<httplib::Request&>(req).headers;
+            headers.erase("Connection");
+            headers.emplace("Connection", "close");
+            if (st->timed_out)
+              send_error(res, 408, "request_timeout", read_timeout_message());
+            else
+              send_too_large(res);
+            return httplib::Server::HandlerResponse::Handled;
+          }
           switch (res.status) {
             case 404:
               if (auto allow = allowed_method(req.path); !allow.empty()) {
@@ -987,9 +1564,7 @@ struct http_front::impl {
               }
               break;
             case 413:
-              send_error(res, 413, "too_large",
-                         "request body over http.max-body-bytes (" +
-                             std::to_string(cfg.http.max_body_bytes) + ")");
+              send_too_large(res);
               break;
             default:
               send_error(res, res.status,
@@ -1009,12 +1584,30 @@ struct http_front::impl {
           }
           send_error(res, 500, "internal_error", what);
         });
-    if (cfg.http.access_log)
-      server.set_pre_routing_handler(
-          [](const httplib::Request& req, httplib::Response& res) {
+    // Before a request's body is read: a Content-Length over the limit is
+    // refused at once; any other request but monitoring waits for one of the
+    // http.threads request slots.
+    server.set_pre_routing_handler(
+        [this](const httplib::Request& req, httplib::Response& res) {
+          if (cfg.http.access_log)
             access_log_begin(req, res);
+          auto* st = t_conn;
+          if (st == nullptr || is_monitoring(req))
             return httplib::Server::HandlerResponse::Unhandled;
-          });
+          if (req.has_header("Content-Length")) {
+            const auto& text = req.get_header_value("Content-Length");
+            uint64_t length = 0;
+            auto r = std::from_chars(text.data(), text.data() + text.size(), length);
+            if (r.ec == std::errc::result_out_of_range ||
+                (r.ec == std::errc{} && length > cfg.http.max_body_bytes)) {
+              st->too_large = true;
+              res.status = 413;
+              return httplib::Server::HandlerResponse::Handled;
+            }
+          }
+          server.take_slot(*st);
+          return httplib::Server::HandlerResponse::Unhandled;
+        });
     server.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
       cfg.metrics->count_http(endpoint_of(req.path), res.status);
       if (cfg.http.access_log)
@@ -1033,11 +1626,38 @@ http_front::~http_front() {
 
 caf::expected<uint16_t> http_front::start() {
   auto& d = *impl_;
-  auto threads = d.cfg.http.threads;
   auto max_open = d.cfg.http.max_connections;
-  d.server.new_task_queue = [threads, max_open] {
-    return new bounded_task_queue(threads, max_open);
-  };
+  d.server.new_task_queue = [max_open] { return new connection_queue(max_open); };
+  d.overflow = std::make_unique<overflow_responder>(
+      [&d](std::string_view method, std::string_view path) {
+        return d.over_limit_response(method, path);
+      });
+  bounded_server::limits lim;
+  lim.max_body = d.cfg.http.max_body_bytes;
+  lim.read_timeout =
+      std::chrono::duration_cast<clock_type::duration>(d.cfg.http.read_timeout);
+  lim.keep_alive = std::chrono::seconds(keep_alive_seconds);
+  lim.slots = d.cfg.http.threads;
+  d.server.configure(
+      lim, [&d](int sock) { d.overflow->add(sock); },
+      [&d](const char* reason, size_t bytes, clock_type::duration elapsed) {
+        log_event("http_refused")
+            .add("reason", reason)
+            .add("bytes_read", static_cast<uint64_t>(bytes))
+            .add("elapsed_ms",
+                 static_cast<int64_t>(
+                     std::chrono::duration_cast<std::chrono::milliseconds>(elapsed)
+                         .count()))
+            .write(*d.log, spdlog::level::info);
+      },
+      [&d] {
+        json body = {{"error",
+                      {{"message", d.read_timeout_message()},
+                       {"type", type_of(408)},
+                       {"param", nullptr},
+                       {"code", "request_timeout"}}}};
+        return raw_response(408, "Request Timeout", body.dump());
+      });
   d.server.set_payload_max_length(d.cfg.http.max_body_bytes);
   d.server.set_keep_alive_timeout(keep_alive_seconds);
   d.server.set_keep_alive_max_count(keep_alive_max_requests);
@@ -1062,6 +1682,7 @@ caf::expected<uint16_t> http_front::start() {
                       "http.port: cannot bind " + d.cfg.http.host + ":" +
                           std::to_string(port) + " (in use by another process?)");
   }
+  d.overflow->start();
   d.listener = std::thread{[&d] { d.server.listen_after_bind(); }};
   log_event("http_listening")
       .add("host", d.cfg.http.host)
@@ -1081,6 +1702,7 @@ void http_front::stop() {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   impl_->server.stop();
   impl_->listener.join();
+  impl_->overflow->stop();
   log_event("http_stopped").write(*impl_->log, spdlog::level::info);
 }
 

@@ -25,9 +25,14 @@
 // shutting_down and unavailable 503, deadline_exceeded 504, others 500) with
 // OpenAI's error object `{"error":{"message","type","param","code"}}`.
 //
-// Bounds: http.threads serving threads, at most http.max-connections accepted
-// connections (the accept loop waits beyond that), bodies over
-// http.max-body-bytes refused with 413 before they are read.
+// Bounds: at most http.max-connections open connections, each with a light
+// thread of its own; one past them is answered at once by a responder thread
+// (200 for GET /health/live, else 503) and closed. A request must arrive
+// whole within http.read-timeout of its first byte (else 408), never reads
+// more than http.max-body-bytes + 64 KiB from its socket (a Content-Length
+// over the limit gets 413 before the body is read, a chunked body 413 once
+// past it), and takes one of http.threads slots before its body is read and
+// handled (health and metrics take none). A 408 or 413 closes the connection.
 #pragma once
 
 #include <cstdint>

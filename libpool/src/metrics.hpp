@@ -75,7 +75,7 @@ constexpr size_t http_endpoint_count = 11;
 const char* to_string(http_endpoint x);
 
 /// Status codes the HTTP front answers with, in counter order.
-constexpr std::array<int, 12> http_status_codes = {200, 400, 404, 405, 413, 422,
+constexpr std::array<int, 13> http_status_codes = {200, 400, 404, 405, 408, 413, 422,
                                                    429, 500, 501, 503, 504, 0};
 
 /// Everything recorded for one model. Owned jointly (shared_ptr) by the

@@ -209,14 +209,18 @@ struct fault_section {
 struct http_section {
   std::string host = "127.0.0.1";  // http.host: address the HTTP server binds
   int32_t port = -1;               // http.port: -1 = off, 0 = pick a free port
-  uint32_t threads = 4;            // http.threads: threads serving connections
-  /// http.max-connections: connections accepted at once (served or waiting for
-  /// a thread); further ones wait in the kernel's listen backlog.
+  uint32_t threads = 4;            // http.threads: requests handled at once
+  /// http.max-connections: connections open at once; a connection past them
+  /// is answered at once (503, or 200 for GET /health/live) and closed.
   uint32_t max_connections = 64;
   uint32_t max_body_bytes = 4 * 1024 * 1024;  // http.max-body-bytes: larger -> 413
   /// http.access-log: one `event=http_request` line per request (info, the
   /// "http" logger), X-Request-Id echoed back.
   bool access_log = false;
+  /// http.read-timeout: total time to read one request's headers and body,
+  /// from its first byte (not per read); later -> 408 and the connection
+  /// closes.
+  caf::timespan read_timeout = std::chrono::seconds(10);
   bool enabled() const { return port >= 0; }
 };
 

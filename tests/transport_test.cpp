@@ -167,7 +167,11 @@ TEST_CASE("TLS connections that fail or end on a head's port cut no other connec
 
   auto head_log = head.log();
   INFO("head log:\n" << head_log << "\nworker log:\n" << worker.log());
+  INFO("worker stderr:\n" << worker.err());
   INFO("first failed request: " << first_error);
+  // The worker node still runs (under the sanitizers, a report ends it).
+  if (auto ended = worker.process().poll_exit())
+    FAIL_CHECK("the worker node ended: " << ended->describe());
   CHECK(failed == 0);
   CHECK(ok > 0);
   REQUIRE(cl->connected());

@@ -86,6 +86,8 @@ class worker_node {
 
   child_process& process() { return *proc_; }
   std::string log() const { return slurp(log_); }
+  /// What the process wrote to stderr (a sanitizer's report, for one).
+  std::string err() const { return slurp(dir_.path() / "stderr.txt"); }
 
  private:
   temp_dir dir_;

@@ -141,12 +141,16 @@ TEST_CASE("TLS connections that fail or end on a head's port cut no other connec
     return refused;
   });
   // Certified CLI calls that finish and disconnect.
+  std::string certified_failure;  // the first failed call's status and stderr
   auto certified = std::async(std::launch::async, [&] {
     int served = 0;
-    for (int i = 0; i < probes; ++i)
-      if (cli(head.port(), pki.args("client"), "certified " + std::to_string(i))
-              .status.code == 0)
+    for (int i = 0; i < probes; ++i) {
+      auto r = cli(head.port(), pki.args("client"), "certified " + std::to_string(i));
+      if (r.status.exited && r.status.code == 0)
         ++served;
+      else if (certified_failure.empty())
+        certified_failure = r.status.describe() + ": " + r.err;
+    }
     return served;
   });
   // Plain TCP connects and `openssl s_client` without a certificate.
@@ -160,14 +164,20 @@ TEST_CASE("TLS connections that fail or end on a head's port cut no other connec
     return true;
   });
   CHECK(anonymous.get() == probes);
-  CHECK(certified.get() == probes);
+  auto served = certified.get();
+  INFO("first failed certified call: " << certified_failure);
+  CHECK(served == probes);
   CHECK(scanners.get());
   probing = false;
   load.join();
 
   auto head_log = head.log();
   INFO("head log:\n" << head_log << "\nworker log:\n" << worker.log());
+  INFO("worker stderr:\n" << worker.err());
   INFO("first failed request: " << first_error);
+  // The worker node still runs (under the sanitizers, a report ends it).
+  if (auto ended = worker.process().poll_exit())
+    FAIL_CHECK("the worker node ended: " << ended->describe());
   CHECK(failed == 0);
   CHECK(ok > 0);
   REQUIRE(cl->connected());

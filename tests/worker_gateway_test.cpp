@@ -166,6 +166,38 @@ TEST_CASE_METHOD(worker_fixture, "a pong reports the jobs the worker holds",
   CHECK(box->events.back() == "pong:0");
 }
 
+TEST_CASE_METHOD(worker_fixture,
+                 "a pong counts the work that arrives while the worker takes the ping",
+                 "[worker][heartbeat]") {
+  // Issue #10: the ping handler asked CAF 0.17 for mailbox().size(), whose
+  // inlined move of newly arrived messages into an empty queue downcasts the
+  // queue's sentinel node (undefined behavior). UBSan ended the sanitizer
+  // build's worker node on it; here that would end this test. A job arrives
+  // while the ping is handled: sent from the worker's sender check.
+  auto sent = std::make_shared<bool>(false);
+  detail::worker_config c;
+  c.model = model;
+  c.micro_batch_texts = 4;
+  c.accepts = [this, sent](const caf::strong_actor_ptr&) {
+    if (!*sent) {
+      *sent = true;
+      tell(work_atom::value, make_job(1, 1));
+    }
+    return true;
+  };
+  worker = detail::spawn_worker(sys, c, false);
+  caf::anon_send(outbox, worker);
+  sched.run();
+  tell(ping_atom::value, uint64_t{1});
+  sched.run();
+  REQUIRE(box->events.size() == 2);
+  CHECK(box->events[0] == "pong:1");
+  CHECK(box->events[1] == "done:1");
+  tell(ping_atom::value, uint64_t{2});
+  sched.run();
+  CHECK(box->events.back() == "pong:0");
+}
+
 TEST_CASE_METHOD(worker_fixture, "the crash drill kills the worker on every Nth job",
                  "[worker][fault]") {
   fault_section fault;

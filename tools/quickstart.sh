@@ -84,14 +84,10 @@ run_tests() {
   if [ "${FUZZ_SECONDS:-60}" -gt 0 ] && [ -x tools/fuzz.sh ]; then
     tools/fuzz.sh "${FUZZ_SECONDS:-60}"
   fi
-  # Last, so that ctest's summary closes the output. The TLS probe test runs
-  # in the plain build above only: under ASan's slowdown a head lost its worker
-  # node's connection (remote_link_unreachable) during the probes in 3 of 5
-  # runs. The cause is not found yet (issue #10 stays open for it).
+  # Last, so that ctest's summary closes the output.
   (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
      UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-     ctest --output-on-failure --timeout 300 \
-       -E "TLS connections that fail or end on a head's port cut no other connection")
+     ctest --output-on-failure --timeout 300)
 }
 
 case "${1:-}" in

@@ -94,11 +94,12 @@ inline const char* refusal(const caf::mailbox_element& x, const caf::node_id& ho
 /// once. With `options::bounded_inbox`, messages from other nodes beyond
 /// `max_inbox_bytes` waiting in its mailbox, or beyond a quarter of it from
 /// one peer, are shed the same way (requests get `overloaded`), before any
-/// work is done for them.
-template <class State>
-class guarded_actor : public caf::stateful_actor<State> {
+/// work is done for them. `Base` is `caf::stateful_actor<State>` or a class
+/// derived from it; its `enqueue` sees only the messages let through.
+template <class State, class Base = caf::stateful_actor<State>>
+class guarded_actor : public Base {
  public:
-  using super = caf::stateful_actor<State>;
+  using super = Base;
   using init_fn = std::function<caf::behavior(guarded_actor*)>;
 
   /// Options of a guarded actor.

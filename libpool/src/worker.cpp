@@ -1,3 +1,4 @@
+#include <atomic>
 #include <chrono>
 #include <deque>
 #include <string_view>
@@ -47,7 +48,43 @@ struct worker_state {
   std::shared_ptr<spdlog::logger> log = get_logger("worker");
 };
 
-using worker_actor = caf::stateful_actor<worker_state>;
+/// A worker: counts the work messages that enter its mailbox, so that a pong
+/// can report them without looking into the mailbox.
+///
+/// CAF 0.17's `mailbox().size()` first moves newly arrived messages into the
+/// mailbox's queues (fifo_inbox::fetch_more), and `task_queue::lifo_append`
+/// downcasts the empty queue's sentinel node to a `mailbox_element`: undefined
+/// behavior, which UBSan (-fsanitize=vptr) reports and, with the sanitizer
+/// build's -fno-sanitize-recover, ends the process on. A busy worker node
+/// answering a ping while work arrived died that way, silently (issue #10).
+/// The actor's own loop runs the same code inside libcaf_core, which is not
+/// instrumented; only a call compiled in this project reaches UBSan.
+class worker_actor : public caf::stateful_actor<worker_state> {
+ public:
+  using super = caf::stateful_actor<worker_state>;
+
+  explicit worker_actor(caf::actor_config& cfg) : super(cfg) {}
+
+  void enqueue(caf::mailbox_element_ptr what, caf::execution_unit* host) override {
+    if (what && !what->mid.is_response() &&
+        what->content().match_elements<work_atom, job>())
+      work_in_mailbox_.fetch_add(1, std::memory_order_relaxed);
+    super::enqueue(std::move(what), host);
+  }
+
+  /// Work messages in the mailbox, not yet taken by the work handler.
+  uint64_t work_in_mailbox() const {
+    return work_in_mailbox_.load(std::memory_order_relaxed);
+  }
+
+  /// The work handler took one work message out of the mailbox.
+  void took_work() { work_in_mailbox_.fetch_sub(1, std::memory_order_relaxed); }
+
+ private:
+  // A member, not part of `state`: senders reach `enqueue` also after the
+  // actor ended and destroyed its state.
+  std::atomic<uint64_t> work_in_mailbox_{0};
+};
 
 size_t held_jobs(const worker_state& st) {
   return st.queues[0].size() + st.queues[1].size();
@@ -78,14 +115,9 @@ void drop_expired(worker_actor* self) {
   }
 }
 
-/// Jobs held and not answered: the local queue plus work still in the mailbox
-/// (the mailbox holds nothing but work, at most one run and at most one ping,
-/// which is the message being handled when this is called from the ping handler).
+/// Jobs held and not answered: the local queue plus work still in the mailbox.
 uint64_t queue_depth(worker_actor* self) {
-  auto in_mailbox = static_cast<uint64_t>(self->mailbox().size());
-  if (self->state.run_scheduled && in_mailbox > 0)
-    --in_mailbox;
-  return held_jobs(self->state) + in_mailbox;
+  return held_jobs(self->state) + self->work_in_mailbox();
 }
 
 void hang_until_released() {
@@ -258,6 +290,7 @@ caf::behavior worker_behavior(worker_actor* self, worker_config cfg) {
   }
   return {
       [=](work_atom, job& work) {
+        self->took_work();
         if (!admitted(self, cfg))
           return;
         auto& st = self->state;
@@ -328,7 +361,7 @@ caf::actor spawn_worker(caf::actor_system& sys, worker_config cfg, bool detached
       return sys.spawn<caf::detached>(worker_behavior, std::move(cfg));
     return sys.spawn(worker_behavior, std::move(cfg));
   }
-  using impl = guarded_actor<worker_state>;
+  using impl = guarded_actor<worker_state, worker_actor>;
   auto owner = cfg.owner;
   impl::init_fn init = [cfg = std::move(cfg)](impl* self) mutable {
     return worker_behavior(self, std::move(cfg));

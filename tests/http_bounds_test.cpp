@@ -344,6 +344,20 @@ TEST_CASE(
     CHECK(status_of(response) == 413);
     CHECK(response.find("Connection: close") != std::string::npos);
   }
+
+  SECTION("a compressed body is refused before it is read or inflated") {
+    // 1 MiB of zeros: the gzip header and deflate stream would inflate far
+    // past the limit; the node answers from the headers alone.
+    raw_conn c{n.port};
+    REQUIRE(c.send_all(
+        "POST /embed HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        "Content-Encoding: gzip\r\nContent-Length: 1048576\r\n\r\n"));
+    auto response = c.read_response(clock_type::now() + 5s);
+    INFO(response);
+    CHECK(status_of(response) == 415);
+    CHECK(error_code_of(response) == "unsupported_media_type");
+    CHECK(response.find("Connection: close") != std::string::npos);
+  }
   // The node serves on.
   auto [live, ms] = timed_get(n.port, "/health/live");
   CHECK(status_of(live) == 200);

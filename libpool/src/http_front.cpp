@@ -131,6 +131,7 @@ struct connection_state {
   size_t written = 0;                 // bytes of the current response written
   bool timed_out = false;             // the deadline passed while reading
   bool too_large = false;             // over byte_cap, or Content-Length over the limit
+  bool encoded = false;               // a Content-Encoding other than identity
   bool close = false;                 // close after this response
   bool holds_slot = false;
 
@@ -139,7 +140,7 @@ struct connection_state {
     deadline = now + timeout;
     read_bytes = carried;
     written = 0;
-    timed_out = too_large = close = false;
+    timed_out = too_large = encoded = close = false;
   }
 };
 
@@ -1537,7 +1538,8 @@ struct http_front::impl {
         error_handler{[this](const httplib::Request& req, httplib::Response& res) {
           if (!res.body.empty())
             return httplib::Server::HandlerResponse::Unhandled;
-          if (auto* st = t_conn; st != nullptr && (st->timed_out || st->too_large)) {
+          if (auto* st = t_conn;
+              st != nullptr && (st->timed_out || st->too_large || st->encoded)) {
             // Cut by the stream (or refused before reading): the rest of the
             // request is not read, so the connection closes.
             // httplib answers "Connection: close" when the request says so;
@@ -1548,6 +1550,10 @@ struct http_front::impl {
             headers.emplace("Connection", "close");
             if (st->timed_out)
               send_error(res, 408, "request_timeout", read_timeout_message());
+            else if (st->encoded)
+              send_error(res, 415, "unsupported_media_type",
+                         "compressed request bodies are not accepted (Content-Encoding); "
+                         "send the body as plain JSON");
             else
               send_too_large(res);
             return httplib::Server::HandlerResponse::Handled;
@@ -1585,8 +1591,9 @@ struct http_front::impl {
           send_error(res, 500, "internal_error", what);
         });
     // Before a request's body is read: a Content-Length over the limit is
-    // refused at once; any other request but monitoring waits for one of the
-    // http.threads request slots.
+    // refused at once, and so is a compressed body (httplib would inflate it
+    // without a bound: a 4 MiB gzip body of zeros is 4 GiB); any other
+    // request but monitoring waits for one of the http.threads request slots.
     server.set_pre_routing_handler(
         [this](const httplib::Request& req, httplib::Response& res) {
           if (cfg.http.access_log)
@@ -1594,6 +1601,12 @@ struct http_front::impl {
           auto* st = t_conn;
           if (st == nullptr || is_monitoring(req))
             return httplib::Server::HandlerResponse::Unhandled;
+          if (req.has_header("Content-Encoding") &&
+              req.get_header_value("Content-Encoding") != "identity") {
+            st->encoded = true;
+            res.status = 415;
+            return httplib::Server::HandlerResponse::Handled;
+          }
           if (req.has_header("Content-Length")) {
             const auto& text = req.get_header_value("Content-Length");
             uint64_t length = 0;

@@ -271,8 +271,9 @@ TEST_CASE(
   CHECK(dropped[1].labels == "reason=\"inbox_full\"");
   CHECK(dropped[2].labels == "reason=\"unread_replies\"");
   auto closed = e.named("embedpool_peer_connections_closed_total");
-  REQUIRE(closed.size() == 1);
+  REQUIRE(closed.size() == 2);
   CHECK(closed[0].labels == "reason=\"unread_replies\"");
+  CHECK(closed[1].labels == "reason=\"dropped_messages\"");
   // Every other series is per model.
   for (const auto& s : e.samples) {
     auto fam = e.family_of(s.name);

@@ -12,6 +12,7 @@
 #include "guarded_actor.hpp"
 #include "logging.hpp"
 #include "metrics.hpp"
+#include "peer_backlog.hpp"
 #include "peer_guard.hpp"
 
 namespace pool::detail {
@@ -332,10 +333,20 @@ void log_refused(gateway_actor* self, const std::string& what, const caf::node_i
 /// them); answers from a node that has joined go on to the default model's
 /// supervisor with the worker as sender, which checks them against its
 /// workers and jobs. Anything else is dropped and counted.
+/// The size of the message being handled, as charged to the inbox (at least
+/// the per-message overhead).
+uint64_t inbox_charge(gateway_actor* self) {
+  // Every gateway is spawned as a guarded_actor (spawn_gateway).
+  auto charge = static_cast<guarded_actor<gateway_state>*>(self)->current_inbox_charge();
+  return std::max<uint64_t>(charge, 128);
+}
+
 bool from_remote_worker(gateway_actor* self) {
   auto& sender = self->current_sender();
   if (from_other_node(self) && self->state.lenders.count(sender->node()) > 0)
     return true;
+  if (from_other_node(self))
+    note_dropped_from(sender->node(), inbox_charge(self));
   if (auto n = foreign_messages::instance().note(); n > 0)
     log_refused(self, "worker answer from a node that never joined",
                 sender ? sender->node() : caf::node_id{}, n);
@@ -374,11 +385,12 @@ caf::behavior gateway_behavior(gateway_actor* self, std::vector<model_route> rou
   self->set_error_handler([](caf::error&) {});  // refused in enqueue already
   self->set_default_handler([self](caf::scheduled_actor*,
                                    caf::message_view& view) -> caf::result<caf::message> {
-    if (auto n = foreign_messages::instance().note(); n > 0) {
-      auto& sender = self->current_sender();
+    auto& sender = self->current_sender();
+    if (sender && sender->node() != self->home_system().node())
+      note_dropped_from(sender->node(), inbox_charge(self));
+    if (auto n = foreign_messages::instance().note(); n > 0)
       log_refused(self, "unsupported " + message_kind(view.content()),
                   sender ? sender->node() : caf::node_id{}, n);
-    }
     return make_error(pool_errc::invalid_input,
                       "unsupported message; expected (embed, text [, task [, model]]), "
                       "(batch, texts [, task [, model]]), (status [, model]) or "
@@ -542,6 +554,13 @@ caf::actor spawn_gateway(caf::local_actor* parent, std::vector<model_route> rout
   opts.owner = parent->address();
   opts.self_logs = true;
   opts.bounded_inbox = true;
+  // Answers of lent workers are bounded by the credits that sent their jobs;
+  // a forged one is dropped by its handler (and counts against its peer).
+  opts.outside_inbox_bound = [](const caf::type_erased_tuple& content) {
+    return content.size() > 0 &&
+           (content.match_element<done_atom>(0) || content.match_element<fail_atom>(0) ||
+            content.match_element<pong_atom>(0));
+  };
   return parent->spawn<impl>(std::move(opts), std::move(init));
 }
 

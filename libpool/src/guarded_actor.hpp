@@ -113,6 +113,9 @@ class guarded_actor : public Base {
     bool remote_responses = false;
     /// Sheds messages from other nodes past `max_inbox_bytes` queued.
     bool bounded_inbox = false;
+    /// Messages the inbox bound does not apply to (e.g. answers of a joined
+    /// worker node's workers, which must not be lost); null = none.
+    std::function<bool(const caf::type_erased_tuple&)> outside_inbox_bound;
   };
 
   guarded_actor(caf::actor_config& cfg, options opts, init_fn init)
@@ -141,7 +144,9 @@ class guarded_actor : public Base {
                  host);
       return;
     }
-    if (opts_.bounded_inbox && !admit_to_inbox(*what)) {
+    if (opts_.bounded_inbox &&
+        !(opts_.outside_inbox_bound && opts_.outside_inbox_bound(what->content())) &&
+        !admit_to_inbox(*what)) {
       shed(std::move(what), host);
       return;
     }
@@ -152,6 +157,12 @@ class guarded_actor : public Base {
     leave_inbox(x);
     return super::consume(x);
   }
+
+  /// While a message is handled: what it was charged when it entered the
+  /// inbox (its approximate size), or 0 if it was not charged. Handlers
+  /// cannot measure it themselves: CAF may have moved its content out by
+  /// then. Only on the actor's own thread.
+  uint64_t current_inbox_charge() const { return current_charge_; }
 
  private:
   /// Bytes charged for a message beside its content (element, allocations).
@@ -169,6 +180,8 @@ class guarded_actor : public Base {
 
   void refuse(caf::mailbox_element_ptr what, const char* why, caf::execution_unit* host) {
     auto node = what->sender ? what->sender->node() : caf::node_id{};
+    if (node && node != this->home_system().node())
+      note_dropped_from(node, approximate_bytes(what->content()) + per_message_bytes);
     answer_now(*what,
                make_error(pool_errc::invalid_input,
                           std::string{"refused: "} + why + " messages are not accepted"),
@@ -208,12 +221,14 @@ class guarded_actor : public Base {
 
   /// Gives back what `x` was charged when it entered the inbox (if anything).
   void leave_inbox(const caf::mailbox_element& x) {
+    current_charge_ = 0;
     if (!opts_.bounded_inbox)
       return;
     std::lock_guard<std::mutex> guard{inbox_mtx_};
     auto i = charges_.find(&x);
     if (i == charges_.end())
       return;
+    current_charge_ = i->second.bytes;
     inbox_bytes_ -= i->second.bytes;
     auto j = inbox_by_peer_.find(i->second.peer);
     if (j != inbox_by_peer_.end() && (j->second -= i->second.bytes) == 0)
@@ -222,6 +237,11 @@ class guarded_actor : public Base {
   }
 
   void shed(caf::mailbox_element_ptr what, caf::execution_unit* host) {
+    // No client sends a message that needs no answer: a peer that keeps
+    // sending them past a full inbox is disconnected (peer_backlog.hpp).
+    if (!what->mid.is_request())
+      note_dropped_from(what->sender->node(),
+                        approximate_bytes(what->content()) + per_message_bytes);
     answer_now(*what,
                make_error(pool_errc::overloaded,
                           "the node's inbox for peers holds node.max-inbox-bytes; "
@@ -252,6 +272,7 @@ class guarded_actor : public Base {
   uint64_t inbox_bytes_ = 0;
   std::unordered_map<caf::node_id, uint64_t> inbox_by_peer_;
   std::unordered_map<const caf::mailbox_element*, inbox_charge> charges_;
+  uint64_t current_charge_ = 0;  // of the message being handled
 };
 
 }  // namespace pool::detail

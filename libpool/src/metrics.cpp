@@ -487,9 +487,11 @@ std::string render_prometheus(const metrics_registry& registry,
          unread_refusals());
   family(out, "embedpool_peer_connections_closed_total", "counter",
          "Peer connections the node closed: unread replies past a quarter more "
-         "than node.max-unread-bytes-per-peer.");
+         "than node.max-unread-bytes-per-peer, or too many dropped messages.");
   sample(out, "embedpool_peer_connections_closed_total", "reason=\"unread_replies\"",
          unread_connections_closed());
+  sample(out, "embedpool_peer_connections_closed_total", "reason=\"dropped_messages\"",
+         dropped_connections_closed());
   family(out, "embedpool_resident_memory_bytes", "gauge",
          "Resident set size of the node process (as process_resident_memory_bytes).");
   sample(out, "embedpool_resident_memory_bytes", "", node.resident_bytes);

@@ -7,9 +7,11 @@
 #include "peer_backlog.hpp"
 
 #include <atomic>
+#include <chrono>
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 
 #include <sys/socket.h>
 
@@ -39,6 +41,17 @@ std::atomic<uint64_t> closed{0};
 std::atomic<uint64_t> passed{0};
 /// Connections over their bound right now: peers are looked up only if > 0.
 std::atomic<size_t> over_count{0};
+/// Connections to shut down at their next write (disconnect_peer).
+std::atomic<size_t> shut_pending{0};
+std::atomic<uint64_t> dropped_closed{0};
+
+/// What a peer sent that was dropped, in the current window.
+struct drop_window {
+  std::chrono::steady_clock::time_point start;
+  uint64_t messages = 0;
+  uint64_t bytes = 0;
+  bool disconnected = false;
+};
 
 struct connection_state {
   caf::node_id node;  // none until the BASP handshake names the peer
@@ -52,6 +65,8 @@ struct connection_table {
   std::mutex mtx;
   std::unordered_map<int64_t, connection_state> by_socket;
   std::unordered_map<caf::node_id, int64_t> by_node;
+  std::unordered_map<caf::node_id, drop_window> drops;
+  std::unordered_set<int64_t> shut_requested;
 };
 
 /// Never destroyed: multiplexer threads may flush during static destruction.
@@ -74,6 +89,22 @@ void log_connection(const char* action, int64_t socket, const caf::node_id& node
 /// Called after a message was flushed to connection `socket`: `unwritten`
 /// bytes of it wait behind the one write in progress.
 void note_unwritten(int64_t socket, uint64_t unwritten) {
+  if (shut_pending.load(std::memory_order_relaxed) > 0) {
+    bool shut_now = false;
+    {
+      auto& tbl = table();
+      std::lock_guard<std::mutex> guard{tbl.mtx};
+      if (tbl.shut_requested.erase(socket) > 0) {
+        shut_pending.fetch_sub(1, std::memory_order_relaxed);
+        shut_now = true;
+      }
+    }
+    if (shut_now) {
+      // The multiplexer thread that owns the socket: see below.
+      ::shutdown(static_cast<int>(socket), SHUT_RDWR);
+      return;
+    }
+  }
   auto limit = bound.load(std::memory_order_relaxed);
   if (limit == 0)
     return;
@@ -138,8 +169,12 @@ void forget(int64_t socket) {
   if (i->second.over)
     over_count.fetch_sub(1, std::memory_order_relaxed);
   auto j = tbl.by_node.find(i->second.node);
-  if (j != tbl.by_node.end() && j->second == socket)
+  if (j != tbl.by_node.end() && j->second == socket) {
     tbl.by_node.erase(j);
+    tbl.drops.erase(i->second.node);
+  }
+  if (tbl.shut_requested.erase(socket) > 0)
+    shut_pending.fetch_sub(1, std::memory_order_relaxed);
   tbl.by_socket.erase(i);
 }
 
@@ -168,6 +203,48 @@ bool peer_over_unread_bound(const caf::node_id& peer) {
     return false;
   auto j = tbl.by_socket.find(i->second);
   return j != tbl.by_socket.end() && j->second.over;
+}
+
+void note_dropped_from(const caf::node_id& peer, uint64_t bytes) {
+  auto& tbl = table();
+  auto now = std::chrono::steady_clock::now();
+  int64_t socket = -1;
+  drop_window seen;
+  {
+    std::lock_guard<std::mutex> guard{tbl.mtx};
+    auto conn = tbl.by_node.find(peer);
+    if (conn == tbl.by_node.end())
+      return;  // not (or no longer) directly connected
+    auto& w = tbl.drops[peer];
+    if (now - w.start > dropped_window) {
+      w.start = now;
+      w.messages = 0;
+      w.bytes = 0;
+    }
+    ++w.messages;
+    w.bytes += bytes;
+    if (w.disconnected ||
+        (w.messages <= max_dropped_messages && w.bytes <= max_dropped_bytes))
+      return;
+    w.disconnected = true;
+    socket = conn->second;
+    if (tbl.shut_requested.insert(socket).second)
+      shut_pending.fetch_add(1, std::memory_order_relaxed);
+    dropped_closed.fetch_add(1, std::memory_order_relaxed);
+    seen = w;
+  }
+  log_event("peer_disconnected")
+      .add("reason", "dropped_messages")
+      .add("peer", to_string(peer))
+      .add("peer_address", socket_peer_address(static_cast<int>(socket)))
+      .add("messages", seen.messages)
+      .add("bytes", seen.bytes)
+      .add("window_s", static_cast<int64_t>(dropped_window.count()))
+      .write(*get_logger("gateway"), spdlog::level::warn);
+}
+
+uint64_t dropped_connections_closed() {
+  return dropped_closed.load();
 }
 
 void count_unread_refusal() {

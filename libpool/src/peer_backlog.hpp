@@ -23,6 +23,7 @@
 // Thread-safety: every function may be called from any thread.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 
 #include <caf/node_id.hpp>
@@ -40,6 +41,24 @@ uint64_t unread_close_threshold(uint64_t bound);
 /// True while the direct connection to `peer` holds more than the bound of
 /// unwritten bytes. Cheap (one atomic load) while no connection is over.
 bool peer_over_unread_bound(const caf::node_id& peer);
+
+/// A peer that keeps sending what the node drops (messages refused by the
+/// trust boundary, messages no handler takes) is disconnected: more than
+/// `max_dropped_messages` or `max_dropped_bytes` of them within
+/// `dropped_window`. No client of ours sends either.
+constexpr uint64_t max_dropped_messages = 10000;
+constexpr uint64_t max_dropped_bytes = uint64_t{64} << 20;
+constexpr std::chrono::seconds dropped_window{10};
+
+/// Counts a dropped message of `bytes` from `peer`. When that takes the peer
+/// past the bounds above, its direct connection is marked to be shut down
+/// at the next write the node makes to it (a BASP heartbeat at the latest,
+/// every middleman.heartbeat-interval), on the multiplexer thread that owns
+/// it, and `event=peer_disconnected reason=dropped_messages` is logged once.
+void note_dropped_from(const caf::node_id& peer, uint64_t bytes);
+
+/// Connections shut down so far for dropped messages.
+uint64_t dropped_connections_closed();
 
 /// Counts a request refused because its peer was over the bound.
 void count_unread_refusal();

@@ -217,17 +217,21 @@ PY
 if command -v gnuplot >/dev/null && [ -f "$OUT/hostile_slow-reader_rss.csv" ] &&
   [ -f "$OUT/hostile_slow-reader-before_rss.csv" ]; then
   gnuplot <<GP
-set terminal svg size 900,500 dynamic font "sans,12" background rgb "white"
+set terminal svg size 900,700 dynamic font "sans,12" background rgb "white"
 set output "$OUT/hostile_slow_reader_rss.svg"
 set termoption noenhanced
-set title "Node RSS while a peer sends ${RATE} embeds/s and never reads its replies"
-set xlabel "seconds since the node started"
-set ylabel "node RSS (MiB)"
 set datafile separator ","
-set key top left opaque box
 set grid
-plot "$OUT/hostile_slow-reader-before_rss.csv" every ::1 using 1:(\$2/1024) with lines lw 2 title "before: no bound on unread replies", \
-     "$OUT/hostile_slow-reader_rss.csv" every ::1 using 1:(\$2/1024) with lines lw 2 title "after: node.max-unread-bytes-per-peer = 16 MiB"
+set multiplot layout 2,1 title "Node RSS while a peer sends ${RATE} embeds/s of 1 KiB and never reads its replies"
+set ylabel "node RSS (MiB)"
+set key top left opaque box
+plot "$OUT/hostile_slow-reader-before_rss.csv" every ::1 using 1:(\$2 > 0 ? \$2/1024 : NaN) with lines lw 2 title "before: no bound on unread replies", \
+     "$OUT/hostile_slow-reader_rss.csv" every ::1 using 1:(\$2 > 0 ? \$2/1024 : NaN) with lines lw 2 title "after: node.max-unread-bytes-per-peer = 16 MiB"
+set xlabel "seconds since the node started (the attack starts after the client's ${BASELINE} s alone)"
+set yrange [0:96]
+set key top right opaque box
+plot "$OUT/hostile_slow-reader_rss.csv" every ::1 using 1:(\$2 > 0 ? \$2/1024 : NaN) with lines lw 2 lc 2 title "after, on its own scale: refused at 16 MiB unread, closed at 20 MiB"
+unset multiplot
 GP
   echo "$BENCH: wrote $OUT/hostile_slow_reader_rss.svg" >&2
 fi

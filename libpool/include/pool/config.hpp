@@ -36,10 +36,11 @@ struct node_section {
   /// closed. 0 = no bound.
   uint32_t max_unread_mib = 16;
   /// node.max-inbox-bytes (MiB): messages from peers waiting in the gateway's
-  /// mailbox; past it they are shed (requests get `overloaded`). Keep it above
+  /// mailbox, a quarter of it per peer past its first message; past it they
+  /// are shed (requests get `overloaded`). Keep it above
   /// the largest request (pool.max-batch-items × pool.max-text-bytes) or such
   /// requests are always shed. 0 = no bound.
-  uint32_t max_inbox_mib = 32;
+  uint32_t max_inbox_mib = 24;
 };
 
 /// `[tls]`: mutual TLS between nodes and peers through CAF's openssl module.

@@ -216,6 +216,21 @@ outcome record(std::vector<std::string> texts, caf::expected<pool::matrix> x) {
   return o;
 }
 
+/// The value of ` key=` on the first log line with `event=<event>`; empty if
+/// there is none.
+std::string log_field(const std::string& log, const std::string& event,
+                      const std::string& key) {
+  auto at = log.find("event=" + event + " ");
+  if (at == std::string::npos)
+    return {};
+  auto line = log.substr(at, log.find('\n', at) - at);
+  auto k = line.find(" " + key + "=");
+  if (k == std::string::npos)
+    return {};
+  auto value = line.substr(k + key.size() + 2);
+  return value.substr(0, value.find(' '));
+}
+
 outcome connect_failure(const std::exception& ex) {
   outcome o;
   o.error = ex.what();
@@ -592,6 +607,7 @@ TEST_CASE(
   CHECK(st.ledger.completed == succeeded);
   CHECK(st.ledger.accepted == answers);
   CHECK_THAT(node.log(), Catch::Contains("event=worker_crash_drill"));
+  CHECK_FALSE(log_field(node.log(), "worker_crash_drill", "worker").empty());
 }
 
 // -- 4. hang drill -------------------------------------------------------------
@@ -762,6 +778,11 @@ TEST_CASE(
        << std::chrono::duration_cast<std::chrono::milliseconds>(detected_in).count()
        << " ms");
   CHECK(detected_in <= interval + timeout + tick + 1s);
+  // Worker and supervisor lines name the worker with the same field.
+  const auto log = node.log();
+  CHECK_FALSE(log_field(log, "worker_hang_drill", "worker").empty());
+  CHECK(log_field(log, "worker_hang_drill", "worker") ==
+        log_field(log, "worker_stuck", "worker"));
   INFO("hanging request: " << hanging.error);
   CHECK_FALSE(hanging.ok);
   CHECK(hanging.code == pool_errc::worker_failed);

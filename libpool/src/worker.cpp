@@ -223,7 +223,7 @@ void run_chunk(worker_actor* self, const worker_config& cfg) {
   }
   if (hang) {
     log_event("worker_hang_drill")
-        .add("slot", cfg.slot)
+        .add("worker", cfg.slot)
         .write(*st.log, spdlog::level::warn);
     hang_until_released();
     self->quit(make_error(pool_errc::worker_failed, "fault drill: hang released"));
@@ -338,7 +338,7 @@ caf::behavior worker_behavior(worker_actor* self, worker_config cfg) {
         ++st.received;
         if (cfg.fault.crash_every > 0 && st.received % cfg.fault.crash_every == 0) {
           log_event("worker_crash_drill")
-              .add("slot", cfg.slot)
+              .add("worker", cfg.slot)
               .add("received", st.received)
               .write(*st.log, spdlog::level::warn);
           self->quit(make_error(pool_errc::worker_failed, "fault drill: crash"));

@@ -216,6 +216,21 @@ outcome record(std::vector<std::string> texts, caf::expected<pool::matrix> x) {
   return o;
 }
 
+/// The value of ` key=` on the first log line with `event=<event>`; empty if
+/// there is none.
+std::string log_field(const std::string& log, const std::string& event,
+                      const std::string& key) {
+  auto at = log.find("event=" + event + " ");
+  if (at == std::string::npos)
+    return {};
+  auto line = log.substr(at, log.find('\n', at) - at);
+  auto k = line.find(" " + key + "=");
+  if (k == std::string::npos)
+    return {};
+  auto value = line.substr(k + key.size() + 2);
+  return value.substr(0, value.find(' '));
+}
+
 outcome connect_failure(const std::exception& ex) {
   outcome o;
   o.error = ex.what();
@@ -592,6 +607,7 @@ TEST_CASE(
   CHECK(st.ledger.completed == succeeded);
   CHECK(st.ledger.accepted == answers);
   CHECK_THAT(node.log(), Catch::Contains("event=worker_crash_drill"));
+  CHECK_FALSE(log_field(node.log(), "worker_crash_drill", "worker").empty());
 }
 
 // -- 4. hang drill -------------------------------------------------------------
@@ -663,6 +679,113 @@ TEST_CASE("A hanging worker is detected and replaced while ordinary requests suc
   CHECK(balanced(st.ledger));
   CHECK(st.ledger.in_flight == 0);
   CHECK_THAT(node.log(), Catch::Contains("event=worker_stuck"));
+}
+
+// -- 4b. honest heartbeats ----------------------------------------------------------
+
+TEST_CASE(
+    "Busy workers answer every ping within heartbeat.interval; a hung one is "
+    "still replaced",
+    "[integration][hang][heartbeat]") {
+  // 20 ms per text: a chunk of pool.micro-batch-texts (64) texts would take
+  // 1.3 s, past heartbeat.interval; chunks cut by time take at most a quarter.
+  constexpr auto interval = 1s;
+  constexpr auto timeout = 2s;
+  constexpr auto tick = 100ms;  // the supervisor's check period at most
+  node_process node{{"--fault.compute-delay=20ms", "--fault.hang-marker=HANG-ME",
+                     "--heartbeat.interval=1s", "--heartbeat.timeout=2s",
+                     "--pool.workers=2", "--pool.max-attempts=1"}};
+
+  // Phase 1: batches of 256 texts (5 s of compute each) keep both workers
+  // busy for 10 s.
+  constexpr size_t senders = 2;
+  constexpr auto busy_for = 10s;
+  const auto busy_until = std::chrono::steady_clock::now() + busy_for;
+  std::vector<std::vector<outcome>> results(senders);
+  std::vector<std::thread> threads;
+  for (size_t t = 0; t < senders; ++t) {
+    threads.emplace_back([&, t] {
+      auto& out = results[t];
+      try {
+        auto cl = connect_client(node.port());
+        for (size_t n = 0; std::chrono::steady_clock::now() < busy_until && n < 10; ++n) {
+          std::vector<std::string> texts;
+          for (size_t i = 0; i < 256; ++i)
+            texts.push_back("busy " + std::to_string(t) + "/" + std::to_string(n) + "/" +
+                            std::to_string(i));
+          out.push_back(record(texts, cl->embed_batch(texts)));
+        }
+      } catch (const std::exception& ex) {
+        out.push_back(connect_failure(ex));
+      }
+    });
+  }
+  auto busy_status = poll_status(
+      *connect_client(node.port()), busy_for,
+      [&](const pool::pool_status&) {
+        return std::chrono::steady_clock::now() >= busy_until;
+      },
+      100ms);
+  const auto busy_log = node.log();
+
+  // Phase 2: a text that hangs its worker, sent while the batches still run.
+  outcome hanging;
+  std::thread hang_thread{[&] {
+    try {
+      auto cl = connect_client(node.port());
+      hanging = record({"please HANG-ME now"}, cl->embed("please HANG-ME now"));
+    } catch (const std::exception& ex) {
+      hanging = connect_failure(ex);
+    }
+  }};
+  const bool hung = node.wait_for_log("event=worker_hang_drill", 10s);
+  const auto hung_at = std::chrono::steady_clock::now();
+  // Its last pong came at most `interval` before it hung; it is pinged once
+  // more and found silent past `timeout` at the next tick. One second more
+  // for a loaded machine.
+  const bool replaced =
+      node.wait_for_log("event=worker_stuck", interval + timeout + tick + 1s);
+  const auto detected_in = std::chrono::steady_clock::now() - hung_at;
+  hang_thread.join();
+  for (auto& th : threads)
+    th.join();
+
+  INFO("status at the end of the busy phase: " << describe_ledger(busy_status.ledger));
+  INFO("log: " << node.log());
+  // Two batches per sender: the second ones still ran at the end (5 s each).
+  CHECK(busy_status.ledger.accepted >= 2 * senders);
+  // No worker that kept computing missed a heartbeat.
+  CHECK(busy_log.find("event=heartbeat_missed") == std::string::npos);
+  CHECK(busy_log.find("event=worker_stuck") == std::string::npos);
+  size_t completed = 0;
+  for (const auto& per : results) {
+    for (const auto& o : per) {
+      INFO((o.texts.empty() ? "(connect)" : o.texts.at(0)) << ": " << o.error);
+      if (o.ok) {
+        ++completed;
+        CHECK(matches_reference(o));
+      } else {
+        // Only the batch the hung worker held fails (pool.max-attempts=1).
+        CHECK(o.code == pool_errc::worker_failed);
+      }
+    }
+  }
+  CHECK(completed + 1 >= 2 * senders);
+
+  REQUIRE(hung);
+  CHECK(replaced);
+  INFO("detected in "
+       << std::chrono::duration_cast<std::chrono::milliseconds>(detected_in).count()
+       << " ms");
+  CHECK(detected_in <= interval + timeout + tick + 1s);
+  // Worker and supervisor lines name the worker with the same field.
+  const auto log = node.log();
+  CHECK_FALSE(log_field(log, "worker_hang_drill", "worker").empty());
+  CHECK(log_field(log, "worker_hang_drill", "worker") ==
+        log_field(log, "worker_stuck", "worker"));
+  INFO("hanging request: " << hanging.error);
+  CHECK_FALSE(hanging.ok);
+  CHECK(hanging.code == pool_errc::worker_failed);
 }
 
 // -- 5. shutdown -----------------------------------------------------------------

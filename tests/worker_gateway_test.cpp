@@ -95,10 +95,12 @@ struct worker_fixture : actor_fixture {
     sched.run();
   }
 
-  void spawn(uint32_t micro_batch, fault_section fault = {}) {
+  void spawn(uint32_t micro_batch, fault_section fault = {},
+             caf::timespan chunk_time_budget = caf::timespan{0}) {
     detail::worker_config c;
     c.model = model;
     c.micro_batch_texts = micro_batch;
+    c.chunk_time_budget = chunk_time_budget;
     c.fault = fault;
     worker = detail::spawn_worker(sys, c, false);
     caf::anon_send(outbox, worker);  // the outbox monitors it
@@ -150,6 +152,47 @@ TEST_CASE_METHOD(worker_fixture, "pings are answered between the chunks of a lon
   CHECK(box->events[0] == "pong:1");
   CHECK(box->events[1] == "done:1");
   CHECK(model->calls() == std::vector<size_t>(8, 8));
+}
+
+TEST_CASE_METHOD(worker_fixture,
+                 "a chunk holds no more texts than its time estimate fits in the budget",
+                 "[worker][heartbeat]") {
+  // 5 ms per text (the drill sleeps 5 ms x chunk size) and a 40 ms budget:
+  // after a first chunk of one text (to measure), at most 8 texts a chunk,
+  // though pool.micro-batch-texts would allow 64.
+  fault_section fault;
+  fault.compute_delay = std::chrono::milliseconds(5);
+  spawn(64, fault, std::chrono::milliseconds(40));
+  tell(work_atom::value, make_job(1, 40, lane::batch));
+  sched.run_once();  // worker takes the job
+  sched.run_once();  // worker embeds the first chunk
+  REQUIRE(model->calls() == std::vector<size_t>{1});
+  tell(ping_atom::value, uint64_t{7});
+  sched.run();
+  REQUIRE(box->events == std::vector<std::string>{"pong:1", "done:1"});
+  auto calls = model->calls();
+  INFO("chunk sizes: " << Catch::Detail::stringify(calls));
+  CHECK(calls.size() >= 1 + 39 / 8);
+  size_t texts = 0;
+  for (auto n : calls) {
+    CHECK(n >= 1);
+    CHECK(n <= 8);
+    texts += n;
+  }
+  CHECK(texts == 40);
+  CHECK(box->results.back().rows == 40);
+}
+
+TEST_CASE_METHOD(worker_fixture,
+                 "chunks are cut by pool.micro-batch-texts under a "
+                 "time budget they fit in",
+                 "[worker][heartbeat]") {
+  spawn(8, {}, std::chrono::seconds(10));
+  tell(work_atom::value, make_job(1, 33, lane::batch));
+  sched.run();
+  // One text to measure, then the text bound: microseconds a text fit 10 s.
+  CHECK(model->calls() == std::vector<size_t>{1, 8, 8, 8, 8});
+  CHECK(box->events == std::vector<std::string>{"done:1"});
 }
 
 TEST_CASE_METHOD(worker_fixture, "a pong reports the jobs the worker holds",

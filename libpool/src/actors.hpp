@@ -86,6 +86,10 @@ struct worker_config {
   std::shared_ptr<const embedder> model;
   /// Texts embedded per BLAS call at most (pool.micro-batch-texts).
   uint32_t micro_batch_texts = 64;
+  /// Longest a chunk is estimated to take (heartbeat.interval / 4 in a
+  /// node): pings are answered between chunks, so a busy worker still answers
+  /// within heartbeat.interval. Zero = chunks are cut by text count only.
+  caf::timespan chunk_time_budget{0};
   fault_section fault;
   uint32_t slot = 0;  // for log lines only
   /// Where compute time and micro-batch sizes are recorded; null = nowhere.

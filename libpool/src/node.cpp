@@ -127,6 +127,7 @@ detail::supervisor_config model_supervisor_config(
   wcfg.model = m.model;
   wcfg.metrics = metrics->model(m.name);
   wcfg.micro_batch_texts = m.pool.micro_batch_texts;
+  wcfg.chunk_time_budget = cfg.heartbeat.interval / 4;
   wcfg.fault = cfg.fault;
   detail::supervisor_config scfg;
   scfg.pool = m.pool;
@@ -324,6 +325,9 @@ int run_node(const node_config& cfg) {
     wcfg.model = model;
     wcfg.metrics = metrics->model(served.front().name);
     wcfg.micro_batch_texts = cfg.pool.micro_batch_texts;
+    // Lent workers are pinged by a peer's supervisor: the cluster's nodes
+    // share heartbeat.interval (README, "Cluster").
+    wcfg.chunk_time_budget = cfg.heartbeat.interval / 4;
     wcfg.fault = cfg.fault;
     wcfg.max_jobs = cfg.pool.embed_queue_capacity + cfg.pool.batch_queue_capacity;
     // CAF's own named actors would take orders from any peer (ConfigServ

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <deque>
@@ -44,6 +45,10 @@ struct worker_state {
   uint64_t failed = 0;
   std::vector<float> scratch;
   std::vector<std::string_view> chunk_texts;
+  /// Estimated nanoseconds one text takes, from the chunks embedded so far:
+  /// rises at once to a slower chunk's, falls by a quarter of the difference
+  /// after a faster one. Zero = nothing measured yet.
+  double text_ns = 0;
   embed_report report;
   std::shared_ptr<spdlog::logger> log = get_logger("worker");
 };
@@ -146,6 +151,33 @@ void note_report(queued_job& q, const embed_report& report, size_t row, size_t t
   }
 }
 
+/// Texts the next chunk may hold: `micro_batch_texts`, and no more than the
+/// estimate says fit in `chunk_time_budget`, so that the pings that arrive
+/// meanwhile are answered within heartbeat.interval. Before anything is
+/// measured a chunk holds one text: its time is the first estimate.
+size_t chunk_text_budget(const worker_state& st, const worker_config& cfg) {
+  const size_t most = std::max<size_t>(1, cfg.micro_batch_texts);
+  if (cfg.chunk_time_budget.count() <= 0)
+    return most;
+  if (st.text_ns <= 0)
+    return 1;
+  const auto fit = static_cast<double>(cfg.chunk_time_budget.count()) / st.text_ns;
+  if (fit >= static_cast<double>(most))
+    return most;
+  return std::max<size_t>(1, static_cast<size_t>(fit));
+}
+
+/// Folds the time a chunk of `texts` texts took into the per-text estimate.
+void note_chunk_time(worker_state& st, std::chrono::nanoseconds took, size_t texts) {
+  if (texts == 0)
+    return;
+  const auto per_text = static_cast<double>(took.count()) / static_cast<double>(texts);
+  if (per_text >= st.text_ns)
+    st.text_ns = per_text;
+  else
+    st.text_ns += (per_text - st.text_ns) / 4;
+}
+
 void schedule_run(worker_actor* self) {
   if (!self->state.run_scheduled && held_jobs(self->state) > 0) {
     self->state.run_scheduled = true;
@@ -154,12 +186,12 @@ void schedule_run(worker_actor* self) {
 }
 
 /// Embeds the next chunk: whole jobs from the front of the queue, and a part
-/// of a long batch, up to `micro_batch_texts` texts in one embedder call.
+/// of a long batch, up to `chunk_text_budget` texts in one embedder call.
 void run_chunk(worker_actor* self, const worker_config& cfg) {
   auto& st = self->state;
   auto dim = cfg.model->dim();
   st.chunk_texts.clear();
-  size_t budget = cfg.micro_batch_texts;
+  size_t budget = chunk_text_budget(st, cfg);
   bool hang = false;
   // Embed work first, then batch work fills what the chunk has left.
   const auto task = next_queue(st).front().work.task;
@@ -191,7 +223,7 @@ void run_chunk(worker_actor* self, const worker_config& cfg) {
   }
   if (hang) {
     log_event("worker_hang_drill")
-        .add("slot", cfg.slot)
+        .add("worker", cfg.slot)
         .write(*st.log, spdlog::level::warn);
     hang_until_released();
     self->quit(make_error(pool_errc::worker_failed, "fault drill: hang released"));
@@ -208,10 +240,10 @@ void run_chunk(worker_actor* self, const worker_config& cfg) {
   }
   if (cfg.fault.compute_delay.count() > 0)
     std::this_thread::sleep_for(cfg.fault.compute_delay * st.chunk_texts.size());
-  const auto chunk_us =
-      static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
-                                std::chrono::steady_clock::now() - started)
-                                .count());
+  const auto took = std::chrono::steady_clock::now() - started;
+  note_chunk_time(st, took, st.chunk_texts.size());
+  const auto chunk_us = static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::microseconds>(took).count());
   if (cfg.metrics) {
     cfg.metrics->compute.observe(chunk_us);
     cfg.metrics->batch_texts.observe(st.chunk_texts.size());
@@ -306,7 +338,7 @@ caf::behavior worker_behavior(worker_actor* self, worker_config cfg) {
         ++st.received;
         if (cfg.fault.crash_every > 0 && st.received % cfg.fault.crash_every == 0) {
           log_event("worker_crash_drill")
-              .add("slot", cfg.slot)
+              .add("worker", cfg.slot)
               .add("received", st.received)
               .write(*st.log, spdlog::level::warn);
           self->quit(make_error(pool_errc::worker_failed, "fault drill: crash"));

@@ -13,7 +13,8 @@
 #
 # usage: tools/bench/overload.sh            (from the repository root)
 # env:   BUILD (build), RATE (10000), DURATION (60), TEXT_BYTES (1024),
-#        WARMUP (5), OUT (tools/bench/results), NAIVE_MAX_OUTSTANDING (1000000)
+#        WARMUP (5), OUT (tools/bench/results), NAIVE_MAX_OUTSTANDING (1000000),
+#        PLOT_ONLY (0; 1 = only redraw the plot from the CSVs already in $OUT)
 # Output: $OUT/overload_{wait,reject,naive}.json and .csv, $OUT/overload_rss.svg,
 #         $OUT/overload_summary.txt
 set -euo pipefail
@@ -25,7 +26,49 @@ TEXT_BYTES="${TEXT_BYTES:-1024}"
 WARMUP="${WARMUP:-5}"
 OUT="${OUT:-tools/bench/results}"
 NAIVE_MAX_OUTSTANDING="${NAIVE_MAX_OUTSTANDING:-1000000}"
+PLOT_ONLY="${PLOT_ONLY:-0}"
 BENCH=overload.sh
+
+# Node RSS over time, from the three CSVs: the top panel shows all three runs
+# on the naive node's scale; the bottom one the two embedpool runs on their
+# own scale, where their bounded RSS is visible (on the top one they lie on
+# the axis). White background, so the plot reads on dark pages too; no
+# enhanced text, so the title's "~" is printed, not read as an overprint.
+plot_rss() {
+  if ! command -v gnuplot >/dev/null; then
+    echo "overload.sh: gnuplot not installed (apt-get install gnuplot-nox): no plot" >&2
+    return 0
+  fi
+  gnuplot <<GP
+set terminal svg size 900,800 dynamic font "sans,12" background rgb "white"
+set termoption noenhanced
+set output "$OUT/overload_rss.svg"
+set datafile separator ","
+set grid
+set key top left
+set xlabel "seconds since the load started"
+set ylabel "node RSS (MiB)"
+rss(kb) = kb > 0 ? kb / 1024.0 : NaN
+set multiplot layout 2,1 title "Node RSS under ${RATE} embed req/s of ${TEXT_BYTES}-byte texts, one worker at ~100 texts/s"
+set title "all three nodes"
+plot "$OUT/overload_naive.csv" every ::1 using 1:(rss(\$7)) with lines lw 2 lc rgb "#d62728" title "naive CAF actor, unbounded mailbox", \
+     "$OUT/overload_wait.csv" every ::1 using 1:(rss(\$7)) with lines lw 2 lc rgb "#1f77b4" title "embedpool, policy wait", \
+     "$OUT/overload_reject.csv" every ::1 using 1:(rss(\$7)) with lines lw 2 lc rgb "#2ca02c" title "embedpool, policy reject"
+set title "embedpool only (its own scale)"
+set yrange [0:*]
+set key bottom right
+plot "$OUT/overload_wait.csv" every ::1 using 1:(rss(\$7)) with lines lw 2 lc rgb "#1f77b4" title "embedpool, policy wait", \
+     "$OUT/overload_reject.csv" every ::1 using 1:(rss(\$7)) with lines lw 2 lc rgb "#2ca02c" title "embedpool, policy reject"
+unset multiplot
+GP
+  echo "overload.sh: wrote $OUT/overload_rss.svg" >&2
+}
+
+if [ "$PLOT_ONLY" = 1 ]; then
+  plot_rss
+  exit 0
+fi
+
 . tools/bench/common.sh
 bench_init "$NODE" "$NAIVE" "$LOADGEN"
 
@@ -101,21 +144,4 @@ for name in ("wait", "reject"):
     print(f"naive growth / {name} growth = {ratio:.1f}x")
 PY
 
-if command -v gnuplot >/dev/null; then
-  gnuplot <<GP
-set terminal svg size 900,500 dynamic font "sans,12"
-set output "$OUT/overload_rss.svg"
-set title "Node RSS under ${RATE} embed req/s of ${TEXT_BYTES}-byte texts, one worker at ~100 texts/s"
-set xlabel "seconds since the load started"
-set ylabel "node RSS (MiB)"
-set datafile separator ","
-set key top left
-set grid
-plot "$OUT/overload_naive.csv" every ::1 using 1:(\$7 > 0 ? \$7/1024 : NaN) with lines lw 2 title "naive CAF actor, unbounded mailbox", \
-     "$OUT/overload_wait.csv" every ::1 using 1:(\$7 > 0 ? \$7/1024 : NaN) with lines lw 2 title "embedpool, policy wait", \
-     "$OUT/overload_reject.csv" every ::1 using 1:(\$7 > 0 ? \$7/1024 : NaN) with lines lw 2 title "embedpool, policy reject"
-GP
-  echo "overload.sh: wrote $OUT/overload_rss.svg" >&2
-else
-  echo "overload.sh: gnuplot not installed (apt-get install gnuplot-nox): no plot" >&2
-fi
+plot_rss

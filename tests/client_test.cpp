@@ -5,6 +5,7 @@
 #include <atomic>
 #include <chrono>
 #include <future>
+#include <map>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -116,6 +117,80 @@ TEST_CASE("A call without an answer within its timeout fails with deadline_excee
   // The client still works for calls that fit their timeout.
   auto st = cl->status();
   CHECK(st);
+}
+
+TEST_CASE("A send hook runs once, after the window credit and before the answer",
+          "[client]") {
+  node_process node{{"--pool.workers=1", "--fault.compute-delay=300ms"}};
+  auto cl = connect_to(node, 1);
+  std::mutex mtx;
+  std::vector<std::pair<std::string, steady::time_point>> events;
+  auto note = [&](std::string what) {
+    std::lock_guard<std::mutex> guard{mtx};
+    events.emplace_back(std::move(what), steady::now());
+  };
+  std::promise<void> first_done;
+  std::promise<void> second_done;
+  cl->embed_async(
+      "first",
+      [&](caf::expected<std::vector<float>> x) {
+        note(x ? "done 1" : "failed 1");
+        first_done.set_value();
+      },
+      [&] { note("sent 1"); });
+  {
+    // The hook ran on this thread before embed_async returned; the answer
+    // is 300 ms away.
+    std::lock_guard<std::mutex> guard{mtx};
+    REQUIRE(events.size() == 1);
+    CHECK(events[0].first == "sent 1");
+  }
+  auto second_called = steady::now();
+  cl->embed_batch_async(
+      {"second", "third"},
+      [&](caf::expected<pool::matrix> x) {
+        note(x && x->rows == 2 ? "done 2" : "failed 2");
+        second_done.set_value();
+      },
+      [&] { note("sent 2"); });
+  first_done.get_future().get();
+  second_done.get_future().get();
+  std::lock_guard<std::mutex> guard{mtx};
+  std::map<std::string, steady::time_point> at;
+  for (auto& [what, t] : events)
+    CHECK(at.emplace(what, t).second);  // each event once
+  REQUIRE(at.size() == 4);
+  REQUIRE(at.count("done 1") == 1);
+  REQUIRE(at.count("done 2") == 1);
+  // The second call waited for the only credit before its hook ran, and its
+  // round trip (the 300 ms of work) is after the hook.
+  CHECK(at["sent 2"] - second_called >= 250ms);
+  CHECK(at["done 2"] - at["sent 2"] >= 250ms);
+  CHECK(at["sent 1"] < at["done 1"]);
+  CHECK(cl->stats().sent == 2);
+}
+
+TEST_CASE("A call that fails before it is sent never runs its send hook", "[client]") {
+  node_process node{{"--pool.workers=1", "--fault.compute-delay=1s"}};
+  auto cl = connect_to(node, 1, std::chrono::milliseconds(200));
+  auto first = cl->embed_future("holds the only credit");
+  std::atomic<int> hooks{0};
+  caf::error failure;
+  bool done = false;
+  cl->embed_async(
+      "no credit within the timeout",
+      [&](caf::expected<std::vector<float>> x) {
+        done = true;
+        if (!x)
+          failure = x.error();
+      },
+      [&] { ++hooks; });
+  // The failure is reported on this thread before embed_async returns.
+  CHECK(done);
+  CHECK(code_of(failure) == pool::pool_errc::deadline_exceeded);
+  CHECK(hooks.load() == 0);
+  first.get();
+  CHECK(cl->stats().sent == 1);
 }
 
 TEST_CASE("Every pending call fails with unavailable at once when the node is killed",

@@ -453,9 +453,11 @@ struct client::impl {
   std::shared_ptr<shared_state> shared;
 
   /// Hands a call to the client actor after taking a window credit; `done`
-  /// runs on the calling thread if the call cannot be sent.
+  /// runs on the calling thread if the call cannot be sent, else `on_send`
+  /// (if any) runs on the calling thread right before the hand-over.
   template <class T>
-  void submit(caf::message msg, callback<T> done, bool windowed) {
+  void submit(caf::message msg, callback<T> done, bool windowed,
+              const send_hook& on_send = {}) {
     auto start = steady::now();
     auto deadline = start + opts.timeout;
     if (windowed) {
@@ -485,6 +487,8 @@ struct client::impl {
     c->deadline = deadline;
     c->windowed = windowed;
     c->done = std::move(done);
+    if (on_send)
+      run_callback(on_send);
     caf::anon_send(actor, call_atom::value, call_handle{std::move(c)});
   }
 
@@ -656,6 +660,20 @@ void client::embed_batch_async(std::vector<std::string> texts, callback<matrix> 
   impl_->submit<matrix>(request_message(batch_atom::value, std::move(texts),
                                         std::move(task), std::move(model)),
                         std::move(done), true);
+}
+
+void client::embed_async(std::string text, callback<std::vector<float>> done,
+                         send_hook on_send, std::string task, std::string model) {
+  impl_->submit<matrix>(request_message(embed_atom::value, std::move(text),
+                                        std::move(task), std::move(model)),
+                        first_row(std::move(done)), true, on_send);
+}
+
+void client::embed_batch_async(std::vector<std::string> texts, callback<matrix> done,
+                               send_hook on_send, std::string task, std::string model) {
+  impl_->submit<matrix>(request_message(batch_atom::value, std::move(texts),
+                                        std::move(task), std::move(model)),
+                        std::move(done), true, on_send);
 }
 
 void client::status_async(callback<pool_status> done, std::string model) {

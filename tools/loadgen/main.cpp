@@ -73,7 +73,8 @@ errors=N throughput_rps=R p50_ms=X p99_ms=Y" (sent, completed and errors so
 far; throughput and latencies of the answers of second S).
 At the end, prints one JSON object: sent, completed, errors (code -> count), missing,
 duplicates, throughput_rps, latency_ms {p50,p90,p99,max} (of completed
-requests), node_rss_kb {start,after_warmup,peak,end} (with --node-pid), and more.
+requests, each from its hand-over to the network, after any wait for a window
+credit, to its answer), node_rss_kb {start,after_warmup,peak,end} (with --node-pid), and more.
 Exit status: 0 if every sent request was answered exactly once, 1 if not,
 2 for usage errors or when the node cannot be reached, 3 when the connection
 to the node was lost during the run (sending stops at once; the summary is
@@ -270,7 +271,9 @@ class recorder {
  public:
   explicit recorder(steady::time_point start) : start_(start) {}
 
-  /// Registers a request about to be sent; returns its index.
+  /// Registers a request about to be offered to the client; returns its
+  /// index. Its send time is provisional until `sent(idx)`: a closed-loop
+  /// call may still wait for a window credit.
   size_t begin_send() {
     std::lock_guard<std::mutex> guard{mtx_};
     auto now = steady::now();
@@ -280,6 +283,22 @@ class recorder {
     ++bucket(now).offered;
     ++outstanding_;
     return idx;
+  }
+
+  /// Request `idx` is handed to the network now (the client's send hook, run
+  /// after its window credit and before its answer can arrive): its latency
+  /// counts from here, and it is offered in this second unless the second it
+  /// was registered in is already reported (rows stay final).
+  void sent(size_t idx) {
+    std::lock_guard<std::mutex> guard{mtx_};
+    if (frozen_ || idx >= sent_at_.size() || answers_[idx] != 0)
+      return;
+    auto now = steady::now();
+    if (second_of(sent_at_[idx]) >= reported_) {
+      --bucket(sent_at_[idx]).offered;
+      ++bucket(now).offered;
+    }
+    sent_at_[idx] = now;
   }
 
   void unsent() {
@@ -307,10 +326,12 @@ class recorder {
 
   /// One answer for request `idx`: none for success, else the error.
   void answer(size_t idx, const caf::error& err) {
+    // The answer is here now, not once the lock is ours (the sender may hold
+    // it registering the next request).
+    auto now = steady::now();
     std::lock_guard<std::mutex> guard{mtx_};
     if (frozen_ || idx >= answers_.size())
       return;
-    auto now = steady::now();
     if (answers_[idx]++ > 0) {
       ++duplicates_;
       return;
@@ -511,12 +532,15 @@ class recorder {
   }
 
  private:
+  size_t second_of(steady::time_point t) const {
+    return t <= start_ ? 0
+                       : static_cast<size_t>(
+                             std::chrono::duration_cast<std::chrono::seconds>(t - start_)
+                                 .count());
+  }
+
   second_bucket& bucket(steady::time_point t) {
-    auto s =
-        t <= start_
-            ? 0
-            : static_cast<size_t>(
-                  std::chrono::duration_cast<std::chrono::seconds>(t - start_).count());
+    auto s = second_of(t);
     if (s >= seconds_.size())
       seconds_.resize(s + 1);
     return seconds_[s];
@@ -672,6 +696,10 @@ int main(int argc, char** argv) {
   };
   auto send_one = [&](uint64_t n) {
     auto idx = rec.begin_send();
+    // Latency counts from the hand-over to the network, after the window
+    // credit: not from before the wait for it (at --window=1 that wait is
+    // the previous request's round trip).
+    auto on_send = [&rec, idx] { rec.sent(idx); };
     if (o.mode == "embed") {
       cl.embed_async(
           texts[n % texts.size()],
@@ -682,7 +710,7 @@ int main(int argc, char** argv) {
             else
               settle(idx, x ? caf::error{} : x.error());
           },
-          o.task, o.model);
+          on_send, o.task, o.model);
     } else {
       std::vector<std::string> batch;
       batch.reserve(o.batch_size);
@@ -698,7 +726,7 @@ int main(int argc, char** argv) {
             else
               settle(idx, x ? caf::error{} : x.error());
           },
-          o.task, o.model);
+          on_send, o.task, o.model);
     }
   };
 

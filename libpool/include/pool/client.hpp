@@ -91,13 +91,18 @@ struct client_stats {
 template <class T>
 using callback = std::function<void(caf::expected<T>)>;
 
+/// Told when a call is handed on to the network; see the `embed_async`
+/// overload that takes one.
+using send_hook = std::function<void()>;
+
 /// Thread-safety: every member function may be called from any number of
 /// threads at once (the window bounds how many calls proceed). Callbacks run
 /// on one of the client's internal threads, one at a time, or — when a call
 /// fails before it is sent (no credit within the timeout, disconnected) — on
 /// the calling thread before the call returns. A callback must not block and
 /// must not call this client (a call could wait for a credit that only the
-/// callback's thread can return).
+/// callback's thread can return). A `send_hook` always runs on the calling
+/// thread, under the same rules.
 ///
 /// Owns its own CAF actor system; destroying it fails every pending call with
 /// `unavailable` and disconnects. Do not destroy it while other threads are
@@ -143,6 +148,27 @@ class client {
   /// Sends `(batch, texts, task [, model])`; `done` is called exactly once.
   void embed_batch_async(std::vector<std::string> texts, callback<matrix> done,
                          std::string task = "", std::string model = "");
+
+  /// As above, and `on_send` marks the moment the request is handed on to the
+  /// network, for callers that time requests (load generators): the time a
+  /// call waits for a window credit is before it, the round trip after it.
+  /// `on_send` runs at most once, on the calling thread, before this function
+  /// returns: after the call has taken its credit, right before the request
+  /// is passed to the client's internal actor that sends it, so always before
+  /// `done` can run (the two never overlap). It does not run when the call
+  /// fails before that point (no credit within the timeout, client
+  /// disconnected or closed); then only `done` runs, with the error. A
+  /// connection lost between `on_send` and the network still fails the call
+  /// with a "not sent: " message. `on_send` must not block and must not call
+  /// this client; an exception escaping it is ignored. An empty `on_send` is
+  /// the same as the overload without it.
+  void embed_async(std::string text, callback<std::vector<float>> done, send_hook on_send,
+                   std::string task = "", std::string model = "");
+
+  /// `embed_batch_async` with `on_send`, as for `embed_async`.
+  void embed_batch_async(std::vector<std::string> texts, callback<matrix> done,
+                         send_hook on_send, std::string task = "",
+                         std::string model = "");
 
   /// Asks for a model's status (outside the window); `done` is called exactly once.
   void status_async(callback<pool_status> done, std::string model = "");

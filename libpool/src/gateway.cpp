@@ -543,6 +543,8 @@ caf::actor spawn_gateway(caf::local_actor* parent, std::vector<model_route> rout
                          std::shared_ptr<metrics_registry> registry,
                          caf::timespan status_max_age) {
   using impl = guarded_actor<gateway_state>;
+  auto budget = routes.empty() ? nullptr : routes.front().bytes;
+  auto gate = routes.empty() ? nullptr : routes.front().gate;
   impl::init_fn init = [routes = std::move(routes), limits,
                         registry = std::move(registry),
                         status_max_age](impl* self) mutable {
@@ -554,6 +556,11 @@ caf::actor spawn_gateway(caf::local_actor* parent, std::vector<model_route> rout
   opts.owner = parent->address();
   opts.self_logs = true;
   opts.bounded_inbox = true;
+  opts.request_budget = budget;
+  // Requests shed at the door count as rejected in the default model's
+  // ledger (the door does not read which model they name).
+  if (gate)
+    opts.count_shed_request = [gate] { gate->shed.fetch_add(1, std::memory_order_relaxed); };
   // Answers of lent workers are bounded by the credits that sent their jobs;
   // a forged one is dropped by its handler (and counts against its peer).
   opts.outside_inbox_bound = [](const caf::type_erased_tuple& content) {

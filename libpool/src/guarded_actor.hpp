@@ -113,6 +113,14 @@ class guarded_actor : public Base {
     bool remote_responses = false;
     /// Sheds messages from other nodes past `max_inbox_bytes` queued.
     bool bounded_inbox = false;
+    /// With a bounded inbox: the node's budget of request bytes. A request
+    /// enters the inbox only while what the budget holds plus the inbox stays
+    /// within its limit, so the two together hold at most the limit. Null =
+    /// none.
+    std::shared_ptr<const byte_budget> request_budget;
+    /// Called (on the delivering thread) for each request shed at the inbox,
+    /// e.g. to count it in the ledger; null = nothing.
+    std::function<void()> count_shed_request;
     /// Messages the inbox bound does not apply to (e.g. answers of a joined
     /// worker node's workers, which must not be lost); null = none.
     std::function<bool(const caf::type_erased_tuple&)> outside_inbox_bound;
@@ -145,10 +153,11 @@ class guarded_actor : public Base {
       return;
     }
     if (opts_.bounded_inbox &&
-        !(opts_.outside_inbox_bound && opts_.outside_inbox_bound(what->content())) &&
-        !admit_to_inbox(*what)) {
-      shed(std::move(what), host);
-      return;
+        !(opts_.outside_inbox_bound && opts_.outside_inbox_bound(what->content()))) {
+      if (auto full = admit_to_inbox(*what); full != nullptr) {
+        shed(std::move(what), full, host);
+        return;
+      }
     }
     super::enqueue(std::move(what), host);
   }
@@ -200,23 +209,30 @@ class guarded_actor : public Base {
   /// Charges `x` to the inbox unless that would pass `max_inbox_bytes`, or
   /// its sender's share: a quarter of it, past its first message (so one
   /// flooding peer cannot take the inbox from the others).
-  bool admit_to_inbox(const caf::mailbox_element& x) {
+  /// Returns null if admitted, else the bound it would pass.
+  const char* admit_to_inbox(const caf::mailbox_element& x) {
     auto limit = max_inbox_bytes();
     if (limit == 0)
-      return true;
+      return nullptr;
     auto charge = approximate_bytes(x.content()) + per_message_bytes;
     const auto& peer = x.sender->node();
     std::lock_guard<std::mutex> guard{inbox_mtx_};
     auto& held = inbox_by_peer_[peer];
-    if (inbox_bytes_ + charge > limit || (held > 0 && held + charge > limit / 4)) {
+    const auto* budget = opts_.request_budget.get();
+    bool over_budget = budget != nullptr && budget->limit > 0 && x.mid.is_request() &&
+                       budget->used.load(std::memory_order_relaxed) + inbox_bytes_ +
+                               charge >
+                           budget->limit;
+    if (over_budget || inbox_bytes_ + charge > limit ||
+        (held > 0 && held + charge > limit / 4)) {
       if (held == 0)
         inbox_by_peer_.erase(peer);
-      return false;
+      return over_budget ? "pool.max-queued-bytes" : "node.max-inbox-bytes";
     }
     inbox_bytes_ += charge;
     held += charge;
     charges_.emplace(&x, inbox_charge{peer, charge});
-    return true;
+    return nullptr;
   }
 
   /// Gives back what `x` was charged when it entered the inbox (if anything).
@@ -236,16 +252,19 @@ class guarded_actor : public Base {
     charges_.erase(i);
   }
 
-  void shed(caf::mailbox_element_ptr what, caf::execution_unit* host) {
+  /// Sheds `what` at the door: `bound` names the setting it would pass.
+  void shed(caf::mailbox_element_ptr what, const char* bound, caf::execution_unit* host) {
     // No client sends a message that needs no answer: a peer that keeps
     // sending them past a full inbox is disconnected (peer_backlog.hpp).
     if (!what->mid.is_request())
       note_dropped_from(what->sender->node(),
                         approximate_bytes(what->content()) + per_message_bytes);
+    else if (opts_.count_shed_request)
+      opts_.count_shed_request();
     answer_now(*what,
                make_error(pool_errc::overloaded,
-                          "the node's inbox for peers holds node.max-inbox-bytes; "
-                          "retry after " +
+                          std::string{"the node holds "} + bound +
+                              " of peers' requests; retry after " +
                               std::to_string(overload_retry_after_ms) + "ms"),
                host);
     if (auto n = inbox_sheds().note(); n > 0)

@@ -560,7 +560,9 @@ caf::actor spawn_gateway(caf::local_actor* parent, std::vector<model_route> rout
   // Requests shed at the door count as rejected in the default model's
   // ledger (the door does not read which model they name).
   if (gate)
-    opts.count_shed_request = [gate] { gate->shed.fetch_add(1, std::memory_order_relaxed); };
+    opts.count_shed_request = [gate] {
+      gate->shed.fetch_add(1, std::memory_order_relaxed);
+    };
   // Answers of lent workers are bounded by the credits that sent their jobs;
   // a forged one is dropped by its handler (and counts against its peer).
   opts.outside_inbox_bound = [](const caf::type_erased_tuple& content) {

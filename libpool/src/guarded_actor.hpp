@@ -219,10 +219,10 @@ class guarded_actor : public Base {
     std::lock_guard<std::mutex> guard{inbox_mtx_};
     auto& held = inbox_by_peer_[peer];
     const auto* budget = opts_.request_budget.get();
-    bool over_budget = budget != nullptr && budget->limit > 0 && x.mid.is_request() &&
-                       budget->used.load(std::memory_order_relaxed) + inbox_bytes_ +
-                               charge >
-                           budget->limit;
+    bool over_budget =
+        budget != nullptr && budget->limit > 0 && x.mid.is_request() &&
+        budget->used.load(std::memory_order_relaxed) + inbox_bytes_ + charge >
+            budget->limit;
     if (over_budget || inbox_bytes_ + charge > limit ||
         (held > 0 && held + charge > limit / 4)) {
       if (held == 0)

@@ -24,22 +24,12 @@
 
 using namespace std::chrono_literals;
 using pool::test::node_process;
+using pool::test::peer_system;
 using pool::test::raw_basp_peer;
 using pool::test::rss_kb;
 using steady = std::chrono::steady_clock;
 
 namespace {
-
-/// The raw peers' actor system: a type registry and a node id of its own.
-struct peer_system {
-  caf::actor_system_config cfg;
-  std::unique_ptr<caf::actor_system> sys;
-  peer_system() {
-    pool::add_message_types(cfg);
-    cfg.load<caf::io::middleman>();
-    sys = std::make_unique<caf::actor_system>(cfg);
-  }
-};
 
 std::unique_ptr<pool::client> connect_client(uint16_t port) {
   pool::client_options opts;

@@ -21,6 +21,7 @@ using namespace std::chrono_literals;
 using nlohmann::json;
 using pool::test::child_process;
 using pool::test::node_process;
+using pool::test::peer_system;
 using pool::test::raw_basp_peer;
 using pool::test::received_message;
 using pool::test::redirections;
@@ -33,18 +34,6 @@ using pool::test::status_of;
 using pool::test::wait_status;
 
 namespace {
-
-/// The raw peer's own actor system: a type registry and a node id of its own
-/// (its middleman only gives it that id: the peer speaks BASP by hand).
-struct peer_system {
-  caf::actor_system_config cfg;
-  std::unique_ptr<caf::actor_system> sys;
-  peer_system() {
-    pool::add_message_types(cfg);
-    cfg.load<caf::io::middleman>();
-    sys = std::make_unique<caf::actor_system>(cfg);
-  }
-};
 
 std::unique_ptr<pool::client> connect_client(uint16_t port) {
   pool::client_options opts;

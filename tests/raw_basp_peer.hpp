@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <optional>
 #include <set>
 #include <stdexcept>
@@ -20,6 +21,9 @@
 #include <caf/all.hpp>
 #include <caf/binary_deserializer.hpp>
 #include <caf/binary_serializer.hpp>
+#include <caf/io/middleman.hpp>
+
+#include "pool/protocol.hpp"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -29,6 +33,19 @@
 #include <unistd.h>
 
 namespace pool::test {
+
+/// A raw peer's own actor system: the pool's type registry, and a node id of
+/// its own (its middleman only provides that id: the peer speaks BASP by
+/// hand).
+struct peer_system {
+  caf::actor_system_config cfg;
+  std::unique_ptr<caf::actor_system> sys;
+  peer_system() {
+    pool::add_message_types(cfg);
+    cfg.load<caf::io::middleman>();
+    sys = std::make_unique<caf::actor_system>(cfg);
+  }
+};
 
 /// BASP's operations (caf/io/basp/message_type.hpp).
 enum class basp_op : uint8_t {

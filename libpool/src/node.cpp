@@ -1,5 +1,6 @@
 #include "pool/node.hpp"
 
+#include <atomic>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
@@ -30,13 +31,27 @@ namespace pool {
 
 namespace {
 
-/// Waits up to `timeout` for SIGINT, SIGTERM or SIGHUP (blocked in every thread).
+/// A shutdown or reopen signal delivered to a thread that does not block it
+/// (0 = none since the last look).
+std::atomic<int> caught_signal{0};
+
+extern "C" void catch_signal(int sig) {
+  caught_signal.store(sig);  // lock-free: async-signal-safe
+}
+
+/// Waits up to `timeout` for SIGINT, SIGTERM or SIGHUP. They are blocked in
+/// every thread the node starts and taken here with sigtimedwait; threads
+/// that started before the node could block them (OpenBLAS starts its pool
+/// when the library loads) run `catch_signal` instead of the default action
+/// (which would end the process), and the signal is picked up here too.
 int wait_for_signal(const sigset_t& signals, std::chrono::milliseconds timeout) {
   timespec ts{};
   ts.tv_sec = static_cast<time_t>(timeout.count() / 1000);
   ts.tv_nsec = static_cast<long>((timeout.count() % 1000) * 1000000);
   int sig = sigtimedwait(&signals, nullptr, &ts);
-  return sig > 0 ? sig : 0;
+  if (sig > 0)
+    return sig;
+  return caught_signal.exchange(0);
 }
 
 bool is_loopback(const std::string& host) {
@@ -168,14 +183,20 @@ const char* signal_name(int sig) {
 
 int run_node(const node_config& cfg) {
   using detail::log_event;
-  // Block the shutdown signals and SIGHUP (reopen the log file) before any
-  // thread exists; the main thread takes them with sigtimedwait.
+  // Block the shutdown signals and SIGHUP (reopen the log file) before the
+  // node starts a thread; the main thread takes them with sigtimedwait
+  // (see wait_for_signal for threads started earlier).
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  struct sigaction catcher {};
+  catcher.sa_handler = catch_signal;
+  sigemptyset(&catcher.sa_mask);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP})
+    sigaction(sig, &catcher, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
   // Request and reply buffers of 64 KiB and more (a text at the default
   // pool.max-text-bytes) get pages of their own, returned when freed.

@@ -24,14 +24,12 @@
 #include <mutex>
 #include <string>
 
-#include <arpa/inet.h>
 #include <dlfcn.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include "interpose.hpp"
 #include "logging.hpp"
 
 namespace pool::detail {
@@ -41,40 +39,6 @@ namespace {
 using read_fn = int (*)(SSL*, void*, int);
 using write_fn = int (*)(SSL*, const void*, int);
 using handshake_fn = int (*)(SSL*);
-
-/// The next definition of `name` after this executable: libssl's.
-template <class F>
-F real(const char* name) {
-  auto* sym = dlsym(RTLD_NEXT, name);
-  if (sym == nullptr) {
-    std::fprintf(stderr, "embedpool: cannot find libssl's %s: %s\n", name, dlerror());
-    std::abort();
-  }
-  return reinterpret_cast<F>(sym);
-}
-
-std::string peer_address(int fd) {
-  if (fd < 0)
-    return "unknown";
-  sockaddr_storage addr{};
-  socklen_t len = sizeof(addr);
-  if (getpeername(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0)
-    return "unknown";
-  char host[INET6_ADDRSTRLEN] = {0};
-  uint16_t port = 0;
-  if (addr.ss_family == AF_INET) {
-    auto* in = reinterpret_cast<sockaddr_in*>(&addr);
-    inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
-    port = ntohs(in->sin_port);
-  } else if (addr.ss_family == AF_INET6) {
-    auto* in6 = reinterpret_cast<sockaddr_in6*>(&addr);
-    inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
-    port = ntohs(in6->sin6_port);
-  } else {
-    return "unknown";
-  }
-  return std::string{host} + ":" + std::to_string(port);
-}
 
 /// Why the handshake failed, without taking the error off the queue (CAF
 /// reads it after us).
@@ -121,7 +85,7 @@ void note_refused_handshake(SSL* ssl, int ret) {
     log.unlogged = 0;
   }
   log_event("tls_handshake_refused")
-      .add("peer", peer_address(SSL_get_fd(ssl)))
+      .add("peer", socket_peer_address(SSL_get_fd(ssl)))
       .add("reason", failure_reason(err))
       .add("count", count)
       .add("total", log.total.load())
@@ -146,25 +110,29 @@ uint64_t tls_refused_handshakes() {
 extern "C" {
 
 int SSL_read(SSL* ssl, void* buf, int num) {
-  static const auto next = pool::detail::real<pool::detail::read_fn>("SSL_read");
+  static const auto next =
+      pool::detail::next_definition<pool::detail::read_fn>("SSL_read");
   ERR_clear_error();
   return next(ssl, buf, num);
 }
 
 int SSL_write(SSL* ssl, const void* buf, int num) {
-  static const auto next = pool::detail::real<pool::detail::write_fn>("SSL_write");
+  static const auto next =
+      pool::detail::next_definition<pool::detail::write_fn>("SSL_write");
   ERR_clear_error();
   return next(ssl, buf, num);
 }
 
 int SSL_connect(SSL* ssl) {
-  static const auto next = pool::detail::real<pool::detail::handshake_fn>("SSL_connect");
+  static const auto next =
+      pool::detail::next_definition<pool::detail::handshake_fn>("SSL_connect");
   ERR_clear_error();
   return next(ssl);
 }
 
 int SSL_accept(SSL* ssl) {
-  static const auto next = pool::detail::real<pool::detail::handshake_fn>("SSL_accept");
+  static const auto next =
+      pool::detail::next_definition<pool::detail::handshake_fn>("SSL_accept");
   ERR_clear_error();
   auto ret = next(ssl);
   if (ret <= 0)

@@ -38,6 +38,7 @@
 namespace {
 
 using steady = std::chrono::steady_clock;
+using pool::test::peer_system;
 using pool::test::raw_basp_peer;
 using namespace std::chrono_literals;
 
@@ -92,17 +93,6 @@ bool parse(int argc, char** argv, options& o) {
   }
   return o.port != 0 && !o.scenario.empty();
 }
-
-/// A type registry and node id for the raw peers (they speak BASP by hand).
-struct peer_system {
-  caf::actor_system_config cfg;
-  std::unique_ptr<caf::actor_system> sys;
-  peer_system() {
-    pool::add_message_types(cfg);
-    cfg.load<caf::io::middleman>();
-    sys = std::make_unique<caf::actor_system>(cfg);
-  }
-};
 
 /// A node id of its own for peer `i` (several peers share one process).
 caf::node_id claimed_node(size_t i) {

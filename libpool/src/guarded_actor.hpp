@@ -9,7 +9,6 @@
 // members fixed at construction.
 #pragma once
 
-#include <atomic>
 #include <functional>
 #include <mutex>
 #include <string>
@@ -154,8 +153,9 @@ class guarded_actor : public Base {
     }
     if (opts_.bounded_inbox &&
         !(opts_.outside_inbox_bound && opts_.outside_inbox_bound(what->content()))) {
-      if (auto full = admit_to_inbox(*what); full != nullptr) {
-        shed(std::move(what), full, host);
+      uint64_t charge = 0;
+      if (auto full = admit_to_inbox(*what, charge); full != nullptr) {
+        shed(std::move(what), full, charge, host);
         return;
       }
     }
@@ -209,12 +209,13 @@ class guarded_actor : public Base {
   /// Charges `x` to the inbox unless that would pass `max_inbox_bytes`, or
   /// its sender's share: a quarter of it, past its first message (so one
   /// flooding peer cannot take the inbox from the others).
-  /// Returns null if admitted, else the bound it would pass.
-  const char* admit_to_inbox(const caf::mailbox_element& x) {
+  /// Returns null if admitted, else the bound it would pass; sets `charge`
+  /// to what `x` costs (0 without a bound).
+  const char* admit_to_inbox(const caf::mailbox_element& x, uint64_t& charge) {
     auto limit = max_inbox_bytes();
     if (limit == 0)
       return nullptr;
-    auto charge = approximate_bytes(x.content()) + per_message_bytes;
+    charge = approximate_bytes(x.content()) + per_message_bytes;
     const auto& peer = x.sender->node();
     std::lock_guard<std::mutex> guard{inbox_mtx_};
     auto& held = inbox_by_peer_[peer];
@@ -252,13 +253,14 @@ class guarded_actor : public Base {
     charges_.erase(i);
   }
 
-  /// Sheds `what` at the door: `bound` names the setting it would pass.
-  void shed(caf::mailbox_element_ptr what, const char* bound, caf::execution_unit* host) {
+  /// Sheds `what`, which costs `charge`, at the door: `bound` names the
+  /// setting it would pass.
+  void shed(caf::mailbox_element_ptr what, const char* bound, uint64_t charge,
+            caf::execution_unit* host) {
     // No client sends a message that needs no answer: a peer that keeps
     // sending them past a full inbox is disconnected (peer_backlog.hpp).
     if (!what->mid.is_request())
-      note_dropped_from(what->sender->node(),
-                        approximate_bytes(what->content()) + per_message_bytes);
+      note_dropped_from(what->sender->node(), charge);
     else if (opts_.count_shed_request)
       opts_.count_shed_request();
     answer_now(*what,

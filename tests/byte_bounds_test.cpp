@@ -23,6 +23,7 @@
 #include "transport_helpers.hpp"
 
 using namespace std::chrono_literals;
+using pool::test::connect_client;
 using pool::test::node_process;
 using pool::test::peer_system;
 using pool::test::raw_basp_peer;
@@ -30,16 +31,6 @@ using pool::test::rss_kb;
 using steady = std::chrono::steady_clock;
 
 namespace {
-
-std::unique_ptr<pool::client> connect_client(uint16_t port) {
-  pool::client_options opts;
-  opts.port = port;
-  opts.timeout = 20s;
-  auto cl = pool::client::connect(opts);
-  if (!cl)
-    throw std::runtime_error("cannot connect: " + pool::describe(cl.error()));
-  return std::move(*cl);
-}
 
 /// A bound on RSS growth in KiB. Under AddressSanitizer freed memory waits in
 /// its quarantine (256 MiB by default) before reuse, so the bound there is

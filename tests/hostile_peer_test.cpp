@@ -20,6 +20,7 @@
 using namespace std::chrono_literals;
 using nlohmann::json;
 using pool::test::child_process;
+using pool::test::connect_client;
 using pool::test::node_process;
 using pool::test::peer_system;
 using pool::test::raw_basp_peer;
@@ -34,16 +35,6 @@ using pool::test::status_of;
 using pool::test::wait_status;
 
 namespace {
-
-std::unique_ptr<pool::client> connect_client(uint16_t port) {
-  pool::client_options opts;
-  opts.port = port;
-  opts.timeout = 20s;
-  auto cl = pool::client::connect(opts);
-  if (!cl)
-    throw std::runtime_error("cannot connect: " + pool::describe(cl.error()));
-  return std::move(*cl);
-}
 
 std::string bounded_text(std::string text) {
   if (text.size() > 120)

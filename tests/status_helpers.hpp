@@ -3,6 +3,7 @@
 #pragma once
 
 #include <chrono>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -12,6 +13,18 @@
 #include "pool/client.hpp"
 
 namespace pool::test {
+
+/// A client of the node at 127.0.0.1:`port`; throws if it cannot connect.
+inline std::unique_ptr<pool::client> connect_client(
+    uint16_t port, std::chrono::milliseconds timeout = std::chrono::seconds(20)) {
+  pool::client_options opts;
+  opts.port = port;
+  opts.timeout = timeout;
+  auto cl = pool::client::connect(opts);
+  if (!cl)
+    throw std::runtime_error("cannot connect: " + pool::describe(cl.error()));
+  return std::move(*cl);
+}
 
 /// The status of the client's node (`to_json`'s shape); throws on failure.
 inline nlohmann::json status_of(pool::client& cl) {

@@ -522,6 +522,15 @@ class overflow_responder {
 /// stream cut (408, 413) and closes those connections.
 class bounded_server final : public httplib::Server {
  public:
+  /// After a bind: lets the kernel queue up to SOMAXCONN connections that
+  /// wait for accept. Debian's compiled cpp-httplib listens with a backlog of
+  /// 5, so a burst of connections (slow clients reconnecting beside health
+  /// probes) overflowed it and a probe's SYN waited for its 1 s retransmit.
+  void widen_backlog() {
+    if (auto sock = svr_sock_.load(); sock != INVALID_SOCKET)
+      ::listen(sock, SOMAXCONN);
+  }
+
   struct limits {
     size_t max_body = 0;
     clock_type::duration read_timeout = std::chrono::seconds(10);
@@ -1695,6 +1704,7 @@ caf::expected<uint16_t> http_front::start() {
                       "http.port: cannot bind " + d.cfg.http.host + ":" +
                           std::to_string(port) + " (in use by another process?)");
   }
+  d.server.widen_backlog();
   d.overflow->start();
   d.listener = std::thread{[&d] { d.server.listen_after_bind(); }};
   log_event("http_listening")

@@ -3,6 +3,7 @@
 // X-Request-Id. A real node on 127.0.0.1.
 #include <chrono>
 #include <csignal>
+#include <regex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -12,6 +13,7 @@
 
 #include "access_log.hpp"
 #include "process_helpers.hpp"
+#include "request_log.hpp"
 
 using namespace std::chrono_literals;
 using pool::test::node_process;
@@ -105,14 +107,18 @@ TEST_CASE("http.access-log writes one line per request and echoes X-Request-Id",
   }
 }
 
-TEST_CASE("without http.access-log no request line is written and no id is echoed",
+TEST_CASE("without http.access-log no request line is written, and ids are still echoed",
           "[http][access-log]") {
   node_process node{{"--http.port=0", "--pool.workers=1"}};
   httplib::Client http{"127.0.0.1", http_port(node)};
   auto res = http.Get("/health/live", {{"X-Request-Id", "job-1"}});
   REQUIRE(res);
   CHECK(res->status == 200);
-  CHECK_FALSE(res->has_header("X-Request-Id"));
+  CHECK(res->get_header_value("X-Request-Id") == "job-1");
+  res = http.Get("/health/live");
+  REQUIRE(res);
+  CHECK(std::regex_match(res->get_header_value("X-Request-Id"),
+                         std::regex{"[0-9a-f]{16}"}));
   node.process().signal(SIGTERM);
   REQUIRE(node.process().wait_exit(20s));
   CHECK(access_lines(node).empty());

@@ -595,13 +595,25 @@ TEST_CASE("OpenAI input as token ids embeds exactly what the text would",
       ids.back().push_back(t["id"].get<int64_t>());
   }
   REQUIRE(ids.size() == 2);
+  // The same tokens give the same vectors, up to float rounding: a worker
+  // cuts micro-batches by its time estimate, so under load the two requests
+  // may be computed in chunks of other shapes (another BLAS summation order).
+  auto same_vector = [](const json& a, const json& b) {
+    REQUIRE(a.size() == b.size());
+    for (size_t j = 0; j < a.size(); ++j)
+      REQUIRE(a[j].get<double>() == Approx(b[j].get<double>()).margin(1e-5));
+  };
   auto by_text = embed(json::array({"hello , world !", "the first world"}));
   auto by_ids = embed(ids);
-  CHECK(by_ids["data"] == by_text["data"]);
+  REQUIRE(by_ids["data"].size() == 2);
+  for (size_t i = 0; i < 2; ++i) {
+    CHECK(by_ids["data"][i]["index"] == i);
+    same_vector(by_ids["data"][i]["embedding"], by_text["data"][i]["embedding"]);
+  }
   CHECK(by_ids["usage"] == by_text["usage"]);
   auto single = embed(ids[0]);  // one input as an array of ids
   REQUIRE(single["data"].size() == 1);
-  CHECK(single["data"][0]["embedding"] == by_text["data"][0]["embedding"]);
+  same_vector(single["data"][0]["embedding"], by_text["data"][0]["embedding"]);
   // Out-of-range ids, and token ids for a model without a vocabulary.
   check_error(n.post("/v1/embeddings",
                      json{{"model", "mini"}, {"input", json::array({999999})}}.dump()),

@@ -1,6 +1,5 @@
 #include "access_log.hpp"
 
-#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <optional>
@@ -9,6 +8,7 @@
 #include <httplib.h>
 
 #include "logging.hpp"
+#include "request_log.hpp"
 
 namespace pool::detail {
 
@@ -30,15 +30,6 @@ std::string random_request_id() {
 }
 
 }  // namespace
-
-bool valid_request_id(const std::string& id) {
-  if (id.empty() || id.size() > 128)
-    return false;
-  for (unsigned char c : id)
-    if (!(std::isalnum(c) || c == '.' || c == '_' || c == ':' || c == '-'))
-      return false;
-  return true;
-}
 
 void access_log_begin(const httplib::Request& req, httplib::Response& res) {
   auto id = req.get_header_value("X-Request-Id");

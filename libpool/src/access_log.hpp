@@ -29,7 +29,4 @@ void access_log_begin(const httplib::Request& req, httplib::Response& res);
 void access_log_end(spdlog::logger& log, const httplib::Request& req,
                     const httplib::Response& res);
 
-/// Whether `id` is used as given (a plain token of at most 128 characters).
-bool valid_request_id(const std::string& id);
-
 }  // namespace pool::detail

@@ -15,9 +15,12 @@
 // guard themselves the same way.
 //
 // gateway (published; the only actor peers reach)
-//   (embed_atom, text [, task [, model]])  -> matrix (one row)  validated, then
-//   (batch_atom, texts [, task [, model]]) -> matrix            delegated to the
-//                                                     model's supervisor
+//   (embed_atom, text [, task [, model [, request_id]]])  -> matrix (one row)
+//   (batch_atom, texts [, task [, model [, request_id]]]) -> matrix
+//                                 validated, then passed to the model's
+//                                 supervisor; request_id "" = the gateway makes one
+//   (embed|batch_atom, ..., request_id, client_address)   the same from the
+//                                 node's HTTP front (local senders only)
 //   (status_atom [, model])       -> pool_status          forwarded to the model's
 //                                                         supervisor
 //   model "" = the default model; an unknown one -> invalid_input naming it
@@ -73,6 +76,7 @@
 #include "pool/config.hpp"
 #include "pool/embedder.hpp"
 #include "pool/protocol.hpp"
+#include "request_origin.hpp"
 
 namespace pool::detail {
 
@@ -135,6 +139,8 @@ struct submission {
   /// Bytes taken from the node's byte_budget for it (0 = none): the
   /// supervisor gives them back once the request is done.
   uint64_t charged = 0;
+  /// Its id and sender, named by every log line about it.
+  request_origin origin;
 };
 
 /// Creates a worker for a slot. The supervisor monitors what it returns.

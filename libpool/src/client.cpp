@@ -609,11 +609,15 @@ caf::expected<std::unique_ptr<client>> client::connect(const client_options& opt
 
 namespace {
 
-/// `(atom, payload, task)`, or `(atom, payload, task, model)` when a model is
-/// named (the 3-element form also reaches nodes that serve one model).
+/// `(atom, payload, task)`, `(atom, payload, task, model)` when a model is
+/// named, `(atom, payload, task, model, request_id)` when an id is given (the
+/// shorter forms also reach nodes of earlier releases).
 template <class Atom, class Payload>
 caf::message request_message(Atom atom, Payload payload, std::string task,
-                             std::string model) {
+                             std::string model, std::string request_id) {
+  if (!request_id.empty())
+    return caf::make_message(atom, std::move(payload), std::move(task), std::move(model),
+                             std::move(request_id));
   if (model.empty())
     return caf::make_message(atom, std::move(payload), std::move(task));
   return caf::make_message(atom, std::move(payload), std::move(task), std::move(model));
@@ -629,14 +633,16 @@ caf::message status_message(std::string model) {
 
 caf::expected<std::vector<float>> client::embed(const std::string& text,
                                                 const std::string& task,
-                                                const std::string& model) {
-  return embed_future(text, task, model).get();
+                                                const std::string& model,
+                                                const std::string& request_id) {
+  return embed_future(text, task, model, request_id).get();
 }
 
 caf::expected<matrix> client::embed_batch(const std::vector<std::string>& texts,
                                           const std::string& task,
-                                          const std::string& model) {
-  return embed_batch_future(texts, task, model).get();
+                                          const std::string& model,
+                                          const std::string& request_id) {
+  return embed_batch_future(texts, task, model, request_id).get();
 }
 
 caf::expected<pool_status> client::status(const std::string& model) {
@@ -649,40 +655,46 @@ caf::expected<std::string> client::metrics() {
 }
 
 void client::embed_async(std::string text, callback<std::vector<float>> done,
-                         std::string task, std::string model) {
-  impl_->submit<matrix>(request_message(embed_atom::value, std::move(text),
-                                        std::move(task), std::move(model)),
-                        first_row(std::move(done)), true);
+                         std::string task, std::string model, std::string request_id) {
+  impl_->submit<matrix>(
+      request_message(embed_atom::value, std::move(text), std::move(task),
+                      std::move(model), std::move(request_id)),
+      first_row(std::move(done)), true);
 }
 
 void client::embed_batch_async(std::vector<std::string> texts, callback<matrix> done,
-                               std::string task, std::string model) {
-  impl_->submit<matrix>(request_message(batch_atom::value, std::move(texts),
-                                        std::move(task), std::move(model)),
-                        std::move(done), true);
+                               std::string task, std::string model,
+                               std::string request_id) {
+  impl_->submit<matrix>(
+      request_message(batch_atom::value, std::move(texts), std::move(task),
+                      std::move(model), std::move(request_id)),
+      std::move(done), true);
 }
 
 void client::embed_async(std::string text, callback<std::vector<float>> done,
-                         send_hook on_send, std::string task, std::string model) {
-  impl_->submit<matrix>(request_message(embed_atom::value, std::move(text),
-                                        std::move(task), std::move(model)),
-                        first_row(std::move(done)), true, on_send);
+                         send_hook on_send, std::string task, std::string model,
+                         std::string request_id) {
+  impl_->submit<matrix>(
+      request_message(embed_atom::value, std::move(text), std::move(task),
+                      std::move(model), std::move(request_id)),
+      first_row(std::move(done)), true, on_send);
 }
 
 void client::embed_batch_async(std::vector<std::string> texts, callback<matrix> done,
-                               send_hook on_send, std::string task, std::string model) {
-  impl_->submit<matrix>(request_message(batch_atom::value, std::move(texts),
-                                        std::move(task), std::move(model)),
-                        std::move(done), true, on_send);
+                               send_hook on_send, std::string task, std::string model,
+                               std::string request_id) {
+  impl_->submit<matrix>(
+      request_message(batch_atom::value, std::move(texts), std::move(task),
+                      std::move(model), std::move(request_id)),
+      std::move(done), true, on_send);
 }
 
 void client::status_async(callback<pool_status> done, std::string model) {
   impl_->submit<pool_status>(status_message(std::move(model)), std::move(done), false);
 }
 
-std::future<caf::expected<std::vector<float>>> client::embed_future(std::string text,
-                                                                    std::string task,
-                                                                    std::string model) {
+std::future<caf::expected<std::vector<float>>> client::embed_future(
+    std::string text, std::string task, std::string model, std::string request_id) {
   auto promise = std::make_shared<std::promise<caf::expected<std::vector<float>>>>();
   auto result = promise->get_future();
   embed_async(
@@ -690,15 +702,17 @@ std::future<caf::expected<std::vector<float>>> client::embed_future(std::string 
       [promise](caf::expected<std::vector<float>> x) {
         promise->set_value(std::move(x));
       },
-      std::move(task), std::move(model));
+      std::move(task), std::move(model), std::move(request_id));
   return result;
 }
 
 std::future<caf::expected<matrix>> client::embed_batch_future(
-    std::vector<std::string> texts, std::string task, std::string model) {
-  return impl_->submit_future<matrix>(request_message(batch_atom::value, std::move(texts),
-                                                      std::move(task), std::move(model)),
-                                      true);
+    std::vector<std::string> texts, std::string task, std::string model,
+    std::string request_id) {
+  return impl_->submit_future<matrix>(
+      request_message(batch_atom::value, std::move(texts), std::move(task),
+                      std::move(model), std::move(request_id)),
+      true);
 }
 
 client_stats client::stats() const {

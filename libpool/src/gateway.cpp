@@ -14,6 +14,7 @@
 #include "metrics.hpp"
 #include "peer_backlog.hpp"
 #include "peer_guard.hpp"
+#include "request_log.hpp"
 
 namespace pool::detail {
 
@@ -61,6 +62,8 @@ struct gateway_state {
   std::vector<status_snapshot> snapshots;
   caf::timespan status_max_age = std::chrono::milliseconds(100);
   std::shared_ptr<spdlog::logger> log = get_logger("gateway");
+  /// Bounds the gateway's lines about single requests (request_log.hpp).
+  request_log_limiter request_lines;
 };
 
 using gateway_actor = caf::stateful_actor<gateway_state>;
@@ -73,9 +76,21 @@ caf::error counted(gateway_actor* self, size_t route, caf::error err) {
   return err;
 }
 
+/// Counts and logs a request the gateway refuses itself (validation,
+/// admission) and passes the error on. `model` names an unknown model
+/// asked for; by default the route's.
+caf::error refused(gateway_actor* self, size_t route, const request_origin& origin,
+                   caf::error err, const std::string& model = {}) {
+  auto& st = self->state;
+  log_request(st.request_lines, *st.log, spdlog::level::info, "request_rejected", origin,
+              model.empty() ? st.routes[route].name : bounded(model, 64),
+              [&](log_event& ev) { add_answer_error(ev, err); });
+  return counted(self, route, std::move(err));
+}
+
 /// The index of `model`'s route ("" = the default model), or an
-/// `invalid_input` error naming the model and the ones served (counted as
-/// the default model's reply).
+/// `invalid_input` error naming the model and the ones served (the caller
+/// counts it as the default model's reply).
 caf::expected<size_t> find_route(gateway_actor* self, const std::string& model) {
   auto& routes = self->state.routes;
   if (model.empty())
@@ -86,10 +101,8 @@ caf::expected<size_t> find_route(gateway_actor* self, const std::string& model) 
   std::string served;
   for (auto& r : routes)
     served += (served.empty() ? "" : ", ") + r.name;
-  return counted(
-      self, 0,
-      make_error(pool_errc::invalid_input, "unknown model \"" + bounded(model, 64) +
-                                               "\"; this node serves: " + served));
+  return make_error(pool_errc::invalid_input, "unknown model \"" + bounded(model, 64) +
+                                                  "\"; this node serves: " + served);
 }
 
 caf::error validate_batch(const std::vector<std::string>& texts,
@@ -128,13 +141,14 @@ std::optional<size_t> sending_route(gateway_actor* self) {
 /// the supervisor answers every ticket by its deadline, and if it dies the
 /// gateway answers its tickets `unavailable`.
 caf::result<matrix> submit(gateway_actor* self, size_t route, lane ln,
-                           std::vector<std::string> texts, std::string task) {
+                           std::vector<std::string> texts, std::string task,
+                           request_origin& origin) {
   auto& st = self->state;
   auto& target = st.routes[route];
   auto& gate = *target.gate;
   if (gate.queued.load(std::memory_order_relaxed) >= gate.limit) {
     gate.shed.fetch_add(1, std::memory_order_relaxed);
-    return counted(self, route,
+    return refused(self, route, origin,
                    make_error(pool_errc::overloaded,
                               "the supervisor is behind (" + std::to_string(gate.limit) +
                                   " requests queued for it); retry after " +
@@ -145,7 +159,7 @@ caf::result<matrix> submit(gateway_actor* self, size_t route, lane ln,
     auto cost = byte_budget::cost(texts);
     if (!target.bytes->try_take(cost)) {
       gate.shed.fetch_add(1, std::memory_order_relaxed);
-      return counted(self, route,
+      return refused(self, route, origin,
                      make_error(pool_errc::overloaded,
                                 "the node holds pool.max-queued-bytes (" +
                                     std::to_string(target.bytes->limit >> 20) +
@@ -154,6 +168,7 @@ caf::result<matrix> submit(gateway_actor* self, size_t route, lane ln,
     }
     sub.charged = cost;
   }
+  sub.origin = std::move(origin);
   gate.queued.fetch_add(1, std::memory_order_relaxed);
   sub.ticket = st.next_ticket++;
   sub.ln = ln;
@@ -200,26 +215,59 @@ void fail_route(gateway_actor* self, size_t route, const caf::error& reason) {
   }
 }
 
+/// The origin of the request being handled: the id the peer sent (checked)
+/// or a fresh number, and the sending node. `client_address` (an HTTP
+/// client's, named by the HTTP front) is taken from local senders only.
+caf::expected<request_origin> origin_of(gateway_actor* self, std::string request_id,
+                                        std::string* client_address = nullptr) {
+  request_origin origin;
+  if (!request_id.empty() && !valid_request_id(request_id))
+    return make_error(pool_errc::invalid_input,
+                      "request_id: 1 to " + std::to_string(max_request_id_bytes) +
+                          " bytes of letters, digits and ._:- expected");
+  if (request_id.empty())
+    origin.seq = next_request_seq();
+  else
+    origin.id = std::move(request_id);
+  if (from_other_node(self)) {
+    origin.node = self->current_sender()->node();
+  } else if (client_address != nullptr) {
+    origin.http = true;
+    origin.address = std::move(*client_address);
+  }
+  return origin;
+}
+
 caf::result<matrix> handle_embed(gateway_actor* self, std::string& text,
-                                 std::string& task, const std::string& model = {}) {
+                                 std::string& task, const std::string& model = {},
+                                 std::string request_id = {},
+                                 std::string* client_address = nullptr) {
+  auto origin = origin_of(self, std::move(request_id), client_address);
+  if (!origin)
+    return counted(self, 0, std::move(origin.error()));
   auto route = find_route(self, model);
   if (!route)
-    return route.error();
+    return refused(self, 0, *origin, std::move(route.error()), model);
   if (auto err = validate_text(text, self->state.limits.max_text_bytes, "text"))
-    return counted(self, *route, std::move(err));
+    return refused(self, *route, *origin, std::move(err));
   std::vector<std::string> texts;
   texts.emplace_back(std::move(text));
-  return submit(self, *route, lane::embed, std::move(texts), std::move(task));
+  return submit(self, *route, lane::embed, std::move(texts), std::move(task), *origin);
 }
 
 caf::result<matrix> handle_batch(gateway_actor* self, std::vector<std::string>& texts,
-                                 std::string& task, const std::string& model = {}) {
+                                 std::string& task, const std::string& model = {},
+                                 std::string request_id = {},
+                                 std::string* client_address = nullptr) {
+  auto origin = origin_of(self, std::move(request_id), client_address);
+  if (!origin)
+    return counted(self, 0, std::move(origin.error()));
   auto route = find_route(self, model);
   if (!route)
-    return route.error();
+    return refused(self, 0, *origin, std::move(route.error()), model);
   if (auto err = validate_batch(texts, self->state.limits))
-    return counted(self, *route, std::move(err));
-  return submit(self, *route, lane::batch, std::move(texts), std::move(task));
+    return refused(self, *route, *origin, std::move(err));
+  return submit(self, *route, lane::batch, std::move(texts), std::move(task), *origin);
 }
 
 /// Asks `target` (a local actor) and answers the peer itself.
@@ -274,7 +322,7 @@ void fetch_status(gateway_actor* self, size_t route, status_waiter k) {
 caf::result<pool_status> handle_status(gateway_actor* self, const std::string& model) {
   auto route = find_route(self, model);
   if (!route)
-    return route.error();
+    return counted(self, 0, std::move(route.error()));
   auto rp = self->make_response_promise<pool_status>();
   fetch_status(self, *route, [rp](caf::expected<pool_status> st) mutable {
     if (st)
@@ -392,9 +440,9 @@ caf::behavior gateway_behavior(gateway_actor* self, std::vector<model_route> rou
       log_refused(self, "unsupported " + message_kind(view.content()),
                   sender ? sender->node() : caf::node_id{}, n);
     return make_error(pool_errc::invalid_input,
-                      "unsupported message; expected (embed, text [, task [, model]]), "
-                      "(batch, texts [, task [, model]]), (status [, model]) or "
-                      "(metrics)");
+                      "unsupported message; expected (embed, text [, task [, model [, "
+                      "request_id]]]), (batch, texts [, task [, model [, request_id]]]), "
+                      "(status [, model]) or (metrics)");
   });
   auto default_supervisor = [self] { return self->state.routes.front().supervisor; };
   return {
@@ -417,6 +465,25 @@ caf::behavior gateway_behavior(gateway_actor* self, std::vector<model_route> rou
       },
       [=](batch_atom, std::vector<std::string>& texts, std::string& task,
           std::string& model) { return handle_batch(self, texts, task, model); },
+      [=](embed_atom, std::string& text, std::string& task, std::string& model,
+          std::string& request_id) {
+        return handle_embed(self, text, task, model, std::move(request_id));
+      },
+      [=](batch_atom, std::vector<std::string>& texts, std::string& task,
+          std::string& model, std::string& request_id) {
+        return handle_batch(self, texts, task, model, std::move(request_id));
+      },
+      // From the node's HTTP front: the client's address for the log lines.
+      [=](embed_atom, std::string& text, std::string& task, std::string& model,
+          std::string& request_id, std::string& client_address) {
+        return handle_embed(self, text, task, model, std::move(request_id),
+                            &client_address);
+      },
+      [=](batch_atom, std::vector<std::string>& texts, std::string& task,
+          std::string& model, std::string& request_id, std::string& client_address) {
+        return handle_batch(self, texts, task, model, std::move(request_id),
+                            &client_address);
+      },
       [=](status_atom) { return handle_status(self, {}); },
       [=](status_atom, std::string& model) { return handle_status(self, model); },
       [=](metrics_atom) { return handle_metrics(self); },

@@ -980,28 +980,27 @@ struct http_front::impl {
   /// order (the first error is the answer). Names `model` only when it is
   /// not the default.
   caf::expected<matrix> embed(std::vector<std::string>& texts, bool single,
-                              const http_model& model, const std::string& task) {
-    const bool named = model.name != cfg.models.front().name;
-    if (single) {
-      if (named)
-        return ask<matrix>(cfg.request_timeout, embed_atom::value, texts.front(), task,
-                           model.name);
-      return ask<matrix>(cfg.request_timeout, embed_atom::value, texts.front(), task);
-    }
+                              const http_model& model, const std::string& task,
+                              const httplib::Request& req, const httplib::Response& res) {
+    const std::string model_name =
+        model.name != cfg.models.front().name ? model.name : "";
+    const std::string request_id = res.get_header_value("X-Request-Id");
+    const std::string client = req.remote_addr + ":" + std::to_string(req.remote_port);
+    if (single)
+      return ask<matrix>(cfg.request_timeout, embed_atom::value, texts.front(), task,
+                         model_name, request_id, client);
     const size_t per_batch = std::max<size_t>(1, model.max_batch_items);
     if (texts.size() <= per_batch)  // one request (an empty batch is refused there)
-      return named ? ask<matrix>(cfg.request_timeout, batch_atom::value, texts, task,
-                                 model.name)
-                   : ask<matrix>(cfg.request_timeout, batch_atom::value, texts, task);
+      return ask<matrix>(cfg.request_timeout, batch_atom::value, texts, task, model_name,
+                         request_id, client);
     matrix all;
     for (size_t first = 0; first < texts.size(); first += per_batch) {
       const size_t last = std::min(texts.size(), first + per_batch);
       std::vector<std::string> part(
           std::make_move_iterator(texts.begin() + static_cast<ptrdiff_t>(first)),
           std::make_move_iterator(texts.begin() + static_cast<ptrdiff_t>(last)));
-      auto m = named ? ask<matrix>(cfg.request_timeout, batch_atom::value, part, task,
-                                   model.name)
-                     : ask<matrix>(cfg.request_timeout, batch_atom::value, part, task);
+      auto m = ask<matrix>(cfg.request_timeout, batch_atom::value, part, task, model_name,
+                           request_id, client);
       if (!m)
         return m;
       if (all.values.empty())
@@ -1214,7 +1213,7 @@ struct http_front::impl {
     size_t characters = 0;
     for (const auto& t : texts)
       characters += t.size();
-    auto result = embed(texts, single, *model, task);
+    auto result = embed(texts, single, *model, task, req, res);
     if (!result)
       return send_error(res, result.error());
     matrix& m = *result;
@@ -1336,7 +1335,7 @@ struct http_front::impl {
     size_t characters = 0;
     for (const auto& t : texts)
       characters += t.size();
-    auto result = embed(texts, single, *model, task);
+    auto result = embed(texts, single, *model, task, req, res);
     if (!result)
       return send_error(res, result.error());
     matrix& m = *result;
@@ -1605,8 +1604,9 @@ struct http_front::impl {
     // request but monitoring waits for one of the http.threads request slots.
     server.set_pre_routing_handler(
         [this](const httplib::Request& req, httplib::Response& res) {
-          if (cfg.http.access_log)
-            access_log_begin(req, res);
+          // Every request gets an id (the client's X-Request-Id or a new
+          // one), echoed in the response and named in the node's log lines.
+          access_log_begin(req, res);
           auto* st = t_conn;
           if (st == nullptr || is_monitoring(req))
             return httplib::Server::HandlerResponse::Unhandled;

@@ -205,6 +205,19 @@ bool peer_over_unread_bound(const caf::node_id& peer) {
   return j != tbl.by_socket.end() && j->second.over;
 }
 
+std::string peer_address_of(const caf::node_id& peer) {
+  int64_t socket = -1;
+  {
+    auto& tbl = table();
+    std::lock_guard<std::mutex> guard{tbl.mtx};
+    auto i = tbl.by_node.find(peer);
+    if (i == tbl.by_node.end())
+      return "unknown";
+    socket = i->second;
+  }
+  return socket_peer_address(static_cast<int>(socket));
+}
+
 void note_dropped_from(const caf::node_id& peer, uint64_t bytes) {
   auto& tbl = table();
   auto now = std::chrono::steady_clock::now();

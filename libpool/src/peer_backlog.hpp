@@ -25,6 +25,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <string>
 
 #include <caf/node_id.hpp>
 
@@ -41,6 +42,10 @@ uint64_t unread_close_threshold(uint64_t bound);
 /// True while the direct connection to `peer` holds more than the bound of
 /// unwritten bytes. Cheap (one atomic load) while no connection is over.
 bool peer_over_unread_bound(const caf::node_id& peer);
+
+/// "HOST:PORT" of the direct connection to `peer`, or "unknown" when there
+/// is none (gone, or reached through another node). For log lines.
+std::string peer_address_of(const caf::node_id& peer);
 
 /// A peer that keeps sending what the node drops (messages refused by the
 /// trust boundary, messages no handler takes) is disconnected: more than

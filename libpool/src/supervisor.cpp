@@ -15,6 +15,7 @@
 #include "logging.hpp"
 #include "metrics.hpp"
 #include "peer_guard.hpp"
+#include "request_log.hpp"
 
 namespace pool::detail {
 
@@ -109,6 +110,7 @@ struct request_entry {
   uint32_t attempts = 0;
   uint64_t dispatch_id = 0;  // 0 while pending
   uint64_t charged = 0;      // bytes of the node's byte_budget it holds
+  request_origin origin;     // its id and sender, for the log lines about it
 };
 
 struct dispatch_entry {
@@ -154,6 +156,8 @@ struct supervisor_state {
   std::unordered_map<std::string, caf::response_promise> leaving_nodes;
   std::shared_ptr<model_metrics> metrics;  // never null once started
   std::shared_ptr<spdlog::logger> log = get_logger("supervisor");
+  /// Bounds the lines about single requests (request_log.hpp).
+  request_log_limiter request_lines;
   worker_limits limits;
   std::shared_ptr<memory_budget> budget;
   uint64_t reserved_bytes = 0;  // this supervisor's share of `budget`
@@ -305,7 +309,18 @@ void dispatch(supervisor_actor* self, request_entry& req, worker_slot& slot) {
                      req.attempts > 1, left});
 }
 
+/// Answers an accepted request with an error and logs it: `request_expired`
+/// for a deadline, `request_failed` for anything else.
 void answer_error(supervisor_actor* self, request_entry& req, caf::error err) {
+  auto& st = self->state;
+  const bool expired = pool_code(err) == pool_errc::deadline_exceeded;
+  log_request(st.request_lines, *st.log, spdlog::level::warn,
+              expired ? "request_expired" : "request_failed", req.origin,
+              st.cfg.model_name, [&](log_event& ev) {
+                add_answer_error(ev, err)
+                    .add("attempts", req.attempts)
+                    .add("age_ms", to_ms(self->clock().now() - req.accepted_at));
+              });
   observe_answered(self, req);
   self->state.metrics->count_reply(reply_code(err));
   self->send(req.reply_to, answer_atom::value, req.ticket, std::move(err));
@@ -367,6 +382,16 @@ void fail_all_pending(supervisor_actor* self, pool_errc code, const std::string&
   }
 }
 
+/// Logs that `req` goes back to the queue after worker `worker` failed it.
+void log_retry(supervisor_actor* self, const request_entry& req, uint32_t worker,
+               const std::string& why) {
+  auto& st = self->state;
+  log_request(st.request_lines, *st.log, spdlog::level::info, "request_retried",
+              req.origin, st.cfg.model_name, [&](log_event& ev) {
+                ev.add("worker", worker).add("attempts", req.attempts).add("reason", why);
+              });
+}
+
 /// Takes every job away from a worker that died or got stuck: each request is
 /// re-dispatched (embedding is a pure function, a retry is safe) until it has
 /// been tried `pool.max-attempts` times, then answered `worker_failed`.
@@ -398,8 +423,11 @@ void requeue_jobs(supervisor_actor* self, worker_slot& slot, const std::string& 
   slot.jobs.clear();
   // Oldest first at the front of the queues: retried work goes before new work.
   std::sort(retry.begin(), retry.end(), std::greater<uint64_t>());
-  for (auto rid : retry)
-    st.pending[lane_index(st.requests[rid].ln)].push_front(rid);
+  for (auto rid : retry) {
+    auto& req = st.requests[rid];
+    log_retry(self, req, slot.id, why);
+    st.pending[lane_index(req.ln)].push_front(rid);
+  }
   if (!retry.empty())
     info(self, log_event("requests_redispatched")
                    .add("worker", slot.id)
@@ -1096,6 +1124,7 @@ void on_job_answer(supervisor_actor* self, uint64_t did, matrix* result,
         answer_error(self, req, std::move(*failure));
         erase_request(st, it);
       } else {
+        log_retry(self, req, slot.id, describe(*failure));
         st.pending[lane_index(req.ln)].push_front(rid);
       }
     }
@@ -1109,6 +1138,10 @@ void on_job_answer(supervisor_actor* self, uint64_t did, matrix* result,
 /// Refuses a request without accepting it: counted as rejected in the ledger
 /// and as a reply by its code, and answered to the submitter at once.
 void refuse(supervisor_actor* self, const submission& sub, caf::error err) {
+  auto& st = self->state;
+  log_request(st.request_lines, *st.log, spdlog::level::info, "request_rejected",
+              sub.origin, st.cfg.model_name,
+              [&](log_event& ev) { add_answer_error(ev, err); });
   auto ticket = sub.ticket;
   self->state.bytes->give_back(sub.charged);
   ++self->state.ledger.rejected;
@@ -1163,6 +1196,7 @@ void on_submit(supervisor_actor* self, submission& sub) {
   req.accepted_at = now;
   req.reply_to = caf::actor_cast<caf::actor>(self->current_sender());
   req.ticket = sub.ticket;
+  req.origin = std::move(sub.origin);
   ++st.ledger.accepted;
   if (slot != nullptr)
     dispatch(self, req, *slot);

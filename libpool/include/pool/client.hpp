@@ -119,19 +119,23 @@ class client {
 
   // `model` names one of the models the node serves (its status lists them
   // in `models`); "" = the node's default model. An unknown name is answered
-  // `invalid_input` naming it.
+  // `invalid_input` naming it. `request_id` (1 to 128 bytes of letters,
+  // digits and `._:-`; others are answered `invalid_input`) names the request
+  // in the node's log lines about it; "" = the node makes one.
 
   // -- blocking ---------------------------------------------------------------
 
   /// One text -> its embedding.
   caf::expected<std::vector<float>> embed(const std::string& text,
                                           const std::string& task = "",
-                                          const std::string& model = "");
+                                          const std::string& model = "",
+                                          const std::string& request_id = "");
 
   /// Many texts in ONE batch message -> a row-major matrix, row i for texts[i].
   caf::expected<matrix> embed_batch(const std::vector<std::string>& texts,
                                     const std::string& task = "",
-                                    const std::string& model = "");
+                                    const std::string& model = "",
+                                    const std::string& request_id = "");
 
   /// The pool status of a model (outside the window).
   caf::expected<pool_status> status(const std::string& model = "");
@@ -141,13 +145,17 @@ class client {
 
   // -- callbacks (waits only for a window credit) ------------------------------
 
-  /// Sends `(embed, text, task [, model])`; `done` is called exactly once.
+  /// Sends `(embed, text, task [, model [, request_id]])`; `done` is called
+  /// exactly once.
   void embed_async(std::string text, callback<std::vector<float>> done,
-                   std::string task = "", std::string model = "");
+                   std::string task = "", std::string model = "",
+                   std::string request_id = "");
 
-  /// Sends `(batch, texts, task [, model])`; `done` is called exactly once.
+  /// Sends `(batch, texts, task [, model [, request_id]])`; `done` is called
+  /// exactly once.
   void embed_batch_async(std::vector<std::string> texts, callback<matrix> done,
-                         std::string task = "", std::string model = "");
+                         std::string task = "", std::string model = "",
+                         std::string request_id = "");
 
   /// As above, and `on_send` marks the moment the request is handed on to the
   /// network, for callers that time requests (load generators): the time a
@@ -163,25 +171,27 @@ class client {
   /// this client; an exception escaping it is ignored. An empty `on_send` is
   /// the same as the overload without it.
   void embed_async(std::string text, callback<std::vector<float>> done, send_hook on_send,
-                   std::string task = "", std::string model = "");
+                   std::string task = "", std::string model = "",
+                   std::string request_id = "");
 
   /// `embed_batch_async` with `on_send`, as for `embed_async`.
   void embed_batch_async(std::vector<std::string> texts, callback<matrix> done,
-                         send_hook on_send, std::string task = "",
-                         std::string model = "");
+                         send_hook on_send, std::string task = "", std::string model = "",
+                         std::string request_id = "");
 
   /// Asks for a model's status (outside the window); `done` is called exactly once.
   void status_async(callback<pool_status> done, std::string model = "");
 
   // -- futures (waits only for a window credit) --------------------------------
 
-  std::future<caf::expected<std::vector<float>>> embed_future(std::string text,
-                                                              std::string task = "",
-                                                              std::string model = "");
+  std::future<caf::expected<std::vector<float>>> embed_future(
+      std::string text, std::string task = "", std::string model = "",
+      std::string request_id = "");
 
   std::future<caf::expected<matrix>> embed_batch_future(std::vector<std::string> texts,
                                                         std::string task = "",
-                                                        std::string model = "");
+                                                        std::string model = "",
+                                                        std::string request_id = "");
 
   // -- state ------------------------------------------------------------------
 

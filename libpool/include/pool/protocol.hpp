@@ -12,6 +12,8 @@
 //   (batch_atom, std::vector<std::string> texts, task)  -> matrix
 //   (embed_atom, text, task, std::string model)         -> matrix (one row)
 //   (batch_atom, texts, task, std::string model)        -> matrix
+//   (embed_atom, text, task, model, std::string request_id)   -> matrix (one row)
+//   (batch_atom, texts, task, model, std::string request_id)  -> matrix
 //   (status_atom)                                       -> pool_status
 //   (status_atom, std::string model)                    -> pool_status
 //   (hello_atom, uint32_t protocol)  -> (hello_atom, uint32_t, std::string version)
@@ -20,6 +22,11 @@
 // `pool_status::models`); empty means the default model, an unknown name is
 // answered `invalid_input` naming it. The forms without `model` use the
 // default model.
+// `request_id` names the request in the node's log lines about it (rejected,
+// expired, failed, retried): 1 to 128 bytes of letters, digits and `._:-`
+// (anything else is answered `invalid_input`); "" or a shorter form = the node
+// makes one. A client that wants to find its request in the node's log sends
+// its own.
 //
 // Handshake: send `(hello_atom, pool::protocol_version)` first (the client
 // does, see `say_hello`); a node of another protocol version answers the error

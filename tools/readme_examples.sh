@@ -63,3 +63,48 @@ show "jq -c 'select(.request_id == \"order-17\")' logs/supervisor.log" \
   jq -c 'select(.request_id == "order-17")' "$LOG"
 wait "$FIRST" || true
 stop_all
+
+echo "## HTTP front"
+# As the README starts it: the built-in model plus a small BERT model; curl
+# output as it comes (-i adds the status line and headers), on one line each.
+HLOG="$TMP/http.log"
+"$NODE" --config-file=conf/embedpool.ini --node.port=0 --log.console=false \
+  --log.file="$HLOG" --http.port=0 --models.names=tiny --models.tiny.kind=bert \
+  --models.tiny.path=tests/data/bert/mini-mean-norm-prefixed >"$TMP/http.out" 2>&1 &
+PIDS+=("$!")
+wait_for "$HLOG" "event=http_listening"
+HPORT=$(grep -o 'event=http_listening.*port=[0-9]*' "$HLOG" | head -1 | sed 's/.*port=//')
+# Shows `curl ARGS` against localhost:8080, runs it against this node, with
+# embeddings cut after their first two values.
+curl_show() {
+  local shown="curl"
+  for arg in "$@"; do
+    case "$arg" in
+      -s | -i | -H | -d) shown+=" $arg" ;;
+      localhost*\?*) shown+=" '${arg/localhost:PORT/localhost:8080}'" ;;
+      localhost*) shown+=" ${arg/localhost:PORT/localhost:8080}" ;;
+      *) shown+=" '$arg'" ;;
+    esac
+  done
+  local real=()
+  for arg in "$@"; do real+=("${arg/localhost:PORT/127.0.0.1:$HPORT}"); done
+  echo "\$ $shown"
+  curl "${real[@]}" | tr -d '\r' |
+    sed -E 's/("embedding":\[|^\[\[)(-?[0-9.e-]+,-?[0-9.e-]+)[^]]*\]/\1\2,...]/g'
+  echo
+}
+curl_show -s localhost:PORT/v1/embeddings -H 'Content-Type: application/json' \
+  -d '{"model":"hash-384","input":["hello world","second text"]}'
+curl_show -s localhost:PORT/tokenize -d '{"model":"tiny","inputs":"hello world"}'
+curl_show -s localhost:PORT/v1/embeddings -d '{"model":"tiny","input":[[1604,1094]],"task":"query"}'
+curl_show -s localhost:PORT/v1/embeddings -d '{"model":"tiny","input":"x","task":"document"}'
+curl_show -s localhost:PORT/v1/models
+curl_show -s localhost:PORT/v1/models/tiny
+curl_show -s -i localhost:PORT/v1/embeddings -d '{"model":"gpt-9","input":"x"}'
+curl_show -s -i localhost:PORT/v1/embeddings
+curl_show -s -i localhost:PORT/embed -d '{"inputs":"hello world","normalize":true}'
+curl_show -s localhost:PORT/embed -d '{"inputs":"x","normalize":false}'
+curl_show -s 'localhost:PORT/info?model=tiny'
+curl_show -s -i localhost:PORT/embed_all -d '{"inputs":"x"}'
+curl_show -s -i localhost:PORT/health
+stop_all

@@ -21,6 +21,7 @@
 #include "peer_backlog.hpp"
 #include "peer_guard.hpp"
 #include "pool/embedder.hpp"
+#include "pool/make_embedder.hpp"
 #include "pool/protocol.hpp"
 #include "pool/tls.hpp"
 #include "tls_error_queue.hpp"

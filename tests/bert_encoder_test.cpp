@@ -25,6 +25,7 @@
 #include "bert/model_loader.hpp"
 #include "pool/config.hpp"
 #include "pool/embedder.hpp"
+#include "pool/make_embedder.hpp"
 #include "pool/error.hpp"
 
 namespace {

@@ -25,6 +25,7 @@
 #include "pool/client.hpp"
 #include "pool/config.hpp"
 #include "pool/embedder.hpp"
+#include "pool/make_embedder.hpp"
 #include "pool/error.hpp"
 #include "pool/protocol.hpp"
 #include "process_helpers.hpp"

@@ -242,6 +242,12 @@ TEST_CASE("invalid UTF-8 bytes are dropped like U+FFFD", "[wordpiece][robustness
       {"\x80\xbf\xfe\xff", ""},
       {"end\xf0\x9f\x98", "end"},  // truncated at end of input
       {"caf\xc3\xa9 \xc3", "caf\xc3\xa9 "},
+      {"four\xf0\x80\x80\xaf"
+       "bytes",
+       "fourbytes"},  // overlong, 4 bytes
+      {"lead\xf5\x80\x80\x80"
+       "f5",
+       "leadf5"},  // lead byte above F4
   };
   for (const auto& [bad, clean] : cases) {
     INFO(nlohmann::json(clean).dump());

@@ -266,6 +266,22 @@ TEST_CASE("the UTF-8 check accepts well-formed text and refuses malformed bytes"
   CHECK_FALSE(is_valid_utf8("\xf4\x90\x80\x80"));  // above U+10FFFF
   CHECK_FALSE(is_valid_utf8("abc\xe6\x97"));       // truncated
   CHECK_FALSE(is_valid_utf8("\x80"));              // stray continuation
+  CHECK_FALSE(is_valid_utf8("\xc1\xbf"));          // overlong, lead C1
+  CHECK_FALSE(is_valid_utf8("\xf0\x80\x80\xaf"));  // overlong, 4 bytes
+  CHECK_FALSE(is_valid_utf8("\xed\xbf\xbf"));      // last surrogate U+DFFF
+  CHECK_FALSE(is_valid_utf8("\xf5\x80\x80\x80"));  // lead above F4
+  CHECK_FALSE(is_valid_utf8("\xf0\x9f\x98"));      // 4-byte sequence cut short
+  CHECK_FALSE(is_valid_utf8("\xe6\x41\x97"));      // ASCII where a continuation belongs
+  CHECK_FALSE(is_valid_utf8("ok\xc3\xa9\xff"));    // bad byte after valid ones
+  // The boundaries either side of the refused ranges are accepted.
+  CHECK(is_valid_utf8("\xc2\x80"));                   // U+0080
+  CHECK(is_valid_utf8("\xe0\xa0\x80"));               // U+0800
+  CHECK(is_valid_utf8("\xed\x9f\xbf"));               // U+D7FF
+  CHECK(is_valid_utf8("\xee\x80\x80"));               // U+E000
+  CHECK(is_valid_utf8("\xf0\x90\x80\x80"));           // U+10000
+  CHECK(is_valid_utf8("\xf4\x8f\xbf\xbf"));           // U+10FFFF
+  CHECK(is_valid_utf8(std::string_view{"a\0b", 3}));  // NUL is a code point
+  CHECK(is_valid_utf8(""));
 }
 
 namespace {

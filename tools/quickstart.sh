@@ -28,7 +28,7 @@ PACKAGES=(
   libutf8proc-dev nlohmann-json3-dev libssl-dev openssl
   clang libclang-rt-dev
   jq procps gnuplot-nox python3-numpy
-  libcpp-httplib-dev prometheus nodejs
+  libcpp-httplib-dev libcli11-dev prometheus nodejs
   dpkg-dev file
 )
 

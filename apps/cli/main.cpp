@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "command_line.hpp"
 #include "pool/client.hpp"
 #include "pool/config.hpp"
 #include "pool/error.hpp"
@@ -41,6 +42,10 @@ Options:
   -h, --help           show this help
   --version            print the versions (embedpool, git revision, protocol,
                        CAF, OpenBLAS) and exit
+  --                   what follows is COMMAND and ARGS, even when it starts
+                       with "-" (e.g. a TEXT "-v")
+
+Every option also takes its value as the next argument (--port 4242).
 
 On an error the CLI prints "error: CODE: MESSAGE" on stderr and exits 1
 (2 for usage errors).
@@ -55,61 +60,49 @@ struct cli_args {
   bool help = false;
 };
 
-bool starts_with(const std::string& s, const char* prefix) {
-  return s.rfind(prefix, 0) == 0;
-}
-
-std::string value_of(const std::string& arg) {
-  return arg.substr(arg.find('=') + 1);
-}
-
-/// Parses the command line; returns an error message or "".
+/// Parses the command line; returns an error message or "". Every option
+/// takes `--key=value` or `--key value`; the last of a repeated option wins
+/// (--fallback accumulates). A TEXT that starts with "-" follows "--".
 std::string parse(int argc, char** argv, cli_args& out) {
-  std::string host, port, config_file;
+  std::string host, port, config_file, timeout;
   pool::tls_section tls_args;
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    if (!out.command.empty() && !starts_with(arg, "--")) {
-      out.operands.push_back(arg);
-    } else if (arg == "-h" || arg == "--help") {
-      out.help = true;
-    } else if (starts_with(arg, "--host=")) {
-      host = value_of(arg);
-    } else if (starts_with(arg, "--port=")) {
-      port = value_of(arg);
-    } else if (starts_with(arg, "--config-file=")) {
-      config_file = value_of(arg);
-    } else if (starts_with(arg, "--fallback=")) {
-      out.client.fallbacks.push_back(value_of(arg));
-    } else if (starts_with(arg, "--tls.certificate=")) {
-      tls_args.certificate = value_of(arg);
-    } else if (starts_with(arg, "--tls.key=")) {
-      tls_args.key = value_of(arg);
-    } else if (starts_with(arg, "--tls.ca-file=")) {
-      tls_args.ca_file = value_of(arg);
-    } else if (starts_with(arg, "--tls.passphrase=")) {
-      tls_args.passphrase = value_of(arg);
-    } else if (starts_with(arg, "--task=")) {
-      out.task = value_of(arg);
-    } else if (starts_with(arg, "--model=")) {
-      out.model = value_of(arg);
-    } else if (starts_with(arg, "--timeout=")) {
-      try {
-        auto seconds = std::stod(value_of(arg));
-        if (!(seconds > 0))
-          return "--timeout must be a positive number of seconds";
-        out.client.timeout = std::chrono::duration_cast<caf::timespan>(
-            std::chrono::duration<double>(seconds));
-        // It bounds the connection to each node too (5 s at most).
-        out.client.connect_timeout =
-            std::min(out.client.timeout, caf::timespan{std::chrono::seconds(5)});
-      } catch (const std::exception&) {
-        return "--timeout: expected a number of seconds, got \"" + value_of(arg) + "\"";
-      }
-    } else if (starts_with(arg, "--")) {
-      return "unknown option " + arg;
-    } else {
-      out.command = arg;
+  CLI::App app{"", "embedpool-cli"};
+  app.set_help_flag();  // usage_text is the help
+  app.allow_extras();   // reported below, in this program's words
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  app.add_flag("-h,--help", out.help);
+  app.add_option("--host", host);
+  app.add_option("--port", port);
+  app.add_option("--config-file", config_file);
+  app.add_option("--fallback", out.client.fallbacks)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
+      ->allow_extra_args(false);
+  app.add_option("--tls.certificate", tls_args.certificate);
+  app.add_option("--tls.key", tls_args.key);
+  app.add_option("--tls.ca-file", tls_args.ca_file);
+  app.add_option("--tls.passphrase", tls_args.passphrase);
+  app.add_option("--task", out.task);
+  app.add_option("--model", out.model);
+  auto* timeout_option = app.add_option("--timeout", timeout);
+  app.add_option("command", out.command);
+  app.add_option("operands", out.operands)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  if (auto err = pool::command_line::parse(app, argc, argv); !err.empty())
+    return err;
+  if (auto extras = pool::command_line::not_taken(app); !extras.empty())
+    return "unknown option " + extras.front();
+  if (timeout_option->count() > 0) {
+    try {
+      auto seconds = std::stod(timeout);
+      if (!(seconds > 0))
+        return "--timeout must be a positive number of seconds";
+      out.client.timeout = std::chrono::duration_cast<caf::timespan>(
+          std::chrono::duration<double>(seconds));
+      // It bounds the connection to each node too (5 s at most).
+      out.client.connect_timeout =
+          std::min(out.client.timeout, caf::timespan{std::chrono::seconds(5)});
+    } catch (const std::exception&) {
+      return "--timeout: expected a number of seconds, got \"" + timeout + "\"";
     }
   }
   if (!config_file.empty()) {

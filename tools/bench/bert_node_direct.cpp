@@ -18,6 +18,7 @@
 #include "embed_rate.hpp"
 #include "pool/config.hpp"
 #include "pool/embedder.hpp"
+#include "pool/make_embedder.hpp"
 #include "pool/error.hpp"
 
 int main(int argc, char** argv) {

@@ -13,6 +13,7 @@
 
 #include "pool/config.hpp"
 #include "pool/embedder.hpp"
+#include "pool/make_embedder.hpp"
 #include "pool/error.hpp"
 
 namespace {

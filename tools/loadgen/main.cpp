@@ -12,7 +12,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <future>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <string>
@@ -21,6 +23,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "command_line.hpp"
 #include "pool/client.hpp"
 #include "pool/config.hpp"
 #include "pool/error.hpp"
@@ -67,6 +70,8 @@ constexpr const char* usage_text =
                          mutual TLS, the same keys as the node's [tls] section
   -h, --help             this text
   --version              print the versions and exit
+
+Every option also takes its value as the next argument (--port 4242).
 
 Every second, on stderr: "embedpool-loadgen: second=S sent=N completed=N
 errors=N throughput_rps=R p50_ms=X p99_ms=Y" (sent, completed and errors so
@@ -124,113 +129,96 @@ bool parse_uint(const std::string& s, uint64_t& out) {
   return true;
 }
 
-/// Parses `--key=value` arguments; returns an error message or "".
-std::string parse(int argc, char** argv, options& o) {
-  bool have_rate = false;
-  bool have_window = false;
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    if (arg == "-h" || arg == "--help") {
-      o.help = true;
-      continue;
-    }
-    if (arg == "--quiet") {
-      o.quiet = true;
-      continue;
-    }
-    auto eq = arg.find('=');
-    if (arg.rfind("--", 0) != 0 || eq == std::string::npos)
-      return "expected --key=value, got \"" + arg + "\"";
-    auto key = arg.substr(2, eq - 2);
-    auto value = arg.substr(eq + 1);
-    double d = 0;
+/// A check of an option's value: `ok` accepts it, or the message names what
+/// was `expected` and what was given (CLI11 puts the option's name first).
+CLI::Validator expect(const std::string& expected,
+                      std::function<bool(const std::string&)> ok) {
+  return CLI::Validator{[expected, ok](std::string& value) {
+                          return ok(value)
+                                     ? std::string{}
+                                     : "expected " + expected + ", got \"" + value + "\"";
+                        },
+                        expected};
+}
+
+/// Accepts an integer in [lo, hi].
+std::function<bool(const std::string&)> uint_in(uint64_t lo, uint64_t hi) {
+  return [lo, hi](const std::string& s) {
     uint64_t u = 0;
-    auto bad = [&](const char* what) {
-      return "--" + key + ": expected " + what + ", got \"" + value + "\"";
-    };
-    if (key == "host") {
-      o.host = value;
-    } else if (key == "port") {
-      if (!parse_uint(value, u) || u == 0 || u > 65535)
-        return bad("a port in [1, 65535]");
-      o.port = static_cast<uint16_t>(u);
-    } else if (key == "mode") {
-      if (value != "embed" && value != "batch")
-        return bad("embed or batch");
-      o.mode = value;
-    } else if (key == "rate") {
-      if (!parse_double(value, d) || d <= 0 || d > 1e7)
-        return bad("requests per second in (0, 1e7]");
-      o.rate = d;
-      have_rate = true;
-    } else if (key == "window") {
-      if (!parse_uint(value, u) || u == 0 || u > 1000000)
-        return bad("a window in [1, 1000000]");
-      o.window = static_cast<uint32_t>(u);
-      have_window = true;
-    } else if (key == "duration") {
-      if (!parse_double(value, d) || d <= 0)
-        return bad("a positive number of seconds");
-      o.duration = d;
-    } else if (key == "count") {
-      if (!parse_uint(value, u) || u == 0)
-        return bad("a positive request count");
-      o.count = u;
-    } else if (key == "text-bytes") {
-      if (!parse_uint(value, u) || u == 0 || u > (64u << 20))
-        return bad("a byte count in [1, 64 MiB]");
-      o.text_bytes = u;
-    } else if (key == "texts-file") {
-      o.texts_file = value;
-    } else if (key == "batch-size") {
-      if (!parse_uint(value, u) || u == 0 || u > 1000000)
-        return bad("a positive batch size");
-      o.batch_size = static_cast<uint32_t>(u);
-    } else if (key == "task") {
-      o.task = value;
-    } else if (key == "model") {
-      o.model = value;
-    } else if (key == "timeout") {
-      if (!parse_double(value, d) || d <= 0)
-        return bad("a positive number of seconds");
-      o.timeout = d;
-    } else if (key == "drain-wait") {
-      if (!parse_double(value, d) || d < 0)
-        return bad("a number of seconds >= 0");
-      o.drain_wait = d;
-    } else if (key == "max-outstanding") {
-      if (!parse_uint(value, u) || u == 0)
-        return bad("a positive count");
-      o.max_outstanding = u;
-    } else if (key == "node-pid") {
-      if (!parse_uint(value, u) || u == 0 || u > 0x3fffffff)
-        return bad("a process id");
-      o.node_pid = static_cast<long>(u);
-    } else if (key == "warmup") {
-      if (!parse_double(value, d) || d < 0)
-        return bad("a number of seconds >= 0");
-      o.warmup = d;
-    } else if (key == "status-interval") {
-      if (!parse_double(value, d) || d < 0)
-        return bad("milliseconds >= 0");
-      o.status_interval_ms = d;
-    } else if (key == "csv") {
-      o.csv = value;
-    } else if (key == "tls.certificate") {
-      o.tls.certificate = value;
-    } else if (key == "tls.key") {
-      o.tls.key = value;
-    } else if (key == "tls.ca-file") {
-      o.tls.ca_file = value;
-    } else if (key == "tls.passphrase") {
-      o.tls.passphrase = value;
-    } else {
-      return "unknown option --" + key;
-    }
+    return parse_uint(s, u) && u >= lo && u <= hi;
+  };
+}
+
+/// Accepts a finite number above `lo` (at least `lo` when `inclusive`), at
+/// most `hi`.
+std::function<bool(const std::string&)> real_from(double lo, bool inclusive,
+                                                  double hi = HUGE_VAL) {
+  return [lo, inclusive, hi](const std::string& s) {
+    double d = 0;
+    return parse_double(s, d) && (inclusive ? d >= lo : d > lo) && d <= hi;
+  };
+}
+
+/// Parses the arguments (`--key=value` or `--key value`; the last of a
+/// repeated option wins); returns an error message or "".
+std::string parse(int argc, char** argv, options& o) {
+  constexpr auto max_u = std::numeric_limits<uint64_t>::max();
+  CLI::App app{"", "embedpool-loadgen"};
+  app.set_help_flag();  // usage_text is the help
+  app.allow_extras();   // reported below, in this program's words
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  app.add_flag("-h,--help", o.help);
+  app.add_flag("--quiet", o.quiet);
+  app.add_option("--host", o.host);
+  app.add_option("--port", o.port)
+      ->check(expect("a port in [1, 65535]", uint_in(1, 65535)));
+  app.add_option("--mode", o.mode)
+      ->check(expect("embed or batch",
+                     [](const std::string& s) { return s == "embed" || s == "batch"; }));
+  auto* rate =
+      app.add_option("--rate", o.rate)
+          ->check(expect("requests per second in (0, 1e7]", real_from(0, false, 1e7)));
+  auto* window = app.add_option("--window", o.window)
+                     ->check(expect("a window in [1, 1000000]", uint_in(1, 1000000)));
+  app.add_option("--duration", o.duration)
+      ->check(expect("a positive number of seconds", real_from(0, false)));
+  app.add_option("--count", o.count)
+      ->check(expect("a positive request count", uint_in(1, max_u)));
+  app.add_option("--text-bytes", o.text_bytes)
+      ->check(expect("a byte count in [1, 64 MiB]", uint_in(1, 64u << 20)));
+  app.add_option("--texts-file", o.texts_file);
+  app.add_option("--batch-size", o.batch_size)
+      ->check(expect("a positive batch size", uint_in(1, 1000000)));
+  app.add_option("--task", o.task);
+  app.add_option("--model", o.model);
+  app.add_option("--timeout", o.timeout)
+      ->check(expect("a positive number of seconds", real_from(0, false)));
+  app.add_option("--drain-wait", o.drain_wait)
+      ->check(expect("a number of seconds >= 0", real_from(0, true)));
+  app.add_option("--max-outstanding", o.max_outstanding)
+      ->check(expect("a positive count", uint_in(1, max_u)));
+  app.add_option("--node-pid", o.node_pid)
+      ->check(expect("a process id", uint_in(1, 0x3fffffff)));
+  app.add_option("--warmup", o.warmup)
+      ->check(expect("a number of seconds >= 0", real_from(0, true)));
+  app.add_option("--status-interval", o.status_interval_ms)
+      ->check(expect("milliseconds >= 0", real_from(0, true)));
+  app.add_option("--csv", o.csv);
+  app.add_option("--tls.certificate", o.tls.certificate);
+  app.add_option("--tls.key", o.tls.key);
+  app.add_option("--tls.ca-file", o.tls.ca_file);
+  app.add_option("--tls.passphrase", o.tls.passphrase);
+  if (auto err = pool::command_line::parse(app, argc, argv); !err.empty())
+    return err;
+  if (auto extras = pool::command_line::not_taken(app); !extras.empty()) {
+    const auto& arg = extras.front();
+    if (arg.rfind("--", 0) == 0 && arg.size() > 2)
+      return "unknown option " + arg.substr(0, arg.find('='));
+    return "expected --key=value, got \"" + arg + "\"";
   }
   if (o.help)
     return {};
-  if (have_rate == have_window)
+  if ((rate->count() > 0) == (window->count() > 0))
     return "give exactly one of --rate=R (open loop) and --window=W (closed loop)";
   return {};
 }

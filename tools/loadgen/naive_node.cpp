@@ -21,6 +21,7 @@
 
 #include "pool/config.hpp"
 #include "pool/embedder.hpp"
+#include "pool/make_embedder.hpp"
 #include "pool/error.hpp"
 #include "pool/node_version.hpp"
 #include "pool/protocol.hpp"

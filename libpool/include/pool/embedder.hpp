@@ -5,7 +5,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -14,8 +13,6 @@
 #include <caf/expected.hpp>
 
 namespace pool {
-
-struct model_config;
 
 /// Per-text results of `embedder::embed_counted`.
 struct embed_report {
@@ -108,10 +105,6 @@ class embedder {
 /// of `known` (sorted); none otherwise.
 caf::error check_task(const std::string& task, const std::vector<std::string>& known,
                       const std::string& model_name);
-
-/// Creates the embedder that `cfg.kind` names ("hash" or "bert"); an error
-/// names the offending key or file.
-caf::expected<std::shared_ptr<const embedder>> make_embedder(const model_config& cfg);
 
 /// Sets the number of OpenBLAS threads of the calling process (OpenBLAS keeps
 /// one global pool; workers share it).

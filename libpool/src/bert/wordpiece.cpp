@@ -38,60 +38,29 @@ constexpr std::string_view continuation_prefix = "##";
 constexpr char32_t replacement_char = 0xFFFD;
 
 /// Decodes the code point at `s[i]` (i < n) into `cp` and returns its length in
-/// bytes. Invalid or truncated sequences yield U+FFFD and consume one byte, so
+/// bytes. Invalid or truncated sequences (utf8proc's rules: no overlongs, no
+/// surrogates, nothing above U+10FFFF) yield U+FFFD and consume one byte, so
 /// every byte of a malformed sequence ends up dropped.
 inline size_t decode_utf8(const unsigned char* s, size_t n, size_t i, char32_t& cp) {
-  const unsigned b0 = s[i];
-  if (b0 < 0x80) {
-    cp = b0;
+  if (s[i] < 0x80) {
+    cp = s[i];
     return 1;
   }
-  auto cont = [&](size_t k, unsigned lo, unsigned hi) {
-    return i + k < n && s[i + k] >= lo && s[i + k] <= hi;
-  };
-  cp = replacement_char;
-  if (b0 >= 0xC2 && b0 <= 0xDF) {
-    if (!cont(1, 0x80, 0xBF))
-      return 1;
-    cp = ((b0 & 0x1Fu) << 6) | (s[i + 1] & 0x3Fu);
-    return 2;
+  utf8proc_int32_t decoded = 0;
+  auto len = utf8proc_iterate(s + i, static_cast<utf8proc_ssize_t>(n - i), &decoded);
+  if (len <= 0) {
+    cp = replacement_char;
+    return 1;
   }
-  if (b0 >= 0xE0 && b0 <= 0xEF) {
-    const unsigned lo = b0 == 0xE0 ? 0xA0 : 0x80;
-    const unsigned hi = b0 == 0xED ? 0x9F : 0xBF;  // no surrogates
-    if (!cont(1, lo, hi) || !cont(2, 0x80, 0xBF))
-      return 1;
-    cp = ((b0 & 0x0Fu) << 12) | ((s[i + 1] & 0x3Fu) << 6) | (s[i + 2] & 0x3Fu);
-    return 3;
-  }
-  if (b0 >= 0xF0 && b0 <= 0xF4) {
-    const unsigned lo = b0 == 0xF0 ? 0x90 : 0x80;
-    const unsigned hi = b0 == 0xF4 ? 0x8F : 0xBF;  // <= U+10FFFF
-    if (!cont(1, lo, hi) || !cont(2, 0x80, 0xBF) || !cont(3, 0x80, 0xBF))
-      return 1;
-    cp = ((b0 & 0x07u) << 18) | ((s[i + 1] & 0x3Fu) << 12) | ((s[i + 2] & 0x3Fu) << 6) |
-         (s[i + 3] & 0x3Fu);
-    return 4;
-  }
-  return 1;
+  cp = static_cast<char32_t>(decoded);
+  return static_cast<size_t>(len);
 }
 
+/// Appends `c` (a valid code point) in UTF-8.
 inline void append_utf8(std::string& out, char32_t c) {
-  if (c < 0x80) {
-    out.push_back(static_cast<char>(c));
-  } else if (c < 0x800) {
-    out.push_back(static_cast<char>(0xC0 | (c >> 6)));
-    out.push_back(static_cast<char>(0x80 | (c & 0x3F)));
-  } else if (c < 0x10000) {
-    out.push_back(static_cast<char>(0xE0 | (c >> 12)));
-    out.push_back(static_cast<char>(0x80 | ((c >> 6) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | (c & 0x3F)));
-  } else {
-    out.push_back(static_cast<char>(0xF0 | (c >> 18)));
-    out.push_back(static_cast<char>(0x80 | ((c >> 12) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | ((c >> 6) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | (c & 0x3F)));
-  }
+  utf8proc_uint8_t bytes[4];
+  auto len = utf8proc_encode_char(static_cast<utf8proc_int32_t>(c), bytes);
+  out.append(reinterpret_cast<const char*>(bytes), static_cast<size_t>(len));
 }
 
 inline bool is_utf8_continuation(char b) {

@@ -10,8 +10,8 @@
 
 #include "pool/config.hpp"
 #include "pool/embedder.hpp"
-#include "pool/make_embedder.hpp"
 #include "pool/error.hpp"
+#include "pool/make_embedder.hpp"
 
 #include "hash_embedder.hpp"
 
@@ -95,6 +95,25 @@ TEST_CASE("the same text gives bit-identical vectors across calls, instances and
     CHECK(alone_a == again_a);
     CHECK(alone_a == alone_b);
     CHECK(alone_a == in_batch);
+  }
+}
+
+TEST_CASE(
+    "a dense batch (one sgemm) and its texts alone (a saxpy per bucket) give the "
+    "same bits",
+    "[hash]") {
+  hash_embedder e{384, 4096};
+  // Texts that share most of their words: the batch's bag is dense over the
+  // few buckets it uses, so the batch takes the sgemm path.
+  std::vector<std::string> texts;
+  for (int i = 0; i < 64; ++i)
+    texts.push_back("the quick brown fox jumps over the lazy dog " +
+                    std::string(1, static_cast<char>('a' + i % 26)));
+  auto batch = embed_all(e, texts);
+  for (size_t i = 0; i < texts.size(); ++i) {
+    INFO("text " << i << ": " << texts[i]);
+    std::vector<float> in_batch(batch.begin() + i * 384, batch.begin() + (i + 1) * 384);
+    CHECK(embed_one(e, texts[i]) == in_batch);
   }
 }
 

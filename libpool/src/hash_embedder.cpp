@@ -105,6 +105,10 @@ constexpr size_t max_bag_floats = size_t{1} << 22;
 // Largest gathered projection (16 MiB) an embed call builds.
 constexpr size_t max_gather_floats = size_t{1} << 22;
 
+// A chunk whose bag matrix (over the buckets it uses) has at most one
+// non-zero in this many entries is summed row by row instead of multiplied.
+constexpr size_t sparse_density_divisor = 4;
+
 bool is_word_codepoint(utf8proc_int32_t cp) {
   switch (utf8proc_category(cp)) {
     case UTF8PROC_CATEGORY_LU:
@@ -432,10 +436,29 @@ void hash_embedder::embed(const std::vector<std::string_view>& texts,
       }
     }
     row_begin.push_back(entries.size());
+    float* c = out + begin * dim_;
+    const size_t k = s.used.size();
+    // A sparse chunk (a single text, or texts that share few buckets) is the
+    // sum of the projection rows of each text's buckets, scaled by its bag
+    // values: one saxpy per non-zero instead of a product with mostly zeros,
+    // and no gathered copy of the rows. Same exact integer sums (see above),
+    // so the same bits as the sgemm below.
+    if (n == 1 || entries.size() * sparse_density_divisor <= n * k) {
+      std::fill(c, c + n * dim_, 0.0f);
+      for (size_t i = 0; i < n; ++i)
+        for (size_t e = row_begin[i]; e < row_begin[i + 1]; ++e) {
+          const auto [bucket, value] = entries[e];
+          cblas_saxpy(static_cast<blasint>(dim_), value,
+                      projection_.data() + size_t{bucket} * dim_, 1, c + i * dim_, 1);
+        }
+      for (uint32_t bucket : s.used)
+        s.column[bucket] = -1;
+      normalize_rows(c, n);
+      continue;
+    }
     // Buckets no text of the chunk uses contribute nothing: when they are
     // many, multiply by the gathered projection rows of the used ones instead
     // (same products, still exact, far less memory traffic).
-    const size_t k = s.used.size();
     const bool gather =
         k > 0 && k * 4 <= size_t{buckets_} * 3 && k * dim_ <= max_gather_floats;
     const float* b = projection_.data();
@@ -460,25 +483,28 @@ void hash_embedder::embed(const std::vector<std::string_view>& texts,
       }
     for (uint32_t bucket : s.used)
       s.column[bucket] = -1;
-    float* c = out + begin * dim_;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<blasint>(n),
                 static_cast<blasint>(dim_), static_cast<blasint>(depth), 1.0f, s.a.data(),
                 static_cast<blasint>(depth), b, static_cast<blasint>(dim_), 0.0f, c,
                 static_cast<blasint>(dim_));
-    for (size_t i = 0; i < n; ++i) {
-      float* v = c + i * dim_;
-      double sum_sq = 0.0;
-      for (size_t j = 0; j < dim_; ++j)
-        sum_sq += static_cast<double>(v[j]) * v[j];
-      if (sum_sq == 0.0) {  // the projection cancelled the bag (tiny dims only)
-        const float u = static_cast<float>(1.0 / std::sqrt(static_cast<double>(dim_)));
-        std::fill(v, v + dim_, u);
-        continue;
-      }
-      const double norm = std::sqrt(sum_sq);
-      for (size_t j = 0; j < dim_; ++j)
-        v[j] = static_cast<float>(v[j] / norm);
+    normalize_rows(c, n);
+  }
+}
+
+void hash_embedder::normalize_rows(float* rows, size_t n) const {
+  for (size_t i = 0; i < n; ++i) {
+    float* v = rows + i * dim_;
+    double sum_sq = 0.0;
+    for (size_t j = 0; j < dim_; ++j)
+      sum_sq += static_cast<double>(v[j]) * v[j];
+    if (sum_sq == 0.0) {  // the projection cancelled the bag (tiny dims only)
+      const float u = static_cast<float>(1.0 / std::sqrt(static_cast<double>(dim_)));
+      std::fill(v, v + dim_, u);
+      continue;
     }
+    const double norm = std::sqrt(sum_sq);
+    for (size_t j = 0; j < dim_; ++j)
+      v[j] = static_cast<float>(v[j] / norm);
   }
 }
 

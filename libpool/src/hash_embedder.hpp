@@ -6,8 +6,9 @@
 // unigrams, adjacent word bigrams, character 3-grams of each word padded with
 // boundary markers; a text without words gets one feature hashed from its
 // bytes) -> signed feature hashing into `buckets` -> one `cblas_sgemm` of the
-// batch's bag matrix [n x buckets] with the projection [buckets x dim] -> L2
-// normalisation.
+// batch's bag matrix [n x buckets] with the projection [buckets x dim], or for
+// a sparse batch (one text, or texts sharing few buckets) one `cblas_saxpy`
+// of a projection row per non-zero bucket -> L2 normalisation.
 //
 // Determinism: every step is bit-exact on any IEEE-754 machine. Hashes are
 // integer arithmetic (FNV-1a 64 + murmur3 finaliser); weights use only +, *
@@ -15,7 +16,8 @@
 // rounded to integers whose absolute sum is below 2^24, and the projection
 // holds only ±1, so every partial sum inside sgemm is an exactly representable
 // integer: the product does not depend on the BLAS kernel, its summation order,
-// FMA, the batch size or the text's position in the batch.
+// FMA, the path (sgemm or saxpy), the batch size or the text's position in the
+// batch.
 #pragma once
 
 #include <cstddef>
@@ -85,6 +87,8 @@ class hash_embedder : public embedder {
 
   // Fills s.entries with the quantised non-zero buckets of `text`.
   void make_bag(std::string_view text, scratch& s) const;
+  // Scales each of the `n` rows of `dim_` floats at `rows` to unit L2 norm.
+  void normalize_rows(float* rows, size_t n) const;
 
   uint32_t dim_;
   uint32_t buckets_;

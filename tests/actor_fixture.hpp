@@ -120,9 +120,16 @@ struct actor_fixture {
   std::vector<std::shared_ptr<fake_worker_probe>> probes;  // every fake ever made
   /// Template for new fake workers.
   fake_worker_probe next_probe;
+  /// The node root (unpublished) and the one model's supervisor it spawned.
+  caf::actor root;
   caf::actor supervisor;
+  std::vector<caf::actor> observers;
 
   ~actor_fixture() {
+    for (auto& o : observers)
+      caf::anon_send_exit(o, caf::exit_reason::kill);
+    if (root)
+      caf::anon_send_exit(root, caf::exit_reason::kill);
     if (supervisor)
       caf::anon_send_exit(supervisor, caf::exit_reason::kill);
     for (auto& p : probes)
@@ -139,7 +146,7 @@ struct actor_fixture {
     return sys.spawn([f](caf::event_based_actor* self, int) { return f(self); }, 0);
   }
 
-  /// A supervisor config for tests: fake workers, no publishing, tiny limits.
+  /// A supervisor config for tests: fake workers, tiny limits.
   detail::supervisor_config fake_config(uint32_t workers) {
     detail::supervisor_config c;
     c.pool.workers = workers;
@@ -152,7 +159,6 @@ struct actor_fixture {
     c.log.stats_interval = caf::timespan{0};
     c.model_name = "fake";
     c.dim = 1;
-    c.publish = false;
     c.make_worker = [this](caf::local_actor* self, uint32_t slot) {
       auto probe = std::make_shared<fake_worker_probe>(next_probe);
       probe->slot = slot;
@@ -163,9 +169,50 @@ struct actor_fixture {
     return c;
   }
 
-  void start(detail::supervisor_config c) {
-    supervisor = detail::spawn_supervisor(sys, std::move(c));
+  /// Starts a node root (not published) serving `models` (default first)
+  /// and returns their supervisors; `supervisor` is the default model's.
+  std::vector<caf::actor> start_models(std::vector<detail::supervisor_config> models) {
+    detail::root_config rc;
+    rc.publish = false;
+    rc.bytes = models.front().bytes;
+    rc.metrics = models.front().metrics;
+    auto count = models.size();
+    rc.models = std::move(models);
+    root = detail::spawn_root(sys, std::move(rc));
     sched.run();
+    auto result = std::make_shared<std::vector<caf::actor>>();
+    auto target = root;
+    spawn_fn([=](caf::event_based_actor* self) {
+      self->request(target, caf::infinite, models_atom::value)
+          .then([=](std::vector<caf::actor>& supervisors) { *result = supervisors; });
+    });
+    sched.run();
+    REQUIRE(result->size() == count);
+    supervisor = result->front();
+    return *result;
+  }
+
+  /// Starts a node root (not published) serving the model of `c`.
+  void start(detail::supervisor_config c) {
+    std::vector<detail::supervisor_config> models;
+    models.push_back(std::move(c));
+    start_models(std::move(models));
+  }
+
+  /// A flag that turns true once `whom` is down (its observer is kept in
+  /// `observers`: an actor nobody holds is destroyed).
+  std::shared_ptr<bool> down_flag(caf::actor whom) {
+    auto down = std::make_shared<bool>(false);
+    observers.push_back(spawn_fn([=](caf::event_based_actor* self) -> caf::behavior {
+      self->monitor(whom);
+      self->set_down_handler([=](caf::down_msg&) {
+        *down = true;
+        self->quit();
+      });
+      return {[](int) {}};
+    }));
+    sched.run();
+    return down;
   }
 
   /// Probes of the newest worker of each slot, ordered by slot.
@@ -244,8 +291,7 @@ struct actor_fixture {
 
 /// accepted == completed + failed + expired + in_flight
 inline bool ledger_balances(const pool_status& st) {
-  auto& l = st.ledger;
-  return l.accepted == l.completed + l.failed + l.expired + l.in_flight;
+  return balanced(st.ledger);
 }
 
 }  // namespace pool::test

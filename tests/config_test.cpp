@@ -17,6 +17,7 @@
 #include <caf/actor_system_config.hpp>
 #include <caf/all.hpp>
 
+#include "pool/caf_defaults.hpp"
 #include "pool/config.hpp"
 #include "pool/error.hpp"
 
@@ -222,7 +223,10 @@ TEST_CASE("Without arguments every key has its built-in default", "[config]") {
   CHECK(cfg.config_file.empty());
   CHECK(count_of(cfg.caf_args, "--middleman.heartbeat-interval=1s") == 1);
   CHECK(count_of(cfg.caf_args, "--middleman.connection-timeout=10s") == 1);
-  CHECK(cfg.caf_args.size() == 2);
+  CHECK(count_of(cfg.caf_args, "--work-stealing.moderate-poll-attempts=0") == 1);
+  CHECK(count_of(cfg.caf_args, "--work-stealing.relaxed-sleep-duration=100ms") == 1);
+  CHECK(cfg.caf_args.size() == 4);
+  CHECK(cfg.caf_args == pool::node_caf_defaults());
 }
 
 TEST_CASE("conf/embedpool.ini yields exactly the built-in defaults", "[config]") {
@@ -236,6 +240,9 @@ TEST_CASE("conf/embedpool.ini yields exactly the built-in defaults", "[config]")
   caf_parse(caf_cfg, cfg.caf_args);
   CHECK(caf::get_or(caf_cfg, "middleman.heartbeat-interval", caf::timespan{0}) == 1s);
   CHECK(caf::get_or(caf_cfg, "middleman.connection-timeout", caf::timespan{0}) == 10s);
+  CHECK(caf::get_or(caf_cfg, "work-stealing.moderate-poll-attempts", size_t{500}) == 0);
+  CHECK(caf::get_or(caf_cfg, "work-stealing.relaxed-sleep-duration", caf::timespan{0}) ==
+        100ms);
 }
 
 TEST_CASE("conf/embedpool.ini documents every key", "[config]") {
@@ -684,6 +691,23 @@ TEST_CASE("CAF's own sections pass through to caf_args and CAF accepts them",
         75us);
 }
 
+TEST_CASE("A typo in one of CAF's sections is refused like one in ours", "[config]") {
+  CHECK(error_of({"--scheduler.max-thread=2"}) ==
+        "unknown key scheduler.max-thread (command line)");
+  CHECK(error_of({"--middleman.heartbeat-intervall=1s"}) ==
+        "unknown key middleman.heartbeat-intervall (command line)");
+  CHECK_THAT(file_error("[scheduler]\nmax-thread = 2\n"),
+             Catch::Contains("line 2: unknown key scheduler.max-thread"));
+  CHECK_THAT(file_error("[openssl]\ncertificat = \"a.pem\"\n"),
+             Catch::Contains("line 2: unknown key openssl.certificat"));
+  // Keys CAF knows, in each of its sections, still pass.
+  auto cfg =
+      load({"--scheduler.max-threads=2", "--work-stealing.aggressive-poll-attempts=10",
+            "--openssl.cafile=ca.pem", "--logger.verbosity=quiet"});
+  CHECK(count_of(cfg.caf_args, "--scheduler.max-threads=2") == 1);
+  CHECK(count_of(cfg.caf_args, "--openssl.cafile=ca.pem") == 1);
+}
+
 TEST_CASE("Middleman heartbeat and connection timeout default to 1s and 10s unless set",
           "[config]") {
   SECTION("defaults are accepted by CAF") {
@@ -702,6 +726,44 @@ TEST_CASE("Middleman heartbeat and connection timeout default to 1s and 10s unle
     caf_parse(caf_cfg, cfg.caf_args);
     CHECK(caf::get_or(caf_cfg, "middleman.heartbeat-interval", caf::timespan{0}) == 2s);
     CHECK(caf::get_or(caf_cfg, "middleman.connection-timeout", caf::timespan{0}) == 30s);
+  }
+}
+
+TEST_CASE(
+    "The scheduler does not poll while idle unless told to: node and client "
+    "defaults, each replaced by a user value",
+    "[config]") {
+  SECTION("node defaults, accepted by CAF") {
+    auto cfg = load({});
+    caf::actor_system_config caf_cfg;
+    caf_parse(caf_cfg, cfg.caf_args);
+    CHECK(caf::get_or(caf_cfg, "work-stealing.moderate-poll-attempts", size_t{500}) == 0);
+    CHECK(caf::get_or(caf_cfg, "work-stealing.relaxed-sleep-duration",
+                      caf::timespan{0}) == 100ms);
+  }
+  SECTION("a user value replaces the node's default") {
+    temp_ini file{"[work-stealing]\nrelaxed-sleep-duration = 10ms\n"};
+    auto cfg = load({file.arg(), "--work-stealing.moderate-poll-attempts=500"});
+    CHECK(count_of(cfg.caf_args, "--work-stealing.moderate-poll-attempts=0") == 0);
+    CHECK(count_of(cfg.caf_args, "--work-stealing.relaxed-sleep-duration=100ms") == 0);
+    caf::actor_system_config caf_cfg;
+    caf_parse(caf_cfg, cfg.caf_args);
+    CHECK(caf::get_or(caf_cfg, "work-stealing.moderate-poll-attempts", size_t{0}) == 500);
+    CHECK(caf::get_or(caf_cfg, "work-stealing.relaxed-sleep-duration",
+                      caf::timespan{0}) == 10ms);
+  }
+  SECTION("pool::client's defaults, and a later option wins as in client_options") {
+    auto args = pool::client_caf_defaults();
+    CHECK(count_of(args, "--scheduler.max-threads=2") == 1);
+    CHECK(count_of(args, "--middleman.heartbeat-interval=1s") == 1);
+    for (const auto& option : pool::scheduler_caf_defaults())
+      CHECK(count_of(args, option) == 1);
+    caf::actor_system_config caf_cfg;
+    args.emplace_back("--work-stealing.moderate-poll-attempts=7");
+    caf_parse(caf_cfg, args);
+    CHECK(caf::get_or(caf_cfg, "work-stealing.moderate-poll-attempts", size_t{0}) == 7);
+    CHECK(caf::get_or(caf_cfg, "work-stealing.relaxed-sleep-duration",
+                      caf::timespan{0}) == 100ms);
   }
 }
 

@@ -25,8 +25,8 @@
 #include "pool/client.hpp"
 #include "pool/config.hpp"
 #include "pool/embedder.hpp"
-#include "pool/make_embedder.hpp"
 #include "pool/error.hpp"
+#include "pool/make_embedder.hpp"
 #include "pool/protocol.hpp"
 #include "process_helpers.hpp"
 
@@ -89,10 +89,6 @@ double norm(const std::vector<double>& v) {
 
 bool all_finite(const std::vector<double>& v) {
   return std::all_of(v.begin(), v.end(), [](double x) { return std::isfinite(x); });
-}
-
-bool balanced(const pool::ledger_counters& l) {
-  return l.accepted == l.completed + l.failed + l.expired + l.in_flight;
 }
 
 std::string describe_ledger(const pool::ledger_counters& l) {

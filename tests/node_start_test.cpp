@@ -8,6 +8,10 @@
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include "process_helpers.hpp"
 
 using namespace std::chrono_literals;
@@ -23,9 +27,9 @@ struct refused_start {
   std::vector<nlohmann::json> lines;  // its log file, one object per line
 };
 
-/// Runs the node with `args` and a JSON log; requires exit status 2 and a log
-/// file whose every line parses as a JSON object.
-refused_start start_refused(const std::vector<std::string>& args) {
+/// Runs the node with `args` and a JSON log; requires exit status `exit_code`
+/// and a log file whose every line parses as a JSON object.
+refused_start start_refused(const std::vector<std::string>& args, int exit_code = 2) {
   temp_dir dir;
   auto log_file = (dir.path() / "node.log").string();
   std::vector<std::string> argv = {EMBEDPOOL_NODE_BIN, "--node.port=0",
@@ -34,7 +38,7 @@ refused_start start_refused(const std::vector<std::string>& args) {
   auto r = run_command(argv, 30s);
   INFO("stderr: " << r.err);
   REQUIRE(r.status.exited);
-  REQUIRE(r.status.code == 2);
+  REQUIRE(r.status.code == exit_code);
   refused_start result{r.err, {}};
   for (const auto& line : split_lines(slurp(log_file))) {
     INFO("log line: " << line);
@@ -97,4 +101,30 @@ TEST_CASE("A refused start logs its reason as one JSON object with log.format=js
     CHECK_FALSE(ev.at("error").get<std::string>().empty());
     CHECK(s.err.find("embedpool-node: ") == std::string::npos);
   }
+}
+
+TEST_CASE(
+    "A port another process holds: the node exits 1 and logs publish_failed as one "
+    "JSON object naming the port",
+    "[node][logging]") {
+  // Holds a listening socket on 127.0.0.1 for the test's duration.
+  int holder = ::socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(holder >= 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(holder, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
+  REQUIRE(::listen(holder, 1) == 0);
+  socklen_t len = sizeof(addr);
+  REQUIRE(::getsockname(holder, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+  const auto port = ntohs(addr.sin_port);
+  auto s =
+      start_refused({"--node.host=127.0.0.1", "--node.port=" + std::to_string(port)}, 1);
+  ::close(holder);
+  auto ev = error_event(s, "publish_failed");
+  REQUIRE_FALSE(ev.is_null());
+  CHECK(ev.at("host") == "127.0.0.1");
+  CHECK(ev.at("port") == port);
+  // CAF's reason quotes its own strings: they stay inside the JSON string.
+  CHECK(ev.at("error").get<std::string>().find("cannot_open_port") != std::string::npos);
 }

@@ -57,16 +57,18 @@ TEST_CASE("a killed gateway is republished on the same port and serves again",
   sc.log.stats_interval = caf::timespan{0};
   sc.model_name = "length";
   sc.dim = 4;
-  sc.publish = true;
-  sc.host = "127.0.0.1";
-  sc.port = 0;
-  sc.on_listening = [&bound](uint16_t port) { bound.set_value(port); };
   detail::worker_config wc;
   wc.model = std::make_shared<length_embedder>();
   sc.make_worker = [wc](caf::local_actor* self, uint32_t) {
     return detail::spawn_worker(self->system(), wc, true);
   };
-  auto supervisor = detail::spawn_supervisor(sys, sc);
+  detail::root_config rc;
+  rc.models.push_back(sc);
+  rc.publish = true;
+  rc.host = "127.0.0.1";
+  rc.port = 0;
+  rc.on_listening = [&bound](uint16_t port) { bound.set_value(port); };
+  auto root = detail::spawn_root(sys, rc);
   auto fut = bound.get_future();
   REQUIRE(fut.wait_for(10s) == std::future_status::ready);
   auto port = fut.get();
@@ -84,17 +86,16 @@ TEST_CASE("a killed gateway is republished on the same port and serves again",
   }
   caf::scoped_actor self{sys};
   caf::actor old_gateway;
-  self->request(supervisor, 5s, gateway_atom::value)
+  self->request(root, 5s, gateway_atom::value)
       .receive([&](caf::actor& gw) { old_gateway = gw; }, [](caf::error&) {});
   REQUIRE(old_gateway);
-  // A gateway that dies anyway (here: its supervisor's own kill; no other
+  // A gateway that dies anyway (here: the root's own kill; no other
   // sender's exit message gets in) is replaced and republished.
-  caf::send_as(supervisor, old_gateway,
-               caf::exit_msg{supervisor.address(), caf::exit_reason::kill});
-  // Bounded wait until the supervisor reports a different gateway.
+  caf::send_as(root, old_gateway, caf::exit_msg{root.address(), caf::exit_reason::kill});
+  // Bounded wait until the root reports a different gateway.
   caf::actor new_gateway;
   for (int i = 0; i < 100 && (!new_gateway || new_gateway == old_gateway); ++i) {
-    self->request(supervisor, 5s, gateway_atom::value)
+    self->request(root, 5s, gateway_atom::value)
         .receive([&](caf::actor& gw) { new_gateway = gw; }, [](caf::error&) {});
     if (!new_gateway || new_gateway == old_gateway)
       std::this_thread::sleep_for(50ms);
@@ -114,6 +115,6 @@ TEST_CASE("a killed gateway is republished on the same port and serves again",
       std::this_thread::sleep_for(100ms);
   }
   CHECK(served);
-  self->send(supervisor, drain_atom::value);
-  self->wait_for(supervisor);
+  self->send(root, drain_atom::value);
+  self->wait_for(root);
 }

@@ -267,16 +267,34 @@ class raw_basp_peer {
       closed_ = true;
   }
 
+  /// Writes all of `bytes`; false once the node closed the connection (it
+  /// sent its FIN, or reset it) or a write stalled for `write_stall_limit`.
+  /// A node that closes a peer's connection may leave it with a closed
+  /// receive window, so a blocking send would wait for the kernel's orphan
+  /// timeout: poll for the FIN instead.
   bool write_all(const std::vector<char>& bytes) {
     size_t done = 0;
+    auto stalled_since = std::chrono::steady_clock::now();
     while (done < bytes.size()) {
-      auto n = ::send(fd_, bytes.data() + done, bytes.size() - done, MSG_NOSIGNAL);
-      if (n <= 0)
+      auto n = ::send(fd_, bytes.data() + done, bytes.size() - done,
+                      MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n > 0) {
+        done += static_cast<size_t>(n);
+        stalled_since = std::chrono::steady_clock::now();
+        continue;
+      }
+      if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
         return false;
-      done += static_cast<size_t>(n);
+      if (std::chrono::steady_clock::now() - stalled_since > write_stall_limit)
+        return false;
+      pollfd p{fd_, POLLOUT | POLLRDHUP, 0};
+      if (::poll(&p, 1, 100) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0)
+        return false;
     }
     return true;
   }
+
+  static constexpr std::chrono::seconds write_stall_limit{30};
 
   /// Reads exactly `n` bytes before `deadline`; false on timeout or close.
   bool read_exact(char* out, size_t n, std::chrono::steady_clock::time_point deadline) {

@@ -223,3 +223,22 @@ TEST_CASE(
   REQUIRE(pool::detail::valid_request_id(made));
   REQUIRE(request_lines(node, "request_expired", made).size() == 1);
 }
+
+TEST_CASE("embedpool-cli --request-id names its requests in the node's log",
+          "[request_log][process][cli]") {
+  node_process node{{"--pool.workers=1"}};
+  auto port = "--port=" + std::to_string(node.port());
+  auto r = pool::test::run_command(
+      {EMBEDPOOL_CLI_BIN, port, "--request-id=cli-7", "embed", "fine", ""}, 60s);
+  CHECK(r.status.code == 1);
+  // Two texts, two requests: the second (empty) one is cli-7.2.
+  auto lines = request_lines(node, "request_rejected", "cli-7.2");
+  REQUIRE(lines.size() == 1);
+  check_basp_peer(lines[0]);
+  r = pool::test::run_command({EMBEDPOOL_CLI_BIN, port, "--request-id", "b-1", "batch"},
+                              60s);
+  CHECK(r.status.code == 1);  // an empty batch (stdin is /dev/null)
+  lines = request_lines(node, "request_rejected", "b-1");
+  REQUIRE(lines.size() == 1);
+  CHECK_THAT(field(lines[0], "reason"), Catch::Contains("batch is empty"));
+}

@@ -299,7 +299,7 @@ struct gateway_fixture : actor_fixture {
 
   caf::actor current_gateway() {
     auto result = std::make_shared<caf::actor>();
-    auto target = supervisor;
+    auto target = root;
     spawn_fn([=](caf::event_based_actor* self) {
       self->request(target, caf::infinite, gateway_atom::value).then([=](caf::actor& gw) {
         *result = gw;
@@ -385,11 +385,11 @@ TEST_CASE_METHOD(gateway_fixture,
   CHECK(ok->ok());
 }
 
-TEST_CASE_METHOD(gateway_fixture, "a killed gateway is replaced by the supervisor",
+TEST_CASE_METHOD(gateway_fixture, "a killed gateway is replaced by the node root",
                  "[gateway]") {
   start_pool();
   auto old = gateway;
-  // An exit message from anyone but its supervisor does nothing, not even a
+  // An exit message from anyone but the root does nothing, not even a
   // kill (which CAF makes fatal for any actor that lets it in).
   caf::anon_send_exit(old, caf::exit_reason::kill);
   sched.run();
@@ -397,9 +397,8 @@ TEST_CASE_METHOD(gateway_fixture, "a killed gateway is replaced by the superviso
   auto still = embed_text("kill ignored");
   release(current_workers()[0]);
   CHECK(still->ok());
-  // A gateway that dies anyway (here: its supervisor's own kill) is replaced.
-  caf::send_as(supervisor, old,
-               caf::exit_msg{supervisor.address(), caf::exit_reason::kill});
+  // A gateway that dies anyway (here: the root's own kill) is replaced.
+  caf::send_as(root, old, caf::exit_msg{root.address(), caf::exit_reason::kill});
   sched.run();
   gateway = current_gateway();
   REQUIRE(gateway);
@@ -407,6 +406,45 @@ TEST_CASE_METHOD(gateway_fixture, "a killed gateway is replaced by the superviso
   auto ok = embed_text("after respawn");
   release(current_workers()[0]);
   CHECK(ok->ok());
+}
+
+TEST_CASE_METHOD(gateway_fixture,
+                 "a drain stops every model, then the gateway that carried their last "
+                 "answers, then the root",
+                 "[gateway][root][drain]") {
+  auto first = fake_config(1);
+  first.model_name = "first";
+  auto second = fake_config(1);
+  second.model_name = "second";
+  auto supervisors = start_models({first, second});
+  gateway = current_gateway();
+  auto first_down = down_flag(supervisors[0]);
+  auto second_down = down_flag(supervisors[1]);
+  auto root_down = down_flag(root);
+  auto gateway_down = down_flag(gateway);
+  auto held = ask<matrix>(
+      caf::make_message(embed_atom::value, std::string{"held"}, std::string{}, "second"));
+  auto holder = std::find_if(probes.begin(), probes.end(),
+                             [](const auto& p) { return !p->held.empty(); });
+  REQUIRE(holder != probes.end());
+  caf::anon_send(root, drain_atom::value);
+  sched.run();
+  // "first" held nothing and is drained; its requests are answered at once.
+  auto late = ask<matrix>(
+      caf::make_message(embed_atom::value, std::string{"late"}, std::string{}, "first"));
+  REQUIRE(late->count == 1);
+  CHECK(late->code() == pool_errc::unavailable);
+  CHECK(held->count == 0);
+  CHECK(*first_down);
+  CHECK_FALSE(*second_down);
+  CHECK_FALSE(*gateway_down);
+  CHECK_FALSE(*root_down);
+  // The last answer of "second" still goes out through the gateway.
+  release(*holder);
+  CHECK(held->ok());
+  CHECK(*second_down);
+  CHECK(*gateway_down);
+  CHECK(*root_down);
 }
 
 TEST_CASE_METHOD(worker_fixture, "a retried job is embedded in a call of its own",

@@ -36,6 +36,9 @@ Options:
   --task=T             the model's prompt for embed/batch (e.g. query, passage)
   --model=NAME         model to use (default: the node's default model); for
                        status, the model whose status to print
+  --request-id=ID      name the request in the node's log lines about it (1 to
+                       128 letters, digits, . _ : -); embed with several TEXTs
+                       sends ID.1, ID.2, ...; default: the node makes one
   --timeout=SECONDS    per-request timeout (default 60); also bounds the
                        connection to each node (at most 5 s, then the next
                        --fallback is tried)
@@ -57,6 +60,7 @@ struct cli_args {
   std::vector<std::string> operands;
   std::string task;
   std::string model;
+  std::string request_id;
   bool help = false;
 };
 
@@ -83,6 +87,7 @@ std::string parse(int argc, char** argv, cli_args& out) {
   app.add_option("--tls.passphrase", tls_args.passphrase);
   app.add_option("--task", out.task);
   app.add_option("--model", out.model);
+  app.add_option("--request-id", out.request_id);
   auto* timeout_option = app.add_option("--timeout", timeout);
   app.add_option("command", out.command);
   app.add_option("operands", out.operands)
@@ -171,8 +176,11 @@ int main(int argc, char** argv) {
     return fail(conn.error());
   auto& cl = **conn;
   if (args.command == "embed") {
-    for (const auto& text : args.operands) {
-      auto vec = cl.embed(text, args.task, args.model);
+    for (size_t i = 0; i < args.operands.size(); ++i) {
+      auto id = args.request_id;
+      if (!id.empty() && args.operands.size() > 1)
+        id += "." + std::to_string(i + 1);
+      auto vec = cl.embed(args.operands[i], args.task, args.model, id);
       if (!vec)
         return fail(vec.error());
       std::cout << pool::embedding_to_json(vec->data(), vec->size()) << '\n';
@@ -185,7 +193,7 @@ int main(int argc, char** argv) {
         line.pop_back();
       texts.push_back(std::move(line));
     }
-    auto result = cl.embed_batch(texts, args.task, args.model);
+    auto result = cl.embed_batch(texts, args.task, args.model, args.request_id);
     if (!result)
       return fail(result.error());
     for (uint32_t row = 0; row < result->rows; ++row)

@@ -1,5 +1,7 @@
 // The actors of a node and their message interfaces (internal to libpool).
 //
+//  root ── spawns, monitors, publishes, drains ──▶ gateway, supervisor × models
+//
 //  peer ◀─▶ gateway ──(submit)──▶ supervisor ──(work, credits)──▶ worker × N
 //             ▲  └─◀─(answer)──────┘ ▲   └──(ping, high priority)──▶ │
 //             │                      └──────(done | fail, pong)──────┘
@@ -33,13 +35,19 @@
 //   (done|fail|pong ...) from a worker node: passed on to the default supervisor
 //   anything else                 -> pool error invalid_input (one log line a
 //                                    second at most, with the peer)
-// supervisor (local senders only)
+// root (local senders only)
+//   (gateway_atom)                           -> caf::actor (current gateway)
+//   (models_atom)                            -> std::vector<caf::actor>: the
+//                                               supervisors, default model first
+//   (drain_atom)                             -> drains every model (only once
+//                                               drain_signal is set), then the
+//                                               gateway; the root quits last
+// supervisor (local senders only; one per model)
 //   (submit_atom, submission)   -> later (answer_atom, ticket, matrix |
 //                                    pool error) to the sender
 //   (status_atom)                            -> pool_status
-//   The default model's supervisor spawns one supervisor per other model of
-//   the node (its gateway routes to them) and drains them with itself.
-//   (gateway_atom)                           -> caf::actor (current gateway)
+//   (gateway_atom, caf::actor)               from the root: the gateway through
+//                                               which lent workers are reached
 //   (join_atom, node_id, name, std::vector<actor>) -> uint32_t: lent workers
 //                                               added (all or none)
 //   (leave_atom, node_id, name)              -> uint32_t once the node's
@@ -55,6 +63,11 @@
 //                              (fail_atom, job.id, error) to the sender
 //   (ping_atom, seq)        -> (pong_atom, seq, worker_report) to the sender
 //   (run_atom)              internal: embeds the next chunk of queued work
+// lender (worker nodes; local senders only)
+//   (drain_atom)            -> leave: takes the lent workers back and quits
+//   (reconnect_atom)        internal: the next connect attempt after a backoff
+//   It sends (hello_atom, protocol), then (join_atom, name, workers) and at
+//   the end (leave_atom, name) to the supervisor's gateway.
 #pragma once
 
 #include <algorithm>
@@ -127,7 +140,6 @@ void release_hung_workers();
 // -- supervisor --------------------------------------------------------------
 
 struct admission_gate;
-struct byte_budget;
 
 /// A request the gateway passes to a model's supervisor. Local only: it has
 /// no type name, so no peer can send one.
@@ -151,9 +163,6 @@ struct supervisor_config {
   heartbeat_section heartbeat;
   cluster_section cluster;
   log_section log;
-  /// status.max-age: its gateway answers status and metrics from a snapshot
-  /// at most this old.
-  caf::timespan status_max_age = std::chrono::milliseconds(100);
   /// Set by the node's signal handling: `(drain_atom)` is obeyed only then.
   /// Null = always (tests).
   std::shared_ptr<const std::atomic<bool>> drain_signal;
@@ -179,20 +188,40 @@ struct supervisor_config {
   /// Every model the node serves, default first (pool_status::models); empty
   /// = this model alone.
   std::vector<std::string> model_names;
-  /// The node's other models (set on the default model's supervisor only):
-  /// it spawns a supervisor for each (no gateway, no publishing), routes to
-  /// them through its gateway, passes the drain on to them and quits after
-  /// they have. A model supervisor that dies is logged; its requests then
-  /// get CAF's receiver-down error.
-  std::vector<supervisor_config> other_models;
-  /// False for the other models' supervisors: they are reached through the
-  /// default model's gateway and spawn none.
-  bool with_gateway = true;
   /// The bound of submissions queued for this supervisor; null = its own.
   std::shared_ptr<admission_gate> gate;
   /// The node's bound on request bytes (pool.max-queued-bytes), shared by
   /// every model and the gateway; null = one of its own from `pool`.
   std::shared_ptr<byte_budget> bytes;
+  /// The node's metrics; the supervisor records into `metrics->model(model_name)`.
+  /// Null = a registry of its own.
+  std::shared_ptr<metrics_registry> metrics;
+};
+
+/// Spawns the supervisor of one model. It serves lent workers through the
+/// gateway its root sends it with `(gateway_atom, caf::actor)`.
+caf::actor spawn_supervisor(caf::actor_system& sys, supervisor_config cfg);
+
+// -- root ----------------------------------------------------------------------
+
+/// The node root: every served model's supervisor, one gateway routing to
+/// them, published on host:port.
+struct root_config {
+  /// One per served model, default first (at least one). The root gives each
+  /// its admission gate, the node's `bytes`, `metrics`, `drain_signal` and the
+  /// list of model names.
+  std::vector<supervisor_config> models;
+  /// status.max-age: the gateway answers status and metrics from a snapshot
+  /// at most this old.
+  caf::timespan status_max_age = std::chrono::milliseconds(100);
+  /// The node's bound on request bytes (pool.max-queued-bytes), shared by
+  /// every model and the gateway; null = one from the default model's `pool`.
+  std::shared_ptr<byte_budget> bytes;
+  /// The node's metrics, rendered by the gateway. Null = a registry of its own.
+  std::shared_ptr<metrics_registry> metrics;
+  /// Set by the node's signal handling: `(drain_atom)` is obeyed only then.
+  /// Null = always (tests).
+  std::shared_ptr<const std::atomic<bool>> drain_signal;
   /// Publish the gateway on host:port through the middleman (false in
   /// deterministic tests, which talk to the gateway directly).
   bool publish = true;
@@ -202,10 +231,16 @@ struct supervisor_config {
   bool tls = false;
   /// Called once with the bound port after the first successful publish.
   std::function<void(uint16_t)> on_listening;
-  /// The node's metrics; the supervisor records into `metrics->model(model_name)`
-  /// and its gateway renders the registry. Null = a registry of its own.
-  std::shared_ptr<metrics_registry> metrics;
 };
+
+/// Spawns the node root: a supervisor per model (monitored: one that dies
+/// outside a drain stops the root with its reason), the gateway (replaced
+/// and republished on the same port if it dies), and on `(drain_atom)` the
+/// drain in a fixed order: every supervisor drains and quits, then the
+/// gateway that carried their last answers, then the root. Answers
+/// `(gateway_atom)` -> the current gateway and `(models_atom)` -> the
+/// supervisors, default first.
+caf::actor spawn_root(caf::actor_system& sys, root_config cfg);
 
 // -- lender (worker nodes) ------------------------------------------------------
 
@@ -231,12 +266,6 @@ struct lender_config {
 
 caf::actor spawn_lender(caf::actor_system& sys, lender_config cfg);
 
-/// Spawns the supervisor (which spawns and publishes the gateway).
-caf::actor spawn_supervisor(caf::actor_system& sys, supervisor_config cfg);
-
-/// The retry hint every `overloaded` answer carries, whoever sheds the request.
-constexpr int64_t overload_retry_after_ms = 100;
-
 /// Bounds the submissions on their way from a gateway to its supervisor, i.e.
 /// the supervisor's mailbox: the gateway counts one up per submission it
 /// forwards and sheds (answers `overloaded`) when `limit` are queued; the
@@ -254,37 +283,6 @@ struct admission_gate {
   }
 };
 
-/// Bounds the bytes of request text a node holds (pool.max-queued-bytes):
-/// the gateway takes a request's cost at admission or answers `overloaded`;
-/// its supervisor gives it back once the request is answered and no worker
-/// holds its job. Shared by the gateway and every model's supervisor;
-/// thread-safe.
-struct byte_budget {
-  explicit byte_budget(uint64_t limit_bytes) : limit(limit_bytes) {}
-  const uint64_t limit;  // 0 = no bound
-  std::atomic<uint64_t> used{0};
-
-  /// What a request's texts cost: their bytes plus a fixed overhead per text.
-  static uint64_t cost(const std::vector<std::string>& texts) {
-    uint64_t n = 0;
-    for (const auto& t : texts)
-      n += t.size() + 32;
-    return n;
-  }
-
-  /// Takes `n` bytes unless that would pass the limit.
-  bool try_take(uint64_t n) {
-    auto cur = used.load(std::memory_order_relaxed);
-    do {
-      if (limit != 0 && cur + n > limit)
-        return false;
-    } while (!used.compare_exchange_weak(cur, cur + n, std::memory_order_relaxed));
-    return true;
-  }
-
-  void give_back(uint64_t n) { used.fetch_sub(n, std::memory_order_relaxed); }
-};
-
 /// One model a gateway routes to.
 struct model_route {
   std::string name;
@@ -297,8 +295,9 @@ struct model_route {
 /// Spawns a gateway that validates requests against `limits` and submits them
 /// to the supervisor of the model they name (`routes`, default first),
 /// counting its own replies in `registry->model(route name)` and rendering
-/// `registry` for `(metrics_atom)` (null = a registry of its own); it quits
-/// with the default model's supervisor.
+/// `registry` for `(metrics_atom)` (null = a registry of its own). Only
+/// `parent` may stop it; a model whose supervisor is down is answered
+/// `unavailable`, and it quits once every supervisor is down.
 caf::actor spawn_gateway(caf::local_actor* parent, std::vector<model_route> routes,
                          const pool_section& limits,
                          std::shared_ptr<metrics_registry> registry = nullptr,

@@ -11,6 +11,8 @@
 #include <caf/io/all.hpp>
 #include <caf/openssl/all.hpp>
 
+#include "defaults.hpp"
+#include "pool/caf_defaults.hpp"
 #include "pool/tls.hpp"
 #include "tcp_sockets.hpp"
 
@@ -20,25 +22,9 @@ namespace {
 
 using steady = std::chrono::steady_clock;
 
-/// CAF defaults for client processes: few threads, and heartbeats so that a
-/// node with middleman.connection-timeout keeps an idle client connected.
-const std::vector<std::string> default_client_caf_args = {
-    "--scheduler.max-threads=2",
-    "--middleman.heartbeat-interval=1s",
-};
-
-/// Public API -> client actor: one call to issue. Client -> actor at close:
-/// fail everything pending and quit.
-using call_atom = caf::atom_constant<caf::atom("cl_call")>;
-using close_atom = caf::atom_constant<caf::atom("cl_close")>;
-/// Client actor -> itself while calls are pending: expire overdue calls.
-using expire_atom = caf::atom_constant<caf::atom("cl_expire")>;
-/// Client actor -> itself after losing its node (`client_options::reconnect`).
-using reconnect_atom = caf::atom_constant<caf::atom("cl_recon")>;
-
-/// Backoff between reconnection attempts.
-constexpr auto reconnect_backoff_min = std::chrono::milliseconds(100);
-constexpr auto reconnect_backoff_max = std::chrono::milliseconds(2000);
+using detail::expire_interval;
+using detail::reconnect_backoff_max;
+using detail::reconnect_backoff_min;
 
 using endpoint = std::pair<std::string, uint16_t>;
 
@@ -60,12 +46,6 @@ std::string connect_failure(const caf::error& err, caf::timespan timeout) {
            " ms";
   return caf::actor_system_config::render(err);
 }
-
-/// How often the client actor looks for overdue calls (the precision of the
-/// per-call timeout). Calls carry no CAF request timeout: in CAF 0.17 each one
-/// would hold an entry in the actor clock until it fires, even after the
-/// answer came, so memory would grow with rate x timeout.
-constexpr auto expire_interval = std::chrono::milliseconds(10);
 
 caf::error timeout_error() {
   return make_error(pool_errc::deadline_exceeded, "no answer within the client timeout");
@@ -233,7 +213,7 @@ void schedule_expiry(client_actor* self) {
   if (st.expire_scheduled || st.deadlines.empty())
     return;
   st.expire_scheduled = true;
-  self->delayed_send(self, expire_interval, expire_atom::value);
+  self->delayed_send(self, expire_interval, client_expire_atom::value);
 }
 
 /// Runs a user callback; an exception escaping it must not kill the actor
@@ -313,7 +293,7 @@ void schedule_reconnect(client_actor* self) {
   auto delay = std::min<std::chrono::milliseconds>(
       reconnect_backoff_min * (int64_t{1} << exponent), reconnect_backoff_max);
   self->delayed_send(self, st.failures == 0 ? std::chrono::milliseconds(0) : delay,
-                     reconnect_atom::value);
+                     client_reconnect_atom::value);
 }
 
 caf::behavior client_behavior(client_actor* self, client_actor_config cfg) {
@@ -345,7 +325,7 @@ caf::behavior client_behavior(client_actor* self, client_actor_config cfg) {
     }
   });
   return {
-      [self](reconnect_atom) {
+      [self](client_reconnect_atom) {
         auto& st = self->state;
         if (st.connected)
           return;
@@ -380,7 +360,7 @@ caf::behavior client_behavior(client_actor* self, client_actor_config cfg) {
                   schedule_reconnect(self);
                 });
       },
-      [self](call_atom, call_handle& h) {
+      [self](client_call_atom, call_handle& h) {
         auto& st = self->state;
         auto c = std::move(h.ptr);
         if (!st.connected) {
@@ -404,7 +384,7 @@ caf::behavior client_behavior(client_actor* self, client_actor_config cfg) {
         c->issue(self, id);
         schedule_expiry(self);
       },
-      [self](expire_atom) {
+      [self](client_expire_atom) {
         auto& st = self->state;
         st.expire_scheduled = false;
         auto now = steady::now();
@@ -419,7 +399,7 @@ caf::behavior client_behavior(client_actor* self, client_actor_config cfg) {
         }
         schedule_expiry(self);
       },
-      [self](close_atom) {
+      [self](client_close_atom) {
         fail_all(self, make_error(pool_errc::unavailable, "the client was closed"),
                  false);
         self->quit();
@@ -489,7 +469,7 @@ struct client::impl {
     c->done = std::move(done);
     if (on_send)
       run_callback(on_send);
-    caf::anon_send(actor, call_atom::value, call_handle{std::move(c)});
+    caf::anon_send(actor, client_call_atom::value, call_handle{std::move(c)});
   }
 
   template <class T>
@@ -511,7 +491,7 @@ client::~client() {
   impl_->shared->set_closed();
   if (impl_->actor) {
     caf::scoped_actor self{*impl_->sys};
-    self->request(impl_->actor, caf::infinite, close_atom::value)
+    self->request(impl_->actor, caf::infinite, client_close_atom::value)
         .receive([] {}, [](caf::error&) {});
   }
   impl_->actor = nullptr;
@@ -530,7 +510,7 @@ caf::expected<std::unique_ptr<client>> client::connect(const client_options& opt
   ptr->cfg.load<caf::io::middleman>();
   if (opts.tls.enabled())
     enable_tls(ptr->cfg, opts.tls);
-  auto args = default_client_caf_args;
+  auto args = client_caf_defaults();
   args.insert(args.end(), opts.caf_args.begin(), opts.caf_args.end());
   std::istringstream no_ini;
   if (auto err = ptr->cfg.parse(args, no_ini))

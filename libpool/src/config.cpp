@@ -22,6 +22,12 @@
 #include <sstream>
 #include <stdexcept>
 
+#include <caf/actor_system_config.hpp>
+#include <caf/config_option_set.hpp>
+#include <caf/io/middleman.hpp>
+#include <caf/openssl/manager.hpp>
+
+#include "pool/caf_defaults.hpp"
 #include "pool/error.hpp"
 
 namespace pool {
@@ -740,6 +746,21 @@ const key_spec* find_key(const std::string& name) {
   return nullptr;
 }
 
+/// True for an option CAF itself knows (its core, middleman and openssl
+/// sections): a typo in one of CAF's sections is refused like one in ours,
+/// before the node starts, instead of by CAF's parser afterwards.
+bool is_caf_option(const std::string& key) {
+  struct catalog : caf::actor_system_config {
+    catalog() {
+      load<caf::io::middleman>();
+      load<caf::openssl::manager>();
+    }
+    const caf::config_option_set& options() const { return custom_options_; }
+  };
+  static const catalog known;
+  return known.options().qualified_name_lookup(key) != nullptr;
+}
+
 /// Sections of CAF itself, forwarded to `caf_args`.
 bool is_caf_section(const std::string& section) {
   static const char* names[] = {"scheduler",     "middleman", "stream",
@@ -993,7 +1014,8 @@ struct loader {
       bool is_model_key = !section_is_caf && spec == nullptr &&
                           split_model_key(key, model_name, model_key) &&
                           model_section_keys().count(model_key) > 0;
-      if (!section_is_caf && spec == nullptr && !is_model_key)
+      if ((!section_is_caf && spec == nullptr && !is_model_key) ||
+          (section_is_caf && !is_caf_option(key)))
         in.fail_at("", "unknown key " + key);
       in.skip_blanks();
       if (in.peek() != '=')
@@ -1037,7 +1059,9 @@ struct loader {
     if (dot == std::string::npos || dot == 0 || dot + 1 == key.size())
       fail(key + ": key without section, expected --section.key=value (" + where + ")");
     if (is_caf_section(key.substr(0, dot))) {
-      cfg.caf_args.push_back(arg);  // CAF validates its own options
+      if (!is_caf_option(key))
+        fail("unknown key " + key + " (" + where + ")");
+      cfg.caf_args.push_back(arg);  // CAF validates its own values
       caf_seen[key] = where;
       return;
     }
@@ -1149,12 +1173,11 @@ struct loader {
            source("model.kind") + ")");
   }
 
-  /// CAF's defaults of 0 disable both; we want dead peers detected.
+  /// pool::node_caf_defaults, for each key the user did not set.
   void add_caf_defaults() {
-    if (caf_seen.count("middleman.heartbeat-interval") == 0)
-      cfg.caf_args.emplace_back("--middleman.heartbeat-interval=1s");
-    if (caf_seen.count("middleman.connection-timeout") == 0)
-      cfg.caf_args.emplace_back("--middleman.connection-timeout=10s");
+    for (auto& option : node_caf_defaults())
+      if (caf_seen.count(caf_option_key(option)) == 0)
+        cfg.caf_args.push_back(std::move(option));
   }
 };
 
@@ -1230,7 +1253,8 @@ std::string node_usage(const std::string& program) {
         << "      " << spec.doc << "; " << expectation(spec) << "\n";
   }
   out << "\nCAF's own sections (scheduler, middleman, stream, work-stealing, openssl,\n"
-      << "logger) are passed to CAF unchanged, e.g. --scheduler.max-threads=4.\n"
+      << "logger) are passed to CAF, e.g. --scheduler.max-threads=4; a key CAF does\n"
+      << "not know is refused like ours.\n"
       << "Defaults added unless set: --middleman.heartbeat-interval=1s\n"
       << "                           --middleman.connection-timeout=10s\n";
   return out.str();

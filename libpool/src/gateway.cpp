@@ -11,6 +11,7 @@
 #include <caf/io/middleman_actor.hpp>
 
 #include "actors.hpp"
+#include "defaults.hpp"
 #include "guarded_actor.hpp"
 #include "logging.hpp"
 #include "metrics.hpp"
@@ -22,11 +23,6 @@ namespace pool::detail {
 
 namespace {
 
-/// Bound on a status query to a supervisor, and on join and leave.
-constexpr caf::timespan status_timeout = std::chrono::seconds(10);
-/// Most status and metrics requests waiting for one model's fresh status.
-constexpr size_t max_status_waiters = 4096;
-
 /// Gets a model's status (or why not).
 using status_waiter = std::function<void(caf::expected<pool_status>)>;
 
@@ -36,8 +32,6 @@ struct status_snapshot {
   caf::actor_clock::time_point at;
   std::vector<status_waiter> waiting;
 };
-/// Bound on resolving a peer's address for a log line.
-constexpr caf::timespan resolve_timeout = std::chrono::seconds(1);
 
 /// A request the gateway has passed to a supervisor and will answer itself.
 struct pending_answer {
@@ -49,6 +43,8 @@ struct pending_answer {
 struct gateway_state {
   static inline const char* name = "embedpool.gateway";
   std::vector<model_route> routes;  // default model first; never empty
+  /// Routes whose supervisor is down (drained or died), by index.
+  std::vector<bool> route_down;
   /// Reply counters of each route's model, by index into `routes`.
   std::vector<std::shared_ptr<model_metrics>> metrics;
   pool_section limits;
@@ -147,6 +143,10 @@ caf::result<matrix> submit(gateway_actor* self, size_t route, lane ln,
                            request_origin& origin) {
   auto& st = self->state;
   auto& target = st.routes[route];
+  if (st.route_down[route])
+    return refused(self, route, origin,
+                   make_error(pool_errc::unavailable,
+                              "the supervisor of model \"" + target.name + "\" stopped"));
   auto& gate = *target.gate;
   if (gate.queued.load(std::memory_order_relaxed) >= gate.limit) {
     gate.shed.fetch_add(1, std::memory_order_relaxed);
@@ -410,6 +410,7 @@ caf::behavior gateway_behavior(gateway_actor* self, std::vector<model_route> rou
   auto& st = self->state;
   st.routes = std::move(routes);
   st.snapshots.resize(st.routes.size());
+  st.route_down.resize(st.routes.size());
   st.status_max_age = status_max_age;
   st.limits = limits;
   if (!registry)
@@ -417,17 +418,19 @@ caf::behavior gateway_behavior(gateway_actor* self, std::vector<model_route> rou
   for (auto& r : st.routes)
     st.metrics.push_back(registry->model(r.name));
   st.registry = std::move(registry);
-  // Without the default model's supervisor the gateway could never answer:
-  // go down with it. Another model's supervisor that dies fails its tickets.
+  // A supervisor that goes down fails its tickets, and later requests for
+  // its model are answered `unavailable`; with no supervisor left the
+  // gateway could never answer and goes down too.
   for (auto& r : st.routes)
     self->monitor(r.supervisor);
   self->set_down_handler([=](caf::down_msg& msg) {
-    auto& known = self->state.routes;
-    for (size_t i = 0; i < known.size(); ++i) {
-      if (msg.source != known[i].supervisor.address())
+    auto& s = self->state;
+    for (size_t i = 0; i < s.routes.size(); ++i) {
+      if (s.route_down[i] || msg.source != s.routes[i].supervisor.address())
         continue;
       fail_route(self, i, msg.reason);
-      if (i == 0)
+      s.route_down[i] = true;
+      if (std::all_of(s.route_down.begin(), s.route_down.end(), [](bool d) { return d; }))
         self->quit(msg.reason);
       return;
     }
@@ -596,7 +599,7 @@ caf::actor spawn_gateway(caf::local_actor* parent, std::vector<model_route> rout
     return gateway_behavior(self, std::move(routes), limits, std::move(registry),
                             status_max_age);
   };
-  // Only its parent (the node's supervisor) may stop it with an exit message.
+  // Only its parent (the node root) may stop it with an exit message.
   impl::options opts;
   opts.owner = parent->address();
   opts.self_logs = true;

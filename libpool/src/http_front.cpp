@@ -23,6 +23,7 @@
 
 #include "access_log.hpp"
 #include "actors.hpp"
+#include "defaults.hpp"
 #include "logging.hpp"
 #include "metrics.hpp"
 #include "pool/protocol.hpp"
@@ -37,8 +38,6 @@ using json = nlohmann::json;
 /// Keep-alive: an idle connection gives its thread back after this long.
 constexpr time_t keep_alive_seconds = 2;
 constexpr size_t keep_alive_max_requests = 1000;
-/// Bound on a status or metrics query.
-constexpr auto status_timeout = std::chrono::seconds(10);
 
 using clock_type = std::chrono::steady_clock;
 
@@ -900,18 +899,18 @@ http_endpoint endpoint_of(const std::string& path) {
 
 struct http_front::impl {
   caf::actor_system& sys;
-  caf::actor supervisor;
+  caf::actor root;
   http_front_config cfg;
   std::shared_ptr<model_metrics> metrics;
   bounded_server server;
   std::unique_ptr<overflow_responder> overflow;
   std::thread listener;
   std::mutex gateway_mtx;
-  caf::actor gateway;  // cached; refreshed from the supervisor when it dies
+  caf::actor gateway;  // cached; refreshed from the root when it dies
   std::shared_ptr<spdlog::logger> log = get_logger("http");
 
-  impl(caf::actor_system& system, caf::actor sup, http_front_config config)
-      : sys(system), supervisor(std::move(sup)), cfg(std::move(config)) {
+  impl(caf::actor_system& system, caf::actor node_root, http_front_config config)
+      : sys(system), root(std::move(node_root)), cfg(std::move(config)) {
     metrics = cfg.metrics->model(cfg.model_name);
     if (cfg.models.empty())
       cfg.models.push_back(http_model{cfg.model_name, cfg.model});
@@ -938,8 +937,8 @@ struct http_front::impl {
                "model");
   }
 
-  /// The current gateway; asks the supervisor when none is cached (or when
-  /// `refresh`). Null if the supervisor is gone or has none right now.
+  /// The current gateway; asks the root when none is cached (or when
+  /// `refresh`). Null if the root is gone or has none right now.
   caf::actor current_gateway(bool refresh) {
     {
       std::lock_guard<std::mutex> guard{gateway_mtx};
@@ -948,7 +947,7 @@ struct http_front::impl {
     }
     caf::scoped_actor self{sys};
     caf::actor fresh;
-    self->request(supervisor, status_timeout, gateway_atom::value)
+    self->request(root, status_timeout, gateway_atom::value)
         .receive([&](caf::actor& gw) { fresh = std::move(gw); }, [](caf::error&) {});
     std::lock_guard<std::mutex> guard{gateway_mtx};
     gateway = fresh;
@@ -1638,9 +1637,8 @@ struct http_front::impl {
   }
 };
 
-http_front::http_front(caf::actor_system& sys, caf::actor supervisor,
-                       http_front_config cfg)
-    : impl_(std::make_unique<impl>(sys, std::move(supervisor), std::move(cfg))) {}
+http_front::http_front(caf::actor_system& sys, caf::actor root, http_front_config cfg)
+    : impl_(std::make_unique<impl>(sys, std::move(root), std::move(cfg))) {}
 
 http_front::~http_front() {
   stop();

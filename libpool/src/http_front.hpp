@@ -81,8 +81,8 @@ struct http_front_config {
 /// destructor) must run before the actor system is destroyed.
 class http_front {
  public:
-  /// `supervisor` answers `(gateway_atom)` and `(status_atom)`.
-  http_front(caf::actor_system& sys, caf::actor supervisor, http_front_config cfg);
+  /// `root` (the node root) answers `(gateway_atom)` with the current gateway.
+  http_front(caf::actor_system& sys, caf::actor root, http_front_config cfg);
   ~http_front();
 
   http_front(const http_front&) = delete;

@@ -6,6 +6,7 @@
 #include <mutex>
 
 #include "actors.hpp"
+#include "defaults.hpp"
 #include "guarded_actor.hpp"
 #include "logging.hpp"
 #include "peer_guard.hpp"
@@ -14,13 +15,6 @@
 namespace pool::detail {
 
 namespace {
-
-/// Bound on one connect attempt (a frozen supervisor never answers).
-constexpr caf::timespan connect_timeout = std::chrono::seconds(10);
-/// Bound on the join handshake.
-constexpr caf::timespan join_timeout = std::chrono::seconds(10);
-
-using connect_retry_atom = caf::atom_constant<caf::atom("reconnect")>;
 
 /// The node the workers are lent to: the only one whose work and pings they
 /// take. Shared by a lender and its workers; thread-safe.
@@ -84,7 +78,7 @@ void schedule_connect(lender_actor* self) {
   ++st.failures;
   // Try the next supervisor in the list on every failure.
   st.endpoint = (st.endpoint + 1) % st.cfg.supervisors.size();
-  self->delayed_send(self, delay, connect_retry_atom::value);
+  self->delayed_send(self, delay, reconnect_atom::value);
 }
 
 /// The supervisor at `gw` refused the hello or the join: log it, forget it
@@ -211,17 +205,15 @@ caf::behavior lender_behavior(lender_actor* self, lender_config cfg) {
       return;
     }
   });
-  self->send(self, connect_retry_atom::value);
+  self->send(self, reconnect_atom::value);
   return {
-      [=](connect_retry_atom) {
+      [=](reconnect_atom) {
         if (!from_other_node(self))
           connect(self);
       },
       [=](drain_atom) {
         auto& s = self->state;
-        // Drain comes from the node's own signal handling only.
-        if (s.leaving || from_other_node(self) ||
-            (s.cfg.drain_signal && !s.cfg.drain_signal->load()))
+        if (s.leaving || !drain_ordered(self, s.cfg.drain_signal))
           return;
         s.leaving = true;
         if (!s.gateway) {

@@ -135,7 +135,7 @@ caf::error check_memory_budget(const std::vector<served_model>& models,
                         std::to_string((needed + mib - 1) / mib) + " MiB estimated)");
 }
 
-/// The supervisor config of one served model (no publishing, no other models).
+/// The supervisor config of one served model.
 detail::supervisor_config model_supervisor_config(
     const node_config& cfg, const served_model& m,
     std::shared_ptr<detail::memory_budget> budget,
@@ -150,7 +150,6 @@ detail::supervisor_config model_supervisor_config(
   scfg.pool = m.pool;
   scfg.heartbeat = cfg.heartbeat;
   scfg.cluster = cfg.cluster;
-  scfg.status_max_age = cfg.status.max_age;
   scfg.log = cfg.log;
   scfg.model_name = m.name;
   scfg.metrics = std::move(metrics);
@@ -405,22 +404,19 @@ caf::actor spawn_root(caf::actor_system& sys, const node_config& cfg,
         .write(log, spdlog::level::info);
     return detail::spawn_lender(sys, std::move(lcfg));
   }
-  auto scfg = model_supervisor_config(cfg, served.front(), shared.budget, shared.metrics);
-  scfg.drain_signal = shared.drain_signal;
+  detail::root_config rcfg;
+  for (const auto& model : served)
+    rcfg.models.push_back(
+        model_supervisor_config(cfg, model, shared.budget, shared.metrics));
+  rcfg.status_max_age = cfg.status.max_age;
   // One bound on request bytes for the whole node, all models.
-  scfg.bytes = std::make_shared<detail::byte_budget>(cfg.pool.max_queued_bytes_mib << 20);
-  for (size_t i = 0; i < served.size(); ++i) {
-    scfg.model_names.push_back(served[i].name);
-    if (i > 0)
-      scfg.other_models.push_back(
-          model_supervisor_config(cfg, served[i], shared.budget, shared.metrics));
-  }
-  scfg.publish = true;
-  scfg.host = cfg.node.host;
-  scfg.port = cfg.node.port;
-  scfg.tls = cfg.tls.enabled();
-  scfg.metrics = shared.metrics;
-  return detail::spawn_supervisor(sys, std::move(scfg));
+  rcfg.bytes = std::make_shared<detail::byte_budget>(cfg.pool.max_queued_bytes_mib << 20);
+  rcfg.metrics = shared.metrics;
+  rcfg.drain_signal = shared.drain_signal;
+  rcfg.host = cfg.node.host;
+  rcfg.port = cfg.node.port;
+  rcfg.tls = cfg.tls.enabled();
+  return detail::spawn_root(sys, std::move(rcfg));
 }
 
 /// Starts the HTTP front of `root` on http.host:http.port and sets `port` to

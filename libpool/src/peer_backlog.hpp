@@ -29,6 +29,8 @@
 
 #include <caf/node_id.hpp>
 
+#include "defaults.hpp"
+
 namespace pool::detail {
 
 /// Sets the bound on unwritten reply bytes per peer connection; 0 = none
@@ -50,11 +52,8 @@ std::string peer_address_of(const caf::node_id& peer);
 /// A peer that keeps sending what the node drops (messages refused by the
 /// trust boundary, messages no handler takes) is disconnected: more than
 /// `max_dropped_messages` or `max_dropped_bytes` of them within
-/// `dropped_window`. No client of ours sends either.
-constexpr uint64_t max_dropped_messages = 10000;
-constexpr uint64_t max_dropped_bytes = uint64_t{64} << 20;
-constexpr std::chrono::seconds dropped_window{10};
-
+/// `dropped_window` (defaults.hpp). No client of ours sends either.
+///
 /// Counts a dropped message of `bytes` from `peer`. When that takes the peer
 /// past the bounds above, its direct connection is marked to be shut down
 /// at the next write the node makes to it (a BASP heartbeat at the latest,

@@ -2,13 +2,12 @@
 
 #include <caf/all.hpp>
 
+#include "defaults.hpp"
 #include "logging.hpp"
 
 namespace pool::detail {
 
 namespace {
-
-constexpr auto foreign_log_interval = std::chrono::seconds(1);
 
 /// Counts a dropped message from another node and logs it when a line is
 /// due: `content`'s kind, or `what` for a message without one.
@@ -41,6 +40,11 @@ std::string message_kind(const caf::type_erased_tuple& content) {
 bool from_other_node(caf::local_actor* self) {
   auto& sender = self->current_sender();
   return sender && sender->node() != self->home_system().node();
+}
+
+bool drain_ordered(caf::local_actor* self,
+                   const std::shared_ptr<const std::atomic<bool>>& drain_signal) {
+  return !from_other_node(self) && (!drain_signal || drain_signal->load());
 }
 
 foreign_messages& foreign_messages::instance() {

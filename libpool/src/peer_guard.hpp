@@ -14,6 +14,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <string>
 
@@ -31,6 +32,12 @@ std::string message_kind(const caf::type_erased_tuple& content);
 /// another node. A message without a sender counts as local: internal actors
 /// are never in CAF's registry, so no peer can address them at all.
 bool from_other_node(caf::local_actor* self);
+
+/// True if the `(drain_atom)` `self` is handling may start a drain: it comes
+/// from this node, and the node's signal handling has set `drain_signal`
+/// (null = always, for tests). A drain comes from SIGINT/SIGTERM only.
+bool drain_ordered(caf::local_actor* self,
+                   const std::shared_ptr<const std::atomic<bool>>& drain_signal);
 
 /// A process-wide count of dropped messages, with a rate limit for the log
 /// lines about them.

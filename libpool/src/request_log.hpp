@@ -21,13 +21,11 @@
 
 #include <caf/error.hpp>
 
+#include "defaults.hpp"
 #include "logging.hpp"
 #include "request_origin.hpp"
 
 namespace pool::detail {
-
-/// Most request lines a component writes per second (see above).
-constexpr uint32_t request_lines_per_second = 50;
 
 /// Adds `request_id`, `model`, `peer` and `peer_address` to `ev`. A BASP
 /// peer's address is looked up from its live connection ("unknown" once the

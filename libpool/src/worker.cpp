@@ -9,6 +9,7 @@
 #include <caf/all.hpp>
 
 #include "actors.hpp"
+#include "defaults.hpp"
 #include "guarded_actor.hpp"
 #include "logging.hpp"
 #include "metrics.hpp"
@@ -18,9 +19,6 @@ namespace pool::detail {
 namespace {
 
 std::atomic<bool> hung_workers_released{false};
-
-/// Upper bound on a drill hang, so that no thread outlives a test run forever.
-constexpr auto max_hang = std::chrono::minutes(10);
 
 using steady_time = std::chrono::steady_clock::time_point;
 
@@ -314,7 +312,15 @@ bool admitted(worker_actor* self, const worker_config& cfg) {
 caf::behavior worker_behavior(worker_actor* self, worker_config cfg) {
   guard_internal_actor(self, "worker");
   if (cfg.owner) {
-    self->monitor(cfg.owner);
+    // A strong handle for the monitor: the owner may already be gone (a node
+    // stopping while it starts), and CAF 0.17 monitors an actor_addr through
+    // a raw pointer that is not kept alive.
+    auto owner = caf::actor_cast<caf::actor>(cfg.owner);
+    if (!owner) {
+      self->quit();
+      return {};
+    }
+    self->monitor(owner);
     self->set_down_handler([=](caf::down_msg& msg) {
       if (msg.source == cfg.owner)
         self->quit(msg.reason);

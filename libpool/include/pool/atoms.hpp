@@ -1,56 +1,72 @@
-// Atoms of the embedpool protocol. Every atom text is at most 10 characters
-// (a CAF 0.17 limit). Peers use the first group; the rest is internal to a node.
+// Atoms of the embedpool protocol: an index of names. Every atom text is at
+// most 10 characters (a CAF 0.17 limit). The messages they start are listed in
+// one place each: what a peer sends and gets back in pool/protocol.hpp, the
+// messages between a node's actors in libpool/src/actors.hpp.
 #pragma once
 
 #include <caf/atom.hpp>
 
 namespace pool {
 
-// -- requests a peer sends to the gateway ------------------------------------
+// -- peer -> gateway -------------------------------------------------------------
 
-/// `(embed_atom, std::string text [, std::string task])` -> `matrix` (one row).
+/// One text -> `matrix` (one row).
 using embed_atom = caf::atom_constant<caf::atom("embed")>;
-/// `(batch_atom, std::vector<std::string> texts [, std::string task])` -> `matrix`.
+/// Many texts -> `matrix`.
 using batch_atom = caf::atom_constant<caf::atom("batch")>;
-/// `(status_atom)` -> `pool_status`.
+/// A model's `pool_status`.
 using status_atom = caf::atom_constant<caf::atom("status")>;
-/// `(metrics_atom)` -> `std::string`: the node's Prometheus text exposition.
+/// The node's Prometheus text exposition.
 using metrics_atom = caf::atom_constant<caf::atom("metrics")>;
-/// `(hello_atom, uint32_t protocol)` -> `(hello_atom, uint32_t protocol,
-/// std::string version)`, or the error `protocol_mismatch` naming both
-/// versions. The first message a peer sends after connecting (pool/version.hpp);
-/// only builtin types, so that every version can read it.
+/// The protocol handshake (pool/version.hpp); only builtin types, so that
+/// every version can read it.
 using hello_atom = caf::atom_constant<caf::atom("hello")>;
 
-// -- supervisor <-> worker ---------------------------------------------------
+// -- between a node's actors (and worker nodes) ----------------------------------
 
-/// Supervisor -> worker: `(work_atom, job)`; worker -> supervisor: `(done_atom, ...)`.
+/// Gateway -> supervisor: a request under a ticket; supervisor -> gateway: its
+/// answer.
+using submit_atom = caf::atom_constant<caf::atom("submit")>;
+using answer_atom = caf::atom_constant<caf::atom("answer")>;
+/// Supervisor -> worker: a job; worker -> supervisor: its result or failure.
 using work_atom = caf::atom_constant<caf::atom("work")>;
 using done_atom = caf::atom_constant<caf::atom("done")>;
 using fail_atom = caf::atom_constant<caf::atom("fail")>;
-/// Heartbeat: `(ping_atom, uint64_t seq)` (high priority) ->
-/// `(pong_atom, uint64_t seq, worker_report)`.
+/// Heartbeat: supervisor -> worker (high priority), worker -> supervisor.
 using ping_atom = caf::atom_constant<caf::atom("ping")>;
 using pong_atom = caf::atom_constant<caf::atom("pong")>;
-/// Worker-internal: process the next chunk of locally queued work.
-using run_atom = caf::atom_constant<caf::atom("run")>;
-
-// -- supervisor housekeeping -------------------------------------------------
-
-using tick_atom = caf::atom_constant<caf::atom("tick")>;
-using restart_atom = caf::atom_constant<caf::atom("restart")>;
-using drain_atom = caf::atom_constant<caf::atom("drain")>;
-/// Gateway -> supervisor: `(submit_atom, uint64_t ticket, uint8_t lane, texts,
-/// task)`; supervisor -> gateway: `(answer_atom, ticket, matrix | caf::error)`.
-using submit_atom = caf::atom_constant<caf::atom("submit")>;
-using answer_atom = caf::atom_constant<caf::atom("answer")>;
-/// Worker node -> gateway -> supervisor:
-/// `(join_atom, std::string node, std::vector<caf::actor> workers)` -> `uint32_t`
-/// (workers added); `(leave_atom, std::string node)` -> `uint32_t` once none of
-/// the node's workers holds work any more.
+/// Worker node -> gateway -> supervisor: lend workers, take them back.
 using join_atom = caf::atom_constant<caf::atom("join")>;
 using leave_atom = caf::atom_constant<caf::atom("leave")>;
-/// `(gateway_atom)` -> `caf::actor`: the supervisor's current gateway.
+/// Node root: the current gateway (asked), or the gateway a supervisor reaches
+/// lent workers through (told).
 using gateway_atom = caf::atom_constant<caf::atom("gateway")>;
+/// Node root: the supervisors of the served models, default first.
+using models_atom = caf::atom_constant<caf::atom("models")>;
+/// Node root, supervisor, lender: start the graceful drain.
+using drain_atom = caf::atom_constant<caf::atom("drain")>;
+
+// -- timers and steps an actor sends itself -------------------------------------
+
+/// Supervisor: its periodic check (deadlines, heartbeats, scaling, drain);
+/// root: the drain's bound.
+using tick_atom = caf::atom_constant<caf::atom("tick")>;
+/// Supervisor: start a worker again after its backoff.
+using restart_atom = caf::atom_constant<caf::atom("restart")>;
+/// Worker: embed the next chunk of locally queued work.
+using run_atom = caf::atom_constant<caf::atom("run")>;
+/// Root: publish a replaced gateway again while the old socket closes.
+using republish_atom = caf::atom_constant<caf::atom("republish")>;
+/// Lender: the next attempt to reach a supervisor after a backoff.
+using reconnect_atom = caf::atom_constant<caf::atom("reconnect")>;
+
+// -- pool::client's own actor ----------------------------------------------------
+
+/// A call to issue; closing (fail everything pending and quit).
+using client_call_atom = caf::atom_constant<caf::atom("cl_call")>;
+using client_close_atom = caf::atom_constant<caf::atom("cl_close")>;
+/// Expire overdue calls; reconnect after losing the node.
+using client_expire_atom = caf::atom_constant<caf::atom("cl_expire")>;
+using client_reconnect_atom = caf::atom_constant<caf::atom("cl_recon")>;
 
 }  // namespace pool

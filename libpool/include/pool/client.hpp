@@ -69,7 +69,9 @@ struct client_options {
   /// bound their own outstanding calls). `status()` never counts.
   uint32_t window = 64;
   /// Extra `--section.key=value` options for the client's CAF actor system
-  /// (defaults: `scheduler.max-threads=2`, `middleman.heartbeat-interval=1s`).
+  /// (defaults: pool::client_caf_defaults() in pool/caf_defaults.hpp, i.e.
+  /// `scheduler.max-threads=2`, `middleman.heartbeat-interval=1s` and the
+  /// scheduler's idle settings); an option given here replaces its default.
   std::vector<std::string> caf_args;
 };
 

@@ -224,6 +224,11 @@ struct ledger_counters {
   uint64_t in_flight = 0;
 };
 
+/// The ledger's invariant: accepted == completed + failed + expired + in_flight.
+inline bool balanced(const ledger_counters& l) {
+  return l.accepted == l.completed + l.failed + l.expired + l.in_flight;
+}
+
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, ledger_counters& x) {
   return f(caf::meta::type_name("pool.ledger"), x.accepted, x.completed, x.failed,

@@ -11,6 +11,10 @@
 #                              $TMP/NAME.log; sets PID and PORT
 #   stop_all                   SIGTERM to every pid in PIDS, waits for them
 #   loadavg LABEL              prints the load average to stderr
+#   cpu_ticks PID              user + system CPU time of PID so far, in
+#                              clock ticks (getconf CLK_TCK per second)
+#   tag_json FIELDS            copies stdin's JSON lines with FIELDS (e.g.
+#                              '"round":1,"kind":"latency"') put first
 
 NODE="$BUILD/apps/embedpool-node"
 LOADGEN="$BUILD/tools/loadgen/embedpool-loadgen"
@@ -65,4 +69,12 @@ stop_all() {
 
 loadavg() {
   echo "$BENCH: load average $1: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+}
+
+cpu_ticks() {
+  awk '{print $14 + $15}' "/proc/$1/stat"
+}
+
+tag_json() {
+  sed "s/^{/{$1,/"
 }

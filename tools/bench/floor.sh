@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# How close the node comes to the framework's floor (issue 16), side by side
+# in one run, rounds interleaved so that a noisy machine hits both sides:
+#
+#   latency  one embed request at a time, each call timed alone (p50):
+#            pool::client to a node (hash-384, one worker, default settings)
+#            against a raw CAF 0.17 request/reply between two processes with
+#            the CAF settings of a node and of pool::client
+#            (tools/bench/floor_probe.cpp serves and times both);
+#            target: pool <= 1.2 x raw
+#   embed    window 256, TEXT_BYTES-byte texts, the load generator against
+#            direct embedder calls in one thread; target >= 0.7
+#   batch    batches of BATCH_SIZE at window 16 against direct calls in
+#            batches of BATCH_SIZE; target >= 0.85
+#   idle     the node's CPU time over IDLE_SECONDS of no traffic, as a share
+#            of one core; target <= 1 %
+#
+# The load average at the start is printed: figures mean something on a quiet
+# machine (load average < 1).
+#
+# usage: tools/bench/floor.sh
+# env:   BUILD (build), ROUNDS (3), CALLS (3000 per latency round),
+#        SECONDS_EACH (4 per throughput round), TEXT_BYTES (64),
+#        BATCH_SIZE (16), IDLE_SECONDS (30), OUT (tools/bench/results)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+BUILD="${BUILD:-build}"
+ROUNDS="${ROUNDS:-3}"
+CALLS="${CALLS:-3000}"
+SECONDS_EACH="${SECONDS_EACH:-4}"
+TEXT_BYTES="${TEXT_BYTES:-64}"
+BATCH_SIZE="${BATCH_SIZE:-16}"
+IDLE_SECONDS="${IDLE_SECONDS:-30}"
+OUT="${OUT:-tools/bench/results}"
+BENCH=floor.sh
+. tools/bench/common.sh
+PROBE="$BUILD/tools/floor_probe"
+DIRECT="$BUILD/tools/pool_overhead_direct"
+bench_init "$NODE" "$LOADGEN" "$PROBE" "$DIRECT"
+
+echo "floor.sh: load average at start: $(cut -d' ' -f1-3 /proc/loadavg)" \
+  "($(nproc) cores; figures are meant for a load average < 1)"
+
+# The raw anchor serves until its stdin closes (fd 4 below).
+mkfifo "$TMP/raw.in"
+"$PROBE" serve-raw <"$TMP/raw.in" >"$TMP/raw.out" 2>&1 &
+PIDS+=("$!")
+exec 4>"$TMP/raw.in"
+wait_for "$TMP/raw.out" "port="
+RAW_PORT=$(sed -n 's/^port=//p' "$TMP/raw.out")
+
+start_node floor --pool.workers=1
+NODE_PID=$PID
+NODE_PORT=$PORT
+
+RUNS="$OUT/floor_runs.jsonl"
+: >"$RUNS"
+for round in $(seq 1 "$ROUNDS"); do
+  echo "floor.sh: round $round of $ROUNDS" >&2
+  "$PROBE" raw --port="$RAW_PORT" --calls="$CALLS" --text-bytes="$TEXT_BYTES" |
+    tag_json "\"round\":$round,\"kind\":\"latency\"" >>"$RUNS"
+  "$PROBE" pool --port="$NODE_PORT" --calls="$CALLS" --text-bytes="$TEXT_BYTES" |
+    tag_json "\"round\":$round,\"kind\":\"latency\"" >>"$RUNS"
+  "$DIRECT" --text-bytes="$TEXT_BYTES" --batch-size="$BATCH_SIZE" \
+    --seconds="$SECONDS_EACH" | tag_json "\"round\":$round,\"kind\":\"direct\"" >>"$RUNS"
+  "$LOADGEN" --port="$NODE_PORT" --mode=embed --window=256 --duration="$SECONDS_EACH" \
+    --text-bytes="$TEXT_BYTES" --status-interval=0 2>/dev/null |
+    tag_json "\"round\":$round,\"kind\":\"loadgen\"" >>"$RUNS"
+  "$LOADGEN" --port="$NODE_PORT" --mode=batch --batch-size="$BATCH_SIZE" --window=16 \
+    --duration="$SECONDS_EACH" --text-bytes="$TEXT_BYTES" --status-interval=0 2>/dev/null |
+    tag_json "\"round\":$round,\"kind\":\"loadgen\"" >>"$RUNS"
+done
+
+# Idle: no client connected any more; let the last requests drain first.
+sleep 2
+before=$(cpu_ticks "$NODE_PID")
+sleep "$IDLE_SECONDS"
+after=$(cpu_ticks "$NODE_PID")
+echo "{\"kind\":\"idle\",\"seconds\":$IDLE_SECONDS,\"ticks\":$((after - before)),\"hz\":$(getconf CLK_TCK)}" >>"$RUNS"
+
+exec 4>&-
+stop_all
+echo "floor.sh: load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+python3 - "$RUNS" <<'PY' | tee "$OUT/floor_summary.txt"
+import json, statistics, sys
+runs = [json.loads(l) for l in open(sys.argv[1])]
+def med(xs):
+    return statistics.median(xs)
+lat = {t: [r["p50_us"] for r in runs if r.get("kind") == "latency" and r["target"] == t]
+       for t in ("raw_caf", "embedpool")}
+p99 = {t: [r["p99_us"] for r in runs if r.get("kind") == "latency" and r["target"] == t]
+       for t in ("raw_caf", "embedpool")}
+direct = [r for r in runs if r.get("kind") == "direct"]
+embed = [r for r in runs if r.get("kind") == "loadgen" and r["mode"] == "embed"]
+batch = [r for r in runs if r.get("kind") == "loadgen" and r["mode"] == "batch"]
+idle = next(r for r in runs if r.get("kind") == "idle")
+def bad(rs):
+    return sum(sum(r["errors"].values()) + r["missing"] for r in rs)
+rows = []
+lat_ratio = med(lat["embedpool"]) / med(lat["raw_caf"])
+rows.append(("one request, p50", f"{med(lat['embedpool']):.0f} us (p99 {med(p99['embedpool']):.0f})",
+             f"raw CAF request/reply {med(lat['raw_caf']):.0f} us (p99 {med(p99['raw_caf']):.0f})",
+             f"{lat_ratio:.2f}", "<= 1.2", lat_ratio <= 1.2))
+embed_ratio = med([e["throughput_rps"] / d["embed_rps"] for e, d in zip(embed, direct)])
+rows.append(("embed, window 256", f"{med([e['throughput_rps'] for e in embed]):.0f} req/s",
+             f"direct calls {med([d['embed_rps'] for d in direct]):.0f} texts/s",
+             f"{embed_ratio:.2f}", ">= 0.7", embed_ratio >= 0.7))
+batch_ratio = med([b["throughput_texts_per_s"] / d["batch_texts_per_s"]
+                   for b, d in zip(batch, direct)])
+rows.append((f"batch of {direct[0]['batch_size']}, window 16",
+             f"{med([b['throughput_texts_per_s'] for b in batch]):.0f} texts/s",
+             f"direct in calls of {direct[0]['batch_size']} "
+             f"{med([d['batch_texts_per_s'] for d in direct]):.0f} texts/s",
+             f"{batch_ratio:.2f}", ">= 0.85", batch_ratio >= 0.85))
+idle_share = idle["ticks"] / idle["hz"] / idle["seconds"]
+rows.append((f"idle node, {idle['seconds']} s", f"{100 * idle_share:.1f} % of one core", "",
+             f"{100 * idle_share:.1f} %", "<= 1 %", idle_share <= 0.01))
+rounds = len(lat["raw_caf"])
+print(f"floor.sh: medians of {rounds} interleaved rounds, {direct[0]['text_bytes']}-byte texts, "
+      f"{direct[0]['model']}, node with one worker")
+print(f"{'':22} {'embedpool':28} {'anchor (same run)':44} {'ratio':>6}  target")
+for name, ours, anchor, ratio, target, met in rows:
+    print(f"{name:22} {ours:28} {anchor:44} {ratio:>6}  {target:7} {'met' if met else 'NOT met'}")
+print(f"errors or missing answers in the load-generator runs: {bad(embed + batch)}")
+PY

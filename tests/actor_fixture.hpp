@@ -121,7 +121,7 @@ struct actor_fixture {
   /// Template for new fake workers.
   fake_worker_probe next_probe;
   /// The node root (unpublished) and the one model's supervisor it spawned.
-  caf::actor root;
+  detail::root_interface root;
   caf::actor supervisor;
   std::vector<caf::actor> observers;
 
@@ -184,7 +184,11 @@ struct actor_fixture {
     auto target = root;
     spawn_fn([=](caf::event_based_actor* self) {
       self->request(target, caf::infinite, models_atom::value)
-          .then([=](std::vector<caf::actor>& supervisors) { *result = supervisors; });
+          .then([=](std::vector<detail::supervisor_interface>& supervisors) {
+            // As dynamic handles: tests also send what the interface lacks.
+            for (auto& s : supervisors)
+              result->push_back(caf::actor_cast<caf::actor>(s));
+          });
     });
     sched.run();
     REQUIRE(result->size() == count);
@@ -201,7 +205,8 @@ struct actor_fixture {
 
   /// A flag that turns true once `whom` is down (its observer is kept in
   /// `observers`: an actor nobody holds is destroyed).
-  std::shared_ptr<bool> down_flag(caf::actor whom) {
+  template <class Handle>
+  std::shared_ptr<bool> down_flag(Handle whom) {
     auto down = std::make_shared<bool>(false);
     observers.push_back(spawn_fn([=](caf::event_based_actor* self) -> caf::behavior {
       self->monitor(whom);

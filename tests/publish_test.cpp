@@ -91,7 +91,8 @@ TEST_CASE("a killed gateway is republished on the same port and serves again",
   REQUIRE(old_gateway);
   // A gateway that dies anyway (here: the root's own kill; no other
   // sender's exit message gets in) is replaced and republished.
-  caf::send_as(root, old_gateway, caf::exit_msg{root.address(), caf::exit_reason::kill});
+  caf::send_as(caf::actor_cast<caf::actor>(root), old_gateway,
+               caf::exit_msg{root.address(), caf::exit_reason::kill});
   // Bounded wait until the root reports a different gateway.
   caf::actor new_gateway;
   for (int i = 0; i < 100 && (!new_gateway || new_gateway == old_gateway); ++i) {

@@ -398,7 +398,8 @@ TEST_CASE_METHOD(gateway_fixture, "a killed gateway is replaced by the node root
   release(current_workers()[0]);
   CHECK(still->ok());
   // A gateway that dies anyway (here: the root's own kill) is replaced.
-  caf::send_as(root, old, caf::exit_msg{root.address(), caf::exit_reason::kill});
+  caf::send_as(caf::actor_cast<caf::actor>(root), old,
+               caf::exit_msg{root.address(), caf::exit_reason::kill});
   sched.run();
   gateway = current_gateway();
   REQUIRE(gateway);
@@ -473,7 +474,8 @@ TEST_CASE_METHOD(actor_fixture,
   auto gate = std::make_shared<detail::admission_gate>(2);
   pool_section limits;
   auto gw = spawn_fn([&](caf::event_based_actor* self) -> caf::behavior {
-    auto g = detail::spawn_gateway(self, stalled, limits, gate);
+    auto g = detail::spawn_gateway(
+        self, caf::actor_cast<detail::supervisor_interface>(stalled), limits, gate);
     return {[=](embed_atom a, std::string& text) { return self->delegate(g, a, text); }};
   });
   sched.run();
@@ -596,7 +598,8 @@ TEST_CASE_METHOD(
   auto gate = std::make_shared<detail::admission_gate>(8);
   pool_section limits;
   auto gw = spawn_fn([&](caf::event_based_actor* self) -> caf::behavior {
-    auto g = detail::spawn_gateway(self, sup, limits, gate);
+    auto g = detail::spawn_gateway(
+        self, caf::actor_cast<detail::supervisor_interface>(sup), limits, gate);
     return {[=](status_atom a) { return self->delegate(g, a); }};
   });
   sched.run();

@@ -35,29 +35,13 @@
 //   (done|fail|pong ...) from a worker node: passed on to the default supervisor
 //   anything else                 -> pool error invalid_input (one log line a
 //                                    second at most, with the peer)
-// root (local senders only)
-//   (gateway_atom)                           -> caf::actor (current gateway)
-//   (models_atom)                            -> std::vector<caf::actor>: the
-//                                               supervisors, default model first
-//   (drain_atom)                             -> drains every model (only once
-//                                               drain_signal is set), then the
-//                                               gateway; the root quits last
-// supervisor (local senders only; one per model)
-//   (submit_atom, submission)   -> later (answer_atom, ticket, matrix |
-//                                    pool error) to the sender
-//   (status_atom)                            -> pool_status
-//   (gateway_atom, caf::actor)               from the root: the gateway through
-//                                               which lent workers are reached
-//   (join_atom, node_id, name, std::vector<actor>) -> uint32_t: lent workers
-//                                               added (all or none)
-//   (leave_atom, node_id, name)              -> uint32_t once the node's
-//                                               workers hold no work
-//   (drain_atom)                             -> starts the graceful drain (only
-//                                               once drain_signal is set); the
-//                                               actor quits when it is done
-//   (tick_atom), (restart_atom, slot, generation): internal timers
-//   (done_atom, job_id, matrix), (fail_atom, job_id, error): from workers
-//   (pong_atom, seq, worker_report): from workers
+// root, supervisor: typed interfaces, `root_interface` and
+//   `supervisor_interface` below; a sender holding their handle is checked
+//   at compile time.
+// The gateway, workers and the lender stay dynamically typed: peers reach
+// them, so each takes any message and answers what it does not know with a
+// pool error itself; and CAF 0.17 lets a typed actor send() only to typed
+// actors, while these answer peers and proxies, which are not.
 // worker
 //   (work_atom, job)        -> later (done_atom, job.id, matrix) or
 //                              (fail_atom, job.id, error) to the sender
@@ -83,7 +67,9 @@
 #include <caf/allowed_unsafe_message_type.hpp>
 #include <caf/behavior.hpp>
 #include <caf/fwd.hpp>
+#include <caf/replies_to.hpp>
 #include <caf/stateful_actor.hpp>
+#include <caf/typed_actor.hpp>
 
 #include "memory_budget.hpp"
 #include "pool/config.hpp"
@@ -155,6 +141,35 @@ struct submission {
   request_origin origin;
 };
 
+/// A model's supervisor. Local senders only: peers reach it through the
+/// gateway, and a message from another node is dropped (peer_guard.hpp).
+using supervisor_interface = caf::typed_actor<
+    // a request from the gateway; (answer_atom, ticket, matrix | error) to the
+    // sender later, by the request's deadline
+    caf::reacts_to<submit_atom, submission>,
+    // the model's status
+    caf::replies_to<status_atom>::with<pool_status>,
+    // from the root: the gateway through which lent workers are reached
+    caf::reacts_to<gateway_atom, caf::actor>,
+    // a worker node lends workers (through the gateway): how many were added,
+    // all or none
+    caf::replies_to<join_atom, caf::node_id, std::string,
+                    std::vector<caf::actor>>::with<uint32_t>,
+    // a worker node takes them back: answered once they hold no work
+    caf::replies_to<leave_atom, caf::node_id, std::string>::with<uint32_t>,
+    // a worker's result for a job
+    caf::reacts_to<done_atom, uint64_t, matrix>,
+    // a worker's error for a job
+    caf::reacts_to<fail_atom, uint64_t, caf::error>,
+    // a worker's answer to a ping: its real queue depth
+    caf::reacts_to<pong_atom, uint64_t, worker_report>,
+    // its own timer: restart the worker of a slot (slot, generation)
+    caf::reacts_to<restart_atom, uint32_t, uint32_t>,
+    // its own timer: heartbeats, scaling, the stats line, the drain's deadline
+    caf::reacts_to<tick_atom>,
+    // from the root once drain_signal is set: drain, then quit
+    caf::reacts_to<drain_atom>>;
+
 /// Creates a worker for a slot. The supervisor monitors what it returns.
 using worker_factory = std::function<caf::actor(caf::local_actor* self, uint32_t slot)>;
 
@@ -200,7 +215,7 @@ struct supervisor_config {
 
 /// Spawns the supervisor of one model. It serves lent workers through the
 /// gateway its root sends it with `(gateway_atom, caf::actor)`.
-caf::actor spawn_supervisor(caf::actor_system& sys, supervisor_config cfg);
+supervisor_interface spawn_supervisor(caf::actor_system& sys, supervisor_config cfg);
 
 // -- root ----------------------------------------------------------------------
 
@@ -233,6 +248,19 @@ struct root_config {
   std::function<void(uint16_t)> on_listening;
 };
 
+/// The node root. Local senders only.
+using root_interface = caf::typed_actor<
+    // the current gateway (a replacement after one died)
+    caf::replies_to<gateway_atom>::with<caf::actor>,
+    // every model's supervisor, default first; null once one is down
+    caf::replies_to<models_atom>::with<std::vector<supervisor_interface>>,
+    // its own timer: publish the replacement gateway again (port, attempt)
+    caf::reacts_to<republish_atom, uint16_t, int>,
+    // from the node's signal handling, once drain_signal is set: the drain
+    caf::reacts_to<drain_atom>,
+    // its own timer: the drain's bound
+    caf::reacts_to<tick_atom>>;
+
 /// Spawns the node root: a supervisor per model (monitored: one that dies
 /// outside a drain stops the root with its reason), the gateway (replaced
 /// and republished on the same port if it dies), and on `(drain_atom)` the
@@ -240,7 +268,7 @@ struct root_config {
 /// gateway that carried their last answers, then the root. Answers
 /// `(gateway_atom)` -> the current gateway and `(models_atom)` -> the
 /// supervisors, default first.
-caf::actor spawn_root(caf::actor_system& sys, root_config cfg);
+root_interface spawn_root(caf::actor_system& sys, root_config cfg);
 
 // -- lender (worker nodes) ------------------------------------------------------
 
@@ -286,7 +314,7 @@ struct admission_gate {
 /// One model a gateway routes to.
 struct model_route {
   std::string name;
-  caf::actor supervisor;
+  supervisor_interface supervisor;
   std::shared_ptr<admission_gate> gate;
   /// The node's request bytes (shared by every route); null = no bound.
   std::shared_ptr<byte_budget> bytes;
@@ -307,7 +335,7 @@ caf::actor spawn_gateway(caf::local_actor* parent, std::vector<model_route> rout
 /// to `supervisor` through `gate`, counting its own replies in
 /// `registry->model(model_name)` and rendering `registry` for `(metrics_atom)`
 /// (null = a registry of its own).
-caf::actor spawn_gateway(caf::local_actor* parent, caf::actor supervisor,
+caf::actor spawn_gateway(caf::local_actor* parent, supervisor_interface supervisor,
                          const pool_section& limits, std::shared_ptr<admission_gate> gate,
                          std::shared_ptr<metrics_registry> registry = nullptr,
                          const std::string& model_name = "");

@@ -273,8 +273,8 @@ caf::result<matrix> handle_batch(gateway_actor* self, std::vector<std::string>& 
 }
 
 /// Asks `target` (a local actor) and answers the peer itself.
-template <class Reply, class Timeout, class... Ts>
-caf::result<Reply> ask_and_answer(gateway_actor* self, const caf::actor& target,
+template <class Reply, class Handle, class Timeout, class... Ts>
+caf::result<Reply> ask_and_answer(gateway_actor* self, const Handle& target,
                                   Timeout timeout, Ts&&... xs) {
   auto rp = self->make_response_promise<Reply>();
   self->request(target, timeout, std::forward<Ts>(xs)...)
@@ -621,7 +621,7 @@ caf::actor spawn_gateway(caf::local_actor* parent, std::vector<model_route> rout
   return parent->spawn<impl>(std::move(opts), std::move(init));
 }
 
-caf::actor spawn_gateway(caf::local_actor* parent, caf::actor supervisor,
+caf::actor spawn_gateway(caf::local_actor* parent, supervisor_interface supervisor,
                          const pool_section& limits, std::shared_ptr<admission_gate> gate,
                          std::shared_ptr<metrics_registry> registry,
                          const std::string& model_name) {

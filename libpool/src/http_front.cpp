@@ -899,7 +899,7 @@ http_endpoint endpoint_of(const std::string& path) {
 
 struct http_front::impl {
   caf::actor_system& sys;
-  caf::actor root;
+  root_interface root;
   http_front_config cfg;
   std::shared_ptr<model_metrics> metrics;
   bounded_server server;
@@ -909,7 +909,7 @@ struct http_front::impl {
   caf::actor gateway;  // cached; refreshed from the root when it dies
   std::shared_ptr<spdlog::logger> log = get_logger("http");
 
-  impl(caf::actor_system& system, caf::actor node_root, http_front_config config)
+  impl(caf::actor_system& system, root_interface node_root, http_front_config config)
       : sys(system), root(std::move(node_root)), cfg(std::move(config)) {
     metrics = cfg.metrics->model(cfg.model_name);
     if (cfg.models.empty())
@@ -1637,7 +1637,7 @@ struct http_front::impl {
   }
 };
 
-http_front::http_front(caf::actor_system& sys, caf::actor root, http_front_config cfg)
+http_front::http_front(caf::actor_system& sys, root_interface root, http_front_config cfg)
     : impl_(std::make_unique<impl>(sys, std::move(root), std::move(cfg))) {}
 
 http_front::~http_front() {

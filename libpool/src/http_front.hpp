@@ -45,6 +45,7 @@
 #include <caf/fwd.hpp>
 #include <caf/timespan.hpp>
 
+#include "actors.hpp"
 #include "pool/config.hpp"
 #include "pool/embedder.hpp"
 
@@ -82,7 +83,7 @@ struct http_front_config {
 class http_front {
  public:
   /// `root` (the node root) answers `(gateway_atom)` with the current gateway.
-  http_front(caf::actor_system& sys, caf::actor root, http_front_config cfg);
+  http_front(caf::actor_system& sys, root_interface root, http_front_config cfg);
   ~http_front();
 
   http_front(const http_front&) = delete;

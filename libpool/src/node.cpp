@@ -416,7 +416,7 @@ caf::actor spawn_root(caf::actor_system& sys, const node_config& cfg,
   rcfg.host = cfg.node.host;
   rcfg.port = cfg.node.port;
   rcfg.tls = cfg.tls.enabled();
-  return detail::spawn_root(sys, std::move(rcfg));
+  return caf::actor_cast<caf::actor>(detail::spawn_root(sys, std::move(rcfg)));
 }
 
 /// Starts the HTTP front of `root` on http.host:http.port and sets `port` to
@@ -439,7 +439,9 @@ std::unique_ptr<detail::http_front> start_http(caf::actor_system& sys, caf::acto
                                              mc.matryoshka, mc.truncate});
   }
   hcfg.metrics = shared.metrics;
-  auto http = std::make_unique<detail::http_front>(sys, root, std::move(hcfg));
+  // Only a standalone node serves HTTP: its top actor is the root.
+  auto http = std::make_unique<detail::http_front>(
+      sys, caf::actor_cast<detail::root_interface>(root), std::move(hcfg));
   auto listening = http->start();
   if (!listening) {
     auto why = describe(listening.error());

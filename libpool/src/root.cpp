@@ -42,10 +42,10 @@ struct root_state {
   }
 };
 
-using root_actor = caf::stateful_actor<root_state>;
+using root_actor = root_interface::stateful_pointer<root_state>;
 
 /// The middleman that publishes the gateway: plain BASP or TLS.
-caf::io::middleman_actor publisher(root_actor* self) {
+caf::io::middleman_actor publisher(root_actor self) {
   if (self->state.cfg.tls)
     return self->system().openssl_manager().actor_handle();
   return self->system().middleman().actor_handle();
@@ -53,7 +53,7 @@ caf::io::middleman_actor publisher(root_actor* self) {
 
 /// Publishes the current gateway on `port`. A republish (after the old
 /// gateway died) retries while the middleman is still closing the old socket.
-void publish_gateway(root_actor* self, uint16_t port, bool first, int attempt = 0) {
+void publish_gateway(root_actor self, uint16_t port, bool first, int attempt = 0) {
   auto& st = self->state;
   auto gw = caf::actor_cast<caf::strong_actor_ptr>(st.gateway);
   auto gw_addr = st.gateway.address();
@@ -88,7 +88,7 @@ void publish_gateway(root_actor* self, uint16_t port, bool first, int attempt = 
 }
 
 /// Spawns a gateway over every model's route and tells each supervisor.
-void start_gateway(root_actor* self) {
+void start_gateway(root_actor self) {
   auto& st = self->state;
   st.gateway = spawn_gateway(self, st.routes, st.gateway_limits, st.cfg.metrics,
                              st.cfg.status_max_age);
@@ -99,7 +99,7 @@ void start_gateway(root_actor* self) {
 }
 
 /// Spawns the supervisor of every model with the node's shared state.
-void start_models(root_actor* self) {
+void start_models(root_actor self) {
   auto& st = self->state;
   std::vector<std::string> names;
   for (auto& m : st.cfg.models)
@@ -130,16 +130,16 @@ bool any_model_up(const root_state& st) {
 
 /// The end of a drain: the gateway carried the models' last answers and
 /// goes now, then the root. Supervisors still up past the grace are stopped.
-void finish_drain(root_actor* self) {
+void finish_drain(root_actor self) {
   auto& st = self->state;
   for (auto& r : st.routes)
     if (r.supervisor) {
-      self->demonitor(r.supervisor);
+      self->demonitor(r.supervisor.address());
       self->send_exit(r.supervisor, caf::exit_reason::user_shutdown);
       r.supervisor = nullptr;
     }
   if (st.gateway) {
-    self->demonitor(st.gateway);
+    self->demonitor(st.gateway.address());
     self->send_exit(st.gateway, caf::exit_reason::user_shutdown);
     st.gateway = nullptr;
   }
@@ -149,7 +149,7 @@ void finish_drain(root_actor* self) {
 
 /// A model's supervisor went down: drained, or (outside a drain) died, which
 /// stops the node with its reason.
-void on_model_down(root_actor* self, model_route& route, const caf::error& reason) {
+void on_model_down(root_actor self, model_route& route, const caf::error& reason) {
   auto& st = self->state;
   route.supervisor = nullptr;
   if (!st.draining) {
@@ -166,7 +166,7 @@ void on_model_down(root_actor* self, model_route& route, const caf::error& reaso
 }
 
 /// The gateway died outside a drain: a new one, republished on the same port.
-void replace_gateway(root_actor* self, const caf::error& reason) {
+void replace_gateway(root_actor self, const caf::error& reason) {
   auto& st = self->state;
   log_event("gateway_died")
       .add("reason", describe(reason))
@@ -181,7 +181,7 @@ void replace_gateway(root_actor* self, const caf::error& reason) {
   }
 }
 
-void on_down(root_actor* self, const caf::down_msg& msg) {
+void on_down(root_actor self, const caf::down_msg& msg) {
   auto& st = self->state;
   for (auto& r : st.routes)
     if (r.supervisor && msg.source == r.supervisor.address()) {
@@ -195,7 +195,7 @@ void on_down(root_actor* self, const caf::down_msg& msg) {
 /// Starts the drain (only once the node's signal handling set drain_signal):
 /// every model drains within its pool.drain-timeout; the root waits for
 /// them, bounded by the longest timeout plus a grace.
-void start_drain(root_actor* self) {
+void start_drain(root_actor self) {
   auto& st = self->state;
   if (st.draining || !drain_ordered(self, st.cfg.drain_signal))
     return;
@@ -206,12 +206,12 @@ void start_drain(root_actor* self) {
   self->delayed_send(self, st.longest_drain + drain_grace, tick_atom::value);
 }
 
-caf::behavior root_behavior(root_actor* self, root_config cfg) {
+root_interface::behavior_type root_behavior(root_actor self, root_config cfg) {
   auto& st = self->state;
   st.cfg = std::move(cfg);
   if (st.cfg.models.empty()) {
     self->quit(make_error(pool_errc::invalid_input, "a node serves at least one model"));
-    return {};
+    return root_interface::behavior_type::make_empty_behavior();
   }
   if (!st.cfg.metrics)
     st.cfg.metrics = std::make_shared<metrics_registry>();
@@ -231,10 +231,10 @@ caf::behavior root_behavior(root_actor* self, root_config cfg) {
           return make_error(pool_errc::invalid_input, "gateway: not from a peer");
         return self->state.gateway;
       },
-      [=](models_atom) -> caf::result<std::vector<caf::actor>> {
+      [=](models_atom) -> caf::result<std::vector<supervisor_interface>> {
         if (from_other_node(self))
           return make_error(pool_errc::invalid_input, "models: not from a peer");
-        std::vector<caf::actor> result;
+        std::vector<supervisor_interface> result;
         for (auto& r : self->state.routes)
           result.push_back(r.supervisor);
         return result;
@@ -254,7 +254,7 @@ caf::behavior root_behavior(root_actor* self, root_config cfg) {
 
 }  // namespace
 
-caf::actor spawn_root(caf::actor_system& sys, root_config cfg) {
+root_interface spawn_root(caf::actor_system& sys, root_config cfg) {
   return sys.spawn(root_behavior, std::move(cfg));
 }
 

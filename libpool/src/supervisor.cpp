@@ -56,30 +56,30 @@ struct supervisor_state {
   // gives back the memory it reserved.
 };
 
-using supervisor_actor = caf::stateful_actor<supervisor_state>;
+using supervisor_actor = supervisor_interface::stateful_pointer<supervisor_state>;
 
-time_point now_of(supervisor_actor* self) {
+time_point now_of(supervisor_actor self) {
   return self->clock().now();
 }
 
-core::slot& slot_at(supervisor_actor* self, uint32_t id) {
+core::slot& slot_at(supervisor_actor self, uint32_t id) {
   return (*self->state.slots)[id];
 }
 
 /// Writes a supervisor event; on a node with several models it names the
 /// model (`model=NAME` last).
-void write_event(supervisor_actor* self, log_event ev, spdlog::level::level_enum lvl) {
+void write_event(supervisor_actor self, log_event ev, spdlog::level::level_enum lvl) {
   auto& st = self->state;
   if (st.cfg.model_names.size() > 1)
     ev.add("model", st.cfg.model_name);
   ev.write(*st.log, lvl);
 }
 
-void info(supervisor_actor* self, log_event ev) {
+void info(supervisor_actor self, log_event ev) {
   write_event(self, std::move(ev), spdlog::level::info);
 }
 
-void warn(supervisor_actor* self, log_event ev) {
+void warn(supervisor_actor self, log_event ev) {
   write_event(self, std::move(ev), spdlog::level::warn);
 }
 
@@ -91,7 +91,7 @@ void check_ledger(const supervisor_state& st) {
 
 // -- sending and answering ----------------------------------------------------
 
-void send_job(supervisor_actor* self, core::dispatch& d) {
+void send_job(supervisor_actor self, core::dispatch& d) {
   if (d.first)
     self->state.metrics->queue_wait.observe(
         core::micros_between(d.accepted_at, now_of(self)));
@@ -100,14 +100,23 @@ void send_job(supervisor_actor* self, core::dispatch& d) {
 }
 
 /// Dispatches parked requests while workers have credit.
-void pump(supervisor_actor* self) {
+void pump(supervisor_actor self) {
   for (auto& d : self->state.ledger->pump(*self->state.slots, now_of(self)))
     send_job(self, d);
 }
 
+/// Sends `(answer_atom, ticket, result)` to the submitter (the gateway, or a
+/// test's probe): dynamically typed, so not through a typed actor's send().
+template <class Result>
+void send_to_gateway(supervisor_actor self, const caf::actor& gateway, uint64_t ticket,
+                     Result&& result) {
+  caf::unsafe_send_as(self, gateway, answer_atom::value, ticket,
+                      std::forward<Result>(result));
+}
+
 /// Answers a request that left the ledger: with the worker's `result`, or
 /// with its error (logged `request_expired` or `request_failed`).
-void deliver(supervisor_actor* self, core::answer& a, matrix* result = nullptr) {
+void deliver(supervisor_actor self, core::answer& a, matrix* result = nullptr) {
   auto& st = self->state;
   auto now = now_of(self);
   if (!a.completed)
@@ -118,19 +127,19 @@ void deliver(supervisor_actor* self, core::answer& a, matrix* result = nullptr) 
   if (to.empty())
     return;  // cannot happen: every accepted request has one
   if (a.completed)
-    self->send(to.mapped(), answer_atom::value, a.req.ticket, std::move(*result));
+    send_to_gateway(self, to.mapped(), a.req.ticket, std::move(*result));
   else
-    self->send(to.mapped(), answer_atom::value, a.req.ticket, std::move(a.error));
+    send_to_gateway(self, to.mapped(), a.req.ticket, std::move(a.error));
 }
 
-void deliver_all(supervisor_actor* self, std::vector<core::answer> answers) {
+void deliver_all(supervisor_actor self, std::vector<core::answer> answers) {
   for (auto& a : answers)
     deliver(self, a);
 }
 
 /// Takes every job away from a worker that died or got stuck: retried, or
 /// answered `worker_failed` after pool.max-attempts.
-void requeue(supervisor_actor* self, core::slot& slot, const std::string& why) {
+void requeue(supervisor_actor self, core::slot& slot, const std::string& why) {
   auto& st = self->state;
   auto out = st.ledger->requeue(slot, why);
   deliver_all(self, std::move(out.answers));
@@ -144,7 +153,7 @@ void requeue(supervisor_actor* self, core::slot& slot, const std::string& why) {
 
 /// Spawns a local worker into `slot`: a first start, a scale-up, or (with
 /// `again`) a restart or a stuck worker's replacement.
-void spawn_into(supervisor_actor* self, core::slot& slot, bool again) {
+void spawn_into(supervisor_actor self, core::slot& slot, bool again) {
   auto& st = self->state;
   st.workers.attach(self, slot.id, st.cfg.make_worker(self, slot.id));
   if (again)
@@ -155,7 +164,7 @@ void spawn_into(supervisor_actor* self, core::slot& slot, bool again) {
 
 /// Takes a worker out of its slot: `reason` is sent to a local one (none:
 /// it is gone already; a lent one belongs to its worker node).
-void drop_worker(supervisor_actor* self, core::slot& slot,
+void drop_worker(supervisor_actor self, core::slot& slot,
                  std::optional<caf::exit_reason> reason) {
   self->state.workers.drop(self, slot.id, slot.remote ? std::nullopt : reason);
   self->state.slots->detached(slot);
@@ -163,7 +172,7 @@ void drop_worker(supervisor_actor* self, core::slot& slot,
 
 /// Answers what is left `shutting_down`, stops the local workers (lent ones
 /// belong to their worker node, which outlives us) and quits.
-void finish_drain(supervisor_actor* self) {
+void finish_drain(supervisor_actor self) {
   auto& st = self->state;
   deliver_all(self, st.ledger->finish());
   for (auto& slot : st.slots->all())
@@ -174,14 +183,14 @@ void finish_drain(supervisor_actor* self) {
   self->quit();
 }
 
-void maybe_finish_drain(supervisor_actor* self) {
+void maybe_finish_drain(supervisor_actor self) {
   if (self->state.draining && self->state.ledger->in_flight() == 0)
     finish_drain(self);
 }
 
 /// Answers every leaving node none of whose workers holds a job any more,
 /// marking those workers left.
-void check_leaving(supervisor_actor* self) {
+void check_leaving(supervisor_actor self) {
   auto& st = self->state;
   for (auto it = st.leaving_nodes.begin(); it != st.leaving_nodes.end();) {
     if (st.slots->leaving_busy(it->first)) {
@@ -199,14 +208,14 @@ void check_leaving(supervisor_actor* self) {
 }
 
 /// Logs a slot given up; without a live worker left, parked work fails.
-void report_given_up(supervisor_actor* self, uint32_t slot, const char* reason) {
+void report_given_up(supervisor_actor self, uint32_t slot, const char* reason) {
   warn(self, log_event("worker_given_up").add("worker", slot).add("reason", reason));
   if (!self->state.slots->any_live())
     deliver_all(self, self->state.ledger->fail_pending(
                           pool_errc::unavailable, "no worker left: all were given up"));
 }
 
-void schedule_restart(supervisor_actor* self, core::slot& slot) {
+void schedule_restart(supervisor_actor self, core::slot& slot) {
   auto decision = self->state.slots->schedule_restart(slot, now_of(self));
   if (auto* g = std::get_if<core::give_up>(&decision))
     return report_given_up(self, slot.id, g->reason);
@@ -217,7 +226,7 @@ void schedule_restart(supervisor_actor* self, core::slot& slot) {
 
 /// A worker that missed its heartbeat: stop routing to it, re-dispatch its
 /// work, abandon its thread (C++ cannot preempt it) and start a replacement.
-void replace_stuck(supervisor_actor* self, core::slot& slot, caf::timespan silent) {
+void replace_stuck(supervisor_actor self, core::slot& slot, caf::timespan silent) {
   auto& st = self->state;
   warn(self, log_line::worker_stuck(slot, silent));
   drop_worker(self, slot, caf::exit_reason::kill);
@@ -242,7 +251,7 @@ void replace_stuck(supervisor_actor* self, core::slot& slot, caf::timespan silen
 
 /// One ping outstanding per worker at most, at high priority; a silent
 /// worker is reported missed, then replaced as stuck (core/slots.hpp).
-void heartbeat(supervisor_actor* self, time_point now) {
+void heartbeat(supervisor_actor self, time_point now) {
   auto& st = self->state;
   for (auto& slot : st.slots->all()) {
     auto verdict = st.slots->heartbeat(slot, now);
@@ -256,7 +265,7 @@ void heartbeat(supervisor_actor* self, time_point now) {
   }
 }
 
-void on_pong(supervisor_actor* self, uint64_t seq, const worker_report& report) {
+void on_pong(supervisor_actor self, uint64_t seq, const worker_report& report) {
   auto& st = self->state;
   auto id = st.workers.slot_of(caf::actor_cast<caf::actor_addr>(self->current_sender()));
   if (id && st.slots->pong(slot_at(self, *id), seq, report, now_of(self)) ==
@@ -264,7 +273,7 @@ void on_pong(supervisor_actor* self, uint64_t seq, const worker_report& report) 
     info(self, log_event("heartbeat_recovered").add("worker", *id));
 }
 
-void on_restart(supervisor_actor* self, uint32_t id, uint32_t generation) {
+void on_restart(supervisor_actor self, uint32_t id, uint32_t generation) {
   if (!self->state.slots->restart_due(id, generation, self->state.draining))
     return;
   auto& slot = slot_at(self, id);
@@ -276,7 +285,7 @@ void on_restart(supervisor_actor* self, uint32_t id, uint32_t generation) {
 
 /// A worker died: its work is re-dispatched; a local one restarts (with
 /// backoff), a lent one is lost (or has left, if its node was taking it).
-void on_down(supervisor_actor* self, caf::down_msg& msg) {
+void on_down(supervisor_actor self, caf::down_msg& msg) {
   auto& st = self->state;
   auto id = st.workers.slot_of(msg.source);
   if (!id)
@@ -305,7 +314,7 @@ void on_down(supervisor_actor* self, caf::down_msg& msg) {
 /// A worker answered a job: its credit returns, the request is answered
 /// (unless its deadline passed already) or retried, and the worker is
 /// refilled from the pending queue.
-void on_job_answer(supervisor_actor* self, uint64_t did, matrix* result,
+void on_job_answer(supervisor_actor self, uint64_t did, matrix* result,
                    caf::error* failure) {
   auto& st = self->state;
   auto holder = st.ledger->holder(did);
@@ -328,23 +337,23 @@ void on_job_answer(supervisor_actor* self, uint64_t did, matrix* result,
 }
 
 /// Answers a request that is not accepted to its submitter at once.
-void reply_refused(supervisor_actor* self, const request_origin& origin, uint64_t ticket,
+void reply_refused(supervisor_actor self, const request_origin& origin, uint64_t ticket,
                    caf::error err) {
   auto& st = self->state;
   log_line::rejected(st.request_lines, *st.log, st.cfg.model_name, origin, err);
   st.metrics->count_reply(reply_code(err));
-  self->send(caf::actor_cast<caf::actor>(self->current_sender()), answer_atom::value,
-             ticket, std::move(err));
+  send_to_gateway(self, caf::actor_cast<caf::actor>(self->current_sender()), ticket,
+                  std::move(err));
 }
 
-void refuse(supervisor_actor* self, const submission& sub, caf::error err) {
+void refuse(supervisor_actor self, const submission& sub, caf::error err) {
   self->state.ledger->refuse(sub.charged);
   reply_refused(self, sub.origin, sub.ticket, std::move(err));
 }
 
 /// Accepts a submission (dispatched or parked) or refuses it; either way it
 /// is answered exactly once with `(answer_atom, ticket, matrix | error)`.
-void submit(supervisor_actor* self, submission& sub) {
+void submit(supervisor_actor self, submission& sub) {
   auto& st = self->state;
   if (st.draining)
     return refuse(
@@ -371,7 +380,7 @@ void submit(supervisor_actor* self, submission& sub) {
 }
 
 /// Takes a submission from the gateway, which answers the peer.
-void on_submit(supervisor_actor* self, submission& sub) {
+void on_submit(supervisor_actor self, submission& sub) {
   if (from_other_node(self))
     return;
   auto& gate = *self->state.cfg.gate;
@@ -387,7 +396,7 @@ void on_submit(supervisor_actor* self, submission& sub) {
 /// all of them or, with an error, none. Each must live on that node; the
 /// node may hold at most cluster.max-workers-per-node; a name that a live
 /// node of another connection holds is refused.
-caf::result<uint32_t> on_join(supervisor_actor* self, const caf::node_id& node,
+caf::result<uint32_t> on_join(supervisor_actor self, const caf::node_id& node,
                               const std::string& name, std::vector<caf::actor>& workers) {
   auto& st = self->state;
   if (from_other_node(self))
@@ -415,7 +424,7 @@ caf::result<uint32_t> on_join(supervisor_actor* self, const caf::node_id& node,
 
 /// A worker node takes its workers back: answered once none holds a job.
 /// Only the node that joined with them may (`node` as the gateway saw it).
-caf::result<uint32_t> on_leave(supervisor_actor* self, const caf::node_id& node,
+caf::result<uint32_t> on_leave(supervisor_actor self, const caf::node_id& node,
                                const std::string& name) {
   auto& st = self->state;
   if (from_other_node(self))
@@ -433,7 +442,7 @@ caf::result<uint32_t> on_leave(supervisor_actor* self, const caf::node_id& node,
 // -- ticks and the drain ------------------------------------------------------
 
 /// Adaptive workers, once per tick (core/scaling.hpp).
-void autoscale(supervisor_actor* self, time_point now) {
+void autoscale(supervisor_actor self, time_point now) {
   auto& st = self->state;
   auto up = st.scaling->tick(now, *st.ledger, *st.slots, st.draining);
   if (auto* add = std::get_if<core::scale_add>(&up)) {
@@ -449,7 +458,7 @@ void autoscale(supervisor_actor* self, time_point now) {
   }
 }
 
-pool_status status_of(supervisor_actor* self) {
+pool_status status_of(supervisor_actor self) {
   auto& st = self->state;
   auto shed = st.cfg.gate->shed.load(std::memory_order_relaxed);
   return make_status(
@@ -458,7 +467,7 @@ pool_status status_of(supervisor_actor* self) {
       now_of(self));
 }
 
-void on_tick(supervisor_actor* self) {
+void on_tick(supervisor_actor self) {
   auto& st = self->state;
   auto t = now_of(self);
   deliver_all(self, st.ledger->expire(t));
@@ -484,7 +493,7 @@ void on_tick(supervisor_actor* self) {
   self->delayed_send(self, st.tick, tick_atom::value);
 }
 
-void on_drain(supervisor_actor* self) {
+void on_drain(supervisor_actor self) {
   auto& st = self->state;
   if (st.draining || !drain_ordered(self, st.cfg.drain_signal))
     return;
@@ -498,7 +507,7 @@ void on_drain(supervisor_actor* self) {
 
 /// Starts pool.workers local workers: the first pool.min-workers whatever
 /// the memory budget says, the others only within it.
-void start_workers(supervisor_actor* self) {
+void start_workers(supervisor_actor self) {
   auto& st = self->state;
   st.slots->all().reserve(st.limits.initial);
   for (uint32_t i = 0; i < st.limits.initial; ++i) {
@@ -514,7 +523,7 @@ void start_workers(supervisor_actor* self) {
 
 /// Sets the state up from `cfg` and starts the workers; false (the actor
 /// quit) if the worker limits are invalid.
-bool init(supervisor_actor* self, supervisor_config cfg) {
+bool init(supervisor_actor self, supervisor_config cfg) {
   auto& st = self->state;
   st.cfg = std::move(cfg);
   if (!st.cfg.metrics)
@@ -541,21 +550,16 @@ bool init(supervisor_actor* self, supervisor_config cfg) {
   return true;
 }
 
-/// The root names the gateway through which lent workers are reached.
-void on_gateway(supervisor_actor* self, caf::actor& gateway) {
-  if (!from_other_node(self))
-    self->state.gateway = std::move(gateway);
-}
-
-caf::result<pool_status> on_status(supervisor_actor* self) {
+caf::result<pool_status> on_status(supervisor_actor self) {
   if (from_other_node(self))
     return make_error(pool_errc::invalid_input, "status: not from a peer");
   return status_of(self);
 }
 
-caf::behavior supervisor_behavior(supervisor_actor* self, supervisor_config cfg) {
+supervisor_interface::behavior_type supervisor_behavior(supervisor_actor self,
+                                                        supervisor_config cfg) {
   if (!init(self, std::move(cfg)))
-    return {};
+    return supervisor_interface::behavior_type::make_empty_behavior();
   guard_internal_actor(self, "supervisor");
   // A lent worker's down message comes from its proxy (another node); only
   // monitored actors count.
@@ -564,7 +568,11 @@ caf::behavior supervisor_behavior(supervisor_actor* self, supervisor_config cfg)
   return {
       [=](submit_atom, submission& sub) { on_submit(self, sub); },
       [=](status_atom) { return on_status(self); },
-      [=](gateway_atom, caf::actor& gateway) { on_gateway(self, gateway); },
+      [=](gateway_atom, caf::actor& gateway) {
+        // The root names the gateway through which lent workers are reached.
+        if (!from_other_node(self))
+          self->state.gateway = std::move(gateway);
+      },
       [=](join_atom, caf::node_id& node, std::string& name,
           std::vector<caf::actor>& workers) {
         return on_join(self, node, name, workers);
@@ -577,9 +585,7 @@ caf::behavior supervisor_behavior(supervisor_actor* self, supervisor_config cfg)
         on_job_answer(self, did, nullptr, &e);
       },
       [=](pong_atom, uint64_t seq, worker_report report) { on_pong(self, seq, report); },
-      [=](restart_atom, uint32_t slot, uint32_t generation) {
-        on_restart(self, slot, generation);
-      },
+      [=](restart_atom, uint32_t slot, uint32_t gen) { on_restart(self, slot, gen); },
       [=](tick_atom) { on_tick(self); },
       [=](drain_atom) { on_drain(self); },
   };
@@ -587,7 +593,7 @@ caf::behavior supervisor_behavior(supervisor_actor* self, supervisor_config cfg)
 
 }  // namespace
 
-caf::actor spawn_supervisor(caf::actor_system& sys, supervisor_config cfg) {
+supervisor_interface spawn_supervisor(caf::actor_system& sys, supervisor_config cfg) {
   return sys.spawn(supervisor_behavior, std::move(cfg));
 }
 

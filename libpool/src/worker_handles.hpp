@@ -85,15 +85,17 @@ class worker_handles {
     detach(slot);
   }
 
-  /// Sends to the worker in `slot`. One on another node gets it from
-  /// `gateway`, the only actor of this node that other nodes may know (and so
-  /// address); without a gateway nothing is sent to it.
+  /// Sends to the worker in `slot`, as `self`. One on another node gets it
+  /// from `gateway`, the only actor of this node that other nodes may know
+  /// (and so address); without a gateway nothing is sent to it. Workers are
+  /// dynamically typed and CAF 0.17 lets a typed `self` send() only to typed
+  /// actors, hence unsafe_send_as (the worker checks what it gets).
   template <caf::message_priority P = caf::message_priority::normal, class Self,
             class... Ts>
   void send(Self* self, uint32_t slot, const caf::actor& gateway, Ts&&... xs) const {
     auto& handle = handles_[slot];
     if (handle->node() == self->node())
-      self->template send<P>(handle, std::forward<Ts>(xs)...);
+      caf::unsafe_send_as<P>(self, handle, std::forward<Ts>(xs)...);
     else if (gateway)
       caf::send_as<P>(gateway, handle, std::forward<Ts>(xs)...);
   }

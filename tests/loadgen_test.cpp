@@ -94,14 +94,16 @@ TEST_CASE("At window 1 the load generator's p50 agrees with calls timed alone",
     return summary.at("latency_ms").at("p50").get<double>();
   };
   probe_p50_ms();  // warm-up: connections, worker, caches
-  // Two interleaved pairs on a shared machine; the better-matched one counts.
-  // Early stamping gives a ratio near 2 in both.
+  // Up to three interleaved pairs on a shared machine (alternating which side
+  // runs first); the best-matched one counts. Early stamping gives a ratio
+  // near 2 in every one.
   double best = 1e9;
   std::string seen;
-  for (int round = 0; round < 2 && best > 0.10; ++round) {
-    auto gen = round == 0 ? loadgen_p50_ms() : 0.0;
+  for (int round = 0; round < 3 && best > 0.10; ++round) {
+    bool loadgen_first = round % 2 == 0;
+    auto gen = loadgen_first ? loadgen_p50_ms() : 0.0;
     auto probe = probe_p50_ms();
-    if (round == 1)
+    if (!loadgen_first)
       gen = loadgen_p50_ms();
     REQUIRE(probe > 0);
     best = std::min(best, std::abs(gen / probe - 1.0));

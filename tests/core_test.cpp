@@ -139,10 +139,10 @@ TEST_CASE("ties in credits go to the smallest reported queue depth, then round-r
 
 TEST_CASE("only ready workers with credit are picked", "[core][slots]") {
   core_fixture f{test_pool(), 3};
-  f.slots[0].state = slot_state::restarting;
+  f.slots[0].state = worker_state::restarting;
   f.slots[1].credits[0] = 0;
   CHECK(f.slots.pick(lane::embed)->id == 2);
-  f.slots[2].state = slot_state::leaving;
+  f.slots[2].state = worker_state::leaving;
   CHECK(f.slots.pick(lane::embed) == nullptr);
   CHECK(f.slots.pick(lane::batch)->id == 1);
 }
@@ -374,7 +374,7 @@ TEST_CASE(
     auto r = as<restart>(f.slots.schedule_restart(s, t0 + std::chrono::seconds(i)));
     backoffs.push_back(to_ms(r.backoff));
     CHECK(r.recent_restarts == static_cast<uint64_t>(i + 1));
-    CHECK(s.state == slot_state::restarting);
+    CHECK(s.state == worker_state::restarting);
     CHECK(f.slots.restart_due(0, r.generation, false));
     CHECK_FALSE(f.slots.restart_due(0, r.generation, true));  // not while draining
     CHECK_FALSE(f.slots.restart_due(0, r.generation - 1, false));
@@ -383,11 +383,11 @@ TEST_CASE(
   CHECK(backoffs == std::vector<int64_t>{100, 200, 400, 800, 1000});
   CHECK(f.slots.restarts_total() == 5);
   CHECK(s.restarts == 5);
-  CHECK(s.state == slot_state::ready);
+  CHECK(s.state == worker_state::ready);
   // A sixth death within pool.restart-window gives the slot up.
   auto g = as<give_up>(f.slots.schedule_restart(s, t0 + 59s));
   CHECK(std::string{g.reason} == "restart intensity exceeded");
-  CHECK(s.state == slot_state::given_up);
+  CHECK(s.state == worker_state::given_up);
   CHECK(f.slots.given_up() == 1);
   CHECK(f.memory->used() == 0);
   CHECK_FALSE(f.slots.any_live());
@@ -466,12 +466,12 @@ TEST_CASE(
     "[core][slots]") {
   core_fixture f{test_pool(), 3};
   CHECK(f.slots.stuck(f.slots[0], t0, false) == stuck_fate::replace);
-  CHECK(f.slots[0].state == slot_state::stuck);
+  CHECK(f.slots[0].state == worker_state::stuck);
   CHECK(f.slots.any_live());
   CHECK(f.slots.stuck(f.slots[1], t0, true) == stuck_fate::stopped);
-  CHECK(f.slots[1].state == slot_state::stopped);
+  CHECK(f.slots[1].state == worker_state::stopped);
   CHECK(f.slots.stuck(f.slots[2], t0, false) == stuck_fate::give_up);  // 3 > 2
-  CHECK(f.slots[2].state == slot_state::given_up);
+  CHECK(f.slots[2].state == worker_state::given_up);
   CHECK(f.slots.abandoned() == 3);
   auto node = caf::node_id{};
   auto ids = f.slots.plan_join(node, "w1", 1, 64);
@@ -479,14 +479,14 @@ TEST_CASE(
   auto& lent = f.slots[ids->front()];
   f.slots.attach(lent, t0);
   CHECK(f.slots.stuck(lent, t0 + 1s, false) == stuck_fate::lost);
-  CHECK(lent.state == slot_state::lost);
+  CHECK(lent.state == worker_state::lost);
   CHECK(f.slots.abandoned() == 3);
   auto freed = f.slots.expire_lost(t0 + 60s, 60s);
   CHECK(freed.empty());
   freed = f.slots.expire_lost(t0 + 61s, 60s);
   REQUIRE(freed.size() == 1);
   CHECK(freed[0].node == "w1");
-  CHECK(lent.state == slot_state::freed);
+  CHECK(lent.state == worker_state::freed);
 }
 
 // -- lent workers
@@ -510,7 +510,7 @@ TEST_CASE("a join is refused whole past cluster.max-workers-per-node", "[core][s
   CHECK(f.slots.size() == 3);
   CHECK(f.slots.leave(node, "w1"));
   CHECK_FALSE(f.slots.leave(node, "w2"));
-  CHECK(f.slots[1].state == slot_state::leaving);
+  CHECK(f.slots[1].state == worker_state::leaving);
   f.slots[1].jobs.insert(99);
   CHECK(f.slots.leaving_busy("w1"));
   f.slots[1].jobs.clear();
@@ -634,7 +634,7 @@ TEST_CASE(
   CHECK(out[0].idle == 10s);
   CHECK(out[0].workers == 2);
   CHECK(out[1].workers == 1);
-  CHECK(f.slots[1].state == slot_state::evicted);
+  CHECK(f.slots[1].state == worker_state::evicted);
   CHECK(f.slots.evicted() == 2);
   CHECK(f.memory->used() == 100);
   f.book.job_answered(busy.job.id, true, {}, f.slots, t0 + 11s);
@@ -680,7 +680,7 @@ TEST_CASE("the ledger balances after every call of a random sequence", "[core][l
     REQUIRE(l.completed + l.failed + l.expired == answers);
     // Every credit is either left or held as a job.
     for (auto& s : f.slots.all())
-      if (s.state == slot_state::ready)
+      if (s.state == worker_state::ready)
         REQUIRE(s.credits[0] + s.credits[1] + s.jobs.size() ==
                 p.embed_queue_capacity + p.batch_queue_capacity);
     REQUIRE(f.book.jobs() == held_jobs().size());
@@ -713,7 +713,7 @@ TEST_CASE("the ledger balances after every call of a random sequence", "[core][l
         break;
       case 5: {  // a worker dies and is restarted at once
         auto& s = f.slots[static_cast<uint32_t>(rng() % f.slots.size())];
-        if (s.state != slot_state::ready)
+        if (s.state != worker_state::ready)
           break;
         auto out = f.book.requeue(s, "worker died");
         take(out.answers);

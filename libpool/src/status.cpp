@@ -35,11 +35,11 @@ std::vector<node_status> nodes_of(const core::slot_table& slots) {
       i = nodes.end() - 1;
     }
     ++i->workers;
-    if (s.state == core::slot_state::ready)
+    if (s.state == core::worker_state::ready)
       ++i->ready;
-    if (s.state == core::slot_state::ready)
+    if (s.state == core::worker_state::ready)
       i->state = "up";
-    else if (s.state == core::slot_state::leaving && i->state != "up")
+    else if (s.state == core::worker_state::leaving && i->state != "up")
       i->state = "leaving";
     else if (i->state.empty())
       i->state = s.node == "local" ? "up" : to_string(s.state);

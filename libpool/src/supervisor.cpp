@@ -328,7 +328,7 @@ void on_job_answer(supervisor_actor self, uint64_t did, matrix* result,
       deliver(self, *out.done, result);
     if (out.retried)
       log_line::retried(st.request_lines, *st.log, st.cfg.model_name, *out.retried);
-    if (slot_at(self, out.slot).state == core::slot_state::leaving)
+    if (slot_at(self, out.slot).state == core::worker_state::leaving)
       check_leaving(self);
     pump(self);
     maybe_finish_drain(self);

@@ -31,7 +31,7 @@ struct queued_job {
   steady_time deadline = steady_time::max();
 };
 
-struct worker_state {
+struct worker_actor_state {
   static inline const char* name = "embedpool.worker";
 
   /// Jobs held, by lane: embed work goes before further batch chunks, so a
@@ -62,9 +62,9 @@ struct worker_state {
 /// answering a ping while work arrived died that way, silently (issue #10).
 /// The actor's own loop runs the same code inside libcaf_core, which is not
 /// instrumented; only a call compiled in this project reaches UBSan.
-class worker_actor : public caf::stateful_actor<worker_state> {
+class worker_actor : public caf::stateful_actor<worker_actor_state> {
  public:
-  using super = caf::stateful_actor<worker_state>;
+  using super = caf::stateful_actor<worker_actor_state>;
 
   explicit worker_actor(caf::actor_config& cfg) : super(cfg) {}
 
@@ -89,12 +89,12 @@ class worker_actor : public caf::stateful_actor<worker_state> {
   std::atomic<uint64_t> work_in_mailbox_{0};
 };
 
-size_t held_jobs(const worker_state& st) {
+size_t held_jobs(const worker_actor_state& st) {
   return st.queues[0].size() + st.queues[1].size();
 }
 
 /// The queue the next chunk comes from: embed work first.
-std::deque<queued_job>& next_queue(worker_state& st) {
+std::deque<queued_job>& next_queue(worker_actor_state& st) {
   return st.queues[0].empty() ? st.queues[1] : st.queues[0];
 }
 
@@ -153,7 +153,7 @@ void note_report(queued_job& q, const embed_report& report, size_t row, size_t t
 /// estimate says fit in `chunk_time_budget`, so that the pings that arrive
 /// meanwhile are answered within heartbeat.interval. Before anything is
 /// measured a chunk holds one text: its time is the first estimate.
-size_t chunk_text_budget(const worker_state& st, const worker_config& cfg) {
+size_t chunk_text_budget(const worker_actor_state& st, const worker_config& cfg) {
   const size_t most = std::max<size_t>(1, cfg.micro_batch_texts);
   if (cfg.chunk_time_budget.count() <= 0)
     return most;
@@ -166,7 +166,8 @@ size_t chunk_text_budget(const worker_state& st, const worker_config& cfg) {
 }
 
 /// Folds the time a chunk of `texts` texts took into the per-text estimate.
-void note_chunk_time(worker_state& st, std::chrono::nanoseconds took, size_t texts) {
+void note_chunk_time(worker_actor_state& st, std::chrono::nanoseconds took,
+                     size_t texts) {
   if (texts == 0)
     return;
   const auto per_text = static_cast<double>(took.count()) / static_cast<double>(texts);
@@ -399,7 +400,7 @@ caf::actor spawn_worker(caf::actor_system& sys, worker_config cfg, bool detached
       return sys.spawn<caf::detached>(worker_behavior, std::move(cfg));
     return sys.spawn(worker_behavior, std::move(cfg));
   }
-  using impl = guarded_actor<worker_state, worker_actor>;
+  using impl = guarded_actor<worker_actor_state, worker_actor>;
   auto owner = cfg.owner;
   impl::init_fn init = [cfg = std::move(cfg)](impl* self) mutable {
     return worker_behavior(self, std::move(cfg));

@@ -36,6 +36,7 @@
 // another version: its request fails with `unexpected_response` instead.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -170,13 +171,39 @@ typename Inspector::result_type inspect(Inspector& f, worker_report& x) {
            x.failed);
 }
 
-/// Every value of `worker_status::state`, in the supervisor's order. Local
-/// slots: ready, stuck, restarting, given_up, stopped, evicted (scaled down);
-/// slots lent by worker nodes: ready, leaving, left, lost, freed (lost for
-/// cluster.lost-node-expiry, free for any node to take).
+/// The state of a supervisor's worker slot. Local slots: ready -> (died)
+/// restarting -> ready | given_up; stuck -> replaced at once; stopped (the
+/// supervisor stops); ready and idle for pool.idle-cooldown -> evicted (a
+/// scale-up may start a new worker in it). Slots lent by worker nodes: ready
+/// -> leaving -> left, or -> lost when the worker or its node dies or goes
+/// silent; lost for cluster.lost-node-expiry -> freed (free for any node).
+enum class worker_state {
+  ready,
+  stuck,
+  restarting,
+  given_up,
+  stopped,
+  leaving,
+  left,
+  lost,
+  evicted,
+  freed
+};
+
+/// Every value of `worker_status::state`, in the order of `worker_state`.
 inline constexpr const char* worker_states[] = {
     "ready",   "stuck", "restarting", "given_up", "stopped",
     "leaving", "left",  "lost",       "evicted",  "freed"};
+
+static_assert(sizeof(worker_states) / sizeof(worker_states[0]) ==
+                  static_cast<size_t>(worker_state::freed) + 1,
+              "worker_states names every worker_state in order");
+
+/// The text of a state: its entry in `worker_states`, as `worker_status::state`
+/// and the metrics' `state` label give it.
+inline const char* to_string(worker_state x) {
+  return worker_states[static_cast<size_t>(x)];
+}
 
 /// One worker as the supervisor sees it.
 struct worker_status {

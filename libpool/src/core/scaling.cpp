@@ -46,7 +46,7 @@ scale_up scaler::add(uint64_t depth, uint64_t threshold, slot_table& slots) {
   // An evicted slot first, else a new one within the table's bound.
   slot* target = nullptr;
   for (auto& candidate : slots.all())
-    if (!candidate.remote && candidate.state == slot_state::evicted) {
+    if (!candidate.remote && candidate.state == worker_state::evicted) {
       target = &candidate;
       break;
     }
@@ -77,7 +77,7 @@ std::vector<scale_evict> scaler::evict_idle(time_point now, slot_table& slots,
   for (auto& s : slots.all()) {
     if (slots.live_local() <= limits_.min)
       break;
-    if (s.remote || s.state != slot_state::ready || !s.jobs.empty())
+    if (s.remote || s.state != worker_state::ready || !s.jobs.empty())
       continue;
     auto idle = now - s.idle_since;
     if (idle < idle_cooldown_)

@@ -7,12 +7,6 @@
 
 namespace pool::detail::core {
 
-const char* to_string(slot_state x) {
-  static_assert(std::size(worker_states) == static_cast<size_t>(slot_state::freed) + 1,
-                "worker_states names every slot_state in order");
-  return worker_states[static_cast<size_t>(x)];
-}
-
 slot_table::slot_table(const pool_section& pool, const heartbeat_section& heartbeat,
                        std::shared_ptr<memory_budget> budget, uint64_t worker_bytes,
                        uint64_t weights_bytes, uint64_t seed)
@@ -51,7 +45,7 @@ slot* slot_table::pick(lane ln) {
   auto li = lane_index(ln);
   for (size_t k = 0; k < n; ++k) {
     auto& s = slots_[(rr_cursor_ + k) % n];
-    if (s.state != slot_state::ready || s.credits[li] == 0)
+    if (s.state != worker_state::ready || s.credits[li] == 0)
       continue;
     if (best == nullptr || s.credits[li] > best->credits[li] ||
         (s.credits[li] == best->credits[li] &&
@@ -76,13 +70,13 @@ uint32_t slot_table::live_local() const {
 uint32_t slot_table::ready() const {
   return static_cast<uint32_t>(
       std::count_if(slots_.begin(), slots_.end(),
-                    [](const slot& s) { return s.state == slot_state::ready; }));
+                    [](const slot& s) { return s.state == worker_state::ready; }));
 }
 
 uint64_t slot_table::credits_in_use() const {
   uint64_t n = 0;
   for (auto& s : slots_)
-    if (s.state == slot_state::ready)
+    if (s.state == worker_state::ready)
       n += (embed_capacity_ - s.credits[0]) + (batch_capacity_ - s.credits[1]);
   return n;
 }
@@ -91,7 +85,7 @@ void slot_table::attach(slot& s, time_point now) {
   s.attached = true;
   s.credits[0] = embed_capacity_;
   s.credits[1] = batch_capacity_;
-  s.state = slot_state::ready;
+  s.state = worker_state::ready;
   s.ping_outstanding = false;
   s.missed_logged = false;
   s.ever_ponged = false;
@@ -121,30 +115,30 @@ restart_decision slot_table::schedule_restart(slot& s, time_point now) {
   auto exponent = std::min<size_t>(s.restart_times.size() - 1, 20);
   auto backoff = restart_backoff_ * (int64_t{1} << exponent);
   backoff = std::min(backoff, restart_backoff_max_);
-  s.state = slot_state::restarting;
+  s.state = worker_state::restarting;
   ++s.generation;
   return restart{backoff, s.generation, static_cast<uint64_t>(s.restart_times.size())};
 }
 
 bool slot_table::restart_due(uint32_t id, uint32_t generation, bool draining) const {
   return id < slots_.size() && slots_[id].generation == generation &&
-         slots_[id].state == slot_state::restarting && !draining;
+         slots_[id].state == worker_state::restarting && !draining;
 }
 
 give_up slot_table::give_up_slot(slot& s, const char* reason) {
-  s.state = slot_state::given_up;
+  s.state = worker_state::given_up;
   release(s);
   ++given_up_;
   return give_up{reason};
 }
 
 void slot_table::lose(slot& s, time_point now) {
-  s.state = s.state == slot_state::leaving ? slot_state::left : slot_state::lost;
+  s.state = s.state == worker_state::leaving ? worker_state::left : worker_state::lost;
   s.lost_since = now;
 }
 
 heartbeat_verdict slot_table::heartbeat(slot& s, time_point now) {
-  if (s.state != slot_state::ready && s.state != slot_state::leaving)
+  if (s.state != worker_state::ready && s.state != worker_state::leaving)
     return {};
   if (s.ping_outstanding) {
     auto silent = now - s.ping_sent;
@@ -184,17 +178,17 @@ stuck_fate slot_table::stuck(slot& s, time_point now, bool draining) {
     // A silent remote worker (or a frozen node): its node replaces it if it
     // is alive; here it only stops receiving work.
     s.lost_since = now;
-    s.state = slot_state::lost;
+    s.state = worker_state::lost;
     return stuck_fate::lost;
   }
   ++abandoned_;
-  s.state = slot_state::stuck;
+  s.state = worker_state::stuck;
   if (abandoned_ > max_abandoned_) {
     give_up_slot(s, "pool.max-abandoned reached");
     return stuck_fate::give_up;
   }
   if (draining) {
-    s.state = slot_state::stopped;
+    s.state = worker_state::stopped;
     return stuck_fate::stopped;
   }
   return stuck_fate::replace;
@@ -202,7 +196,7 @@ stuck_fate slot_table::stuck(slot& s, time_point now, bool draining) {
 
 void slot_table::evict(slot& s) {
   s.attached = false;
-  s.state = slot_state::evicted;
+  s.state = worker_state::evicted;
   s.credits[0] = s.credits[1] = 0;
   s.ping_outstanding = false;
   release(s);
@@ -213,7 +207,7 @@ void slot_table::stop_all() {
   for (auto& s : slots_) {
     release(s);
     s.attached = false;
-    s.state = slot_state::stopped;
+    s.state = worker_state::stopped;
   }
 }
 
@@ -245,7 +239,7 @@ uint32_t slot_table::live_slots_of(const caf::node_id& node) const {
   return static_cast<uint32_t>(
       std::count_if(slots_.begin(), slots_.end(), [&](const slot& s) {
         return s.remote && s.node_id == node &&
-               (s.state == slot_state::ready || s.state == slot_state::leaving);
+               (s.state == worker_state::ready || s.state == worker_state::leaving);
       }));
 }
 
@@ -257,7 +251,7 @@ caf::error slot_table::check_join_name(const caf::node_id& node,
                       "\"local\"");
   for (auto& s : slots_)
     if (s.remote && s.node == name && s.node_id != node &&
-        (s.state == slot_state::ready || s.state == slot_state::leaving))
+        (s.state == worker_state::ready || s.state == worker_state::leaving))
       return make_error(pool_errc::invalid_input,
                         "join: the name \"" + name + "\" is held by another live node");
   return {};
@@ -281,8 +275,8 @@ caf::expected<std::vector<uint32_t>> slot_table::plan_join(const caf::node_id& n
     auto& s = slots_[i];
     if (s.remote && !s.attached &&
         ((s.node == name &&
-          (s.state == slot_state::lost || s.state == slot_state::left)) ||
-         s.state == slot_state::freed))
+          (s.state == worker_state::lost || s.state == worker_state::left)) ||
+         s.state == worker_state::freed))
       ids.push_back(static_cast<uint32_t>(i));
   }
   if (slots_.size() + (count - ids.size()) > max_slots)
@@ -305,18 +299,19 @@ caf::expected<std::vector<uint32_t>> slot_table::plan_join(const caf::node_id& n
 bool slot_table::leave(const caf::node_id& node, const std::string& name) {
   bool known = false;
   for (auto& s : slots_) {
-    if (!s.remote || s.node_id != node || s.node != name || s.state == slot_state::freed)
+    if (!s.remote || s.node_id != node || s.node != name ||
+        s.state == worker_state::freed)
       continue;
     known = true;
-    if (s.state == slot_state::ready)
-      s.state = slot_state::leaving;
+    if (s.state == worker_state::ready)
+      s.state = worker_state::leaving;
   }
   return known;
 }
 
 bool slot_table::leaving_busy(const std::string& name) const {
   return std::any_of(slots_.begin(), slots_.end(), [&](const slot& s) {
-    return s.remote && s.node == name && s.state == slot_state::leaving &&
+    return s.remote && s.node == name && s.state == worker_state::leaving &&
            !s.jobs.empty();
   });
 }
@@ -324,9 +319,9 @@ bool slot_table::leaving_busy(const std::string& name) const {
 std::vector<uint32_t> slot_table::mark_left(const std::string& name) {
   std::vector<uint32_t> left;
   for (auto& s : slots_) {
-    if (s.remote && s.node == name && s.state == slot_state::leaving) {
+    if (s.remote && s.node == name && s.state == worker_state::leaving) {
       s.attached = false;
-      s.state = slot_state::left;
+      s.state = worker_state::left;
       left.push_back(s.id);
     }
   }
@@ -336,10 +331,10 @@ std::vector<uint32_t> slot_table::mark_left(const std::string& name) {
 std::vector<slot_freed> slot_table::expire_lost(time_point now, caf::timespan expiry) {
   std::vector<slot_freed> freed;
   for (auto& s : slots_) {
-    if (!s.remote || s.state != slot_state::lost || now - s.lost_since < expiry)
+    if (!s.remote || s.state != worker_state::lost || now - s.lost_since < expiry)
       continue;
     freed.push_back(slot_freed{s.id, s.node, now - s.lost_since});
-    s.state = slot_state::freed;
+    s.state = worker_state::freed;
     s.node.clear();
     s.node_id = caf::node_id{};
   }

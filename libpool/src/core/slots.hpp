@@ -30,27 +30,7 @@
 
 namespace pool::detail::core {
 
-/// Local slots: ready -> (died) restarting -> ready | given_up; (stuck) ->
-/// replaced at once; ready and idle for pool.idle-cooldown -> evicted (a
-/// scale-up may start a new worker in an evicted slot). Remote slots (lent by
-/// worker nodes): ready -> leaving -> left, or -> lost when the worker or its
-/// node dies or goes silent; lost for cluster.lost-node-expiry -> freed.
-enum class slot_state {
-  ready,
-  stuck,
-  restarting,
-  given_up,
-  stopped,
-  leaving,
-  left,
-  lost,
-  evicted,
-  freed
-};
-
-/// The text of a state: its entry in `worker_states`, which lists every
-/// state a slot can report (and so every state the metrics render).
-const char* to_string(slot_state x);
+using pool::worker_state;  // the states of a slot (pool/protocol.hpp)
 
 inline size_t lane_index(lane ln) {
   return static_cast<size_t>(ln);
@@ -69,7 +49,7 @@ struct slot {
   bool attached = false;
   /// Counts scheduled restarts: a restart timer of an older one is stale.
   uint32_t generation = 0;
-  slot_state state = slot_state::stopped;
+  worker_state state = worker_state::stopped;
   uint32_t credits[2] = {0, 0};       // per lane: jobs it may still be sent
   std::unordered_set<uint64_t> jobs;  // dispatch ids the worker holds
   bool ping_outstanding = false;
@@ -89,8 +69,8 @@ struct slot {
   /// Serves or will serve again: ready, restarting or stuck (a replacement
   /// is on its way).
   bool live() const {
-    return state == slot_state::ready || state == slot_state::restarting ||
-           state == slot_state::stuck;
+    return state == worker_state::ready || state == worker_state::restarting ||
+           state == worker_state::stuck;
   }
 };
 
@@ -210,7 +190,7 @@ class slot_table {
   /// Gives `s` up for good and releases its memory.
   give_up give_up_slot(slot& s, const char* reason);
   /// A local worker that died while draining: not restarted.
-  void stop(slot& s) { s.state = slot_state::stopped; }
+  void stop(slot& s) { s.state = worker_state::stopped; }
   /// A lent worker died (its node took it back if it was leaving).
   void lose(slot& s, time_point now);
 

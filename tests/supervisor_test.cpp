@@ -467,6 +467,17 @@ TEST_CASE_METHOD(actor_fixture, "lent workers join, take work, and leave once id
   sched.run();
   CHECK(*left == -1);  // still busy
   CHECK(status().nodes[1].state == "leaving");
+  // A second leave while the first waits is refused at once; the first is
+  // still answered below (each request exactly once, none held forever).
+  auto again = std::make_shared<std::string>();
+  spawn_fn([=](caf::event_based_actor* self) {
+    self->request(target, caf::infinite, leave_atom::value, self->node(),
+                  std::string{"w1"})
+        .then([=](uint32_t) { *again = "answered"; },
+              [=](caf::error& err) { *again = pool::describe(err); });
+  });
+  sched.run();
+  CHECK_THAT(*again, Catch::Contains("leaving already"));
   // New work goes to the local worker only.
   auto local = current_workers()[0];
   release(local);

@@ -86,7 +86,7 @@ void warn(supervisor_actor self, log_event ev) {
 void check_ledger(const supervisor_state& st) {
   if (!st.ledger->balanced())
     log_line::ledger_mismatch(st.cfg.model_name, st.ledger->counters())
-        .write(*get_logger("supervisor"), spdlog::level::critical);
+        .write(*st.log, spdlog::level::critical);
 }
 
 // -- sending and answering ----------------------------------------------------
@@ -108,10 +108,8 @@ void pump(supervisor_actor self) {
 /// Sends `(answer_atom, ticket, result)` to the submitter (the gateway, or a
 /// test's probe): dynamically typed, so not through a typed actor's send().
 template <class Result>
-void send_to_gateway(supervisor_actor self, const caf::actor& gateway, uint64_t ticket,
-                     Result&& result) {
-  caf::unsafe_send_as(self, gateway, answer_atom::value, ticket,
-                      std::forward<Result>(result));
+void answer_to(supervisor_actor self, const caf::actor& to, uint64_t ticket, Result&& r) {
+  caf::unsafe_send_as(self, to, answer_atom::value, ticket, std::forward<Result>(r));
 }
 
 /// Answers a request that left the ledger: with the worker's `result`, or
@@ -127,9 +125,9 @@ void deliver(supervisor_actor self, core::answer& a, matrix* result = nullptr) {
   if (to.empty())
     return;  // cannot happen: every accepted request has one
   if (a.completed)
-    send_to_gateway(self, to.mapped(), a.req.ticket, std::move(*result));
+    answer_to(self, to.mapped(), a.req.ticket, std::move(*result));
   else
-    send_to_gateway(self, to.mapped(), a.req.ticket, std::move(a.error));
+    answer_to(self, to.mapped(), a.req.ticket, std::move(a.error));
 }
 
 void deliver_all(supervisor_actor self, std::vector<core::answer> answers) {
@@ -342,8 +340,8 @@ void reply_refused(supervisor_actor self, const request_origin& origin, uint64_t
   auto& st = self->state;
   log_line::rejected(st.request_lines, *st.log, st.cfg.model_name, origin, err);
   st.metrics->count_reply(reply_code(err));
-  send_to_gateway(self, caf::actor_cast<caf::actor>(self->current_sender()), ticket,
-                  std::move(err));
+  answer_to(self, caf::actor_cast<caf::actor>(self->current_sender()), ticket,
+            std::move(err));
 }
 
 void refuse(supervisor_actor self, const submission& sub, caf::error err) {
@@ -422,13 +420,15 @@ caf::result<uint32_t> on_join(supervisor_actor self, const caf::node_id& node,
   return static_cast<uint32_t>(fresh->size());
 }
 
-/// A worker node takes its workers back: answered once none holds a job.
-/// Only the node that joined with them may (`node` as the gateway saw it).
+/// A worker node takes its workers back: answered once none holds a job. Only
+/// the node that joined with them may (`node` as the gateway saw it), once.
 caf::result<uint32_t> on_leave(supervisor_actor self, const caf::node_id& node,
                                const std::string& name) {
   auto& st = self->state;
   if (from_other_node(self))
     return make_error(pool_errc::invalid_input, "leave: through the gateway only");
+  if (st.leaving_nodes.count(name) > 0)
+    return make_error(pool_errc::invalid_input, "leave: the node is leaving already");
   if (!st.slots->leave(node, name))
     return make_error(pool_errc::invalid_input, "leave: no workers of node \"" +
                                                     bounded(name, 128) +

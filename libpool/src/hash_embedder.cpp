@@ -174,7 +174,11 @@ std::string sanitise_utf8(std::string_view text) {
 
 }  // namespace
 
-// Per-call memory; never shared between calls.
+// Working memory of `embed`, one per thread (thread_local there) and kept
+// from call to call: its large buffers are not allocated, faulted in and
+// returned to the kernel on every call (a node gives buffers of 64 KiB and
+// more their own pages). Between calls `bag` and `is_touched` are all zero and
+// `column` is all -1 (or empty). At most `worker_bytes` large.
 struct hash_embedder::scratch {
   std::vector<size_t> cp_offsets;                   // byte offset of each code point
   std::string ascii;                                // lowercased copy of an ASCII text
@@ -189,6 +193,8 @@ struct hash_embedder::scratch {
   std::vector<uint32_t> used;   // buckets used by the batch
   std::vector<float> a;         // bag matrix of the batch
   std::vector<float> b;         // gathered projection rows
+  std::vector<std::pair<uint32_t, float>> chunk_entries;  // of all rows of a chunk
+  std::vector<size_t> row_begin;  // rows' ranges in `chunk_entries`
 };
 
 caf::error hash_embedder::validate(const model_config& cfg) {
@@ -415,10 +421,21 @@ void hash_embedder::embed(const std::vector<std::string_view>& texts,
     return;
   const size_t rows_per_call = std::max<size_t>(1, max_bag_floats / buckets_);
   const size_t n_total = texts.size();
-  scratch s;
-  s.column.assign(buckets_, -1);
-  std::vector<std::pair<uint32_t, float>> entries;  // of all rows of a chunk
-  std::vector<size_t> row_begin;                    // rows' ranges in `entries`
+  thread_local scratch s;
+  if (s.column.size() != buckets_)
+    s.column.assign(buckets_, -1);
+  try {
+    embed_with(texts, s, out, rows_per_call, n_total);
+  } catch (...) {
+    s = scratch{};  // its invariants may not hold any more
+    throw;
+  }
+}
+
+void hash_embedder::embed_with(const std::vector<std::string_view>& texts, scratch& s,
+                               float* out, size_t rows_per_call, size_t n_total) const {
+  auto& entries = s.chunk_entries;
+  auto& row_begin = s.row_begin;
   for (size_t begin = 0; begin < n_total; begin += rows_per_call) {
     const size_t n = std::min(rows_per_call, n_total - begin);
     entries.clear();

@@ -87,6 +87,9 @@ class hash_embedder : public embedder {
 
   // Fills s.entries with the quantised non-zero buckets of `text`.
   void make_bag(std::string_view text, scratch& s) const;
+  // `embed` with the calling thread's scratch, in calls of `rows_per_call`.
+  void embed_with(const std::vector<std::string_view>& texts, scratch& s, float* out,
+                  size_t rows_per_call, size_t n_total) const;
   // Scales each of the `n` rows of `dim_` floats at `rows` to unit L2 norm.
   void normalize_rows(float* rows, size_t n) const;
 

@@ -43,6 +43,7 @@ const std::vector<std::string> all_keys = {
     "pool.max-text-bytes",
     "pool.max-batch-items",
     "pool.micro-batch-texts",
+    "pool.inline-compute",
     "pool.restart-backoff",
     "pool.restart-backoff-max",
     "pool.max-restarts",
@@ -292,6 +293,7 @@ max-attempts = 9
 max-text-bytes = 1000
 max-batch-items = 17
 micro-batch-texts = 4096
+inline-compute = 250us
 restart-backoff = 1s
 restart-backoff-max = 1s
 max-restarts = 0
@@ -347,6 +349,7 @@ read-timeout = 750ms
   CHECK(cfg.pool.max_text_bytes == 1000);
   CHECK(cfg.pool.max_batch_items == 17);
   CHECK(cfg.pool.micro_batch_texts == 4096);
+  CHECK(cfg.pool.inline_compute == 250us);
   CHECK(cfg.pool.restart_backoff == 1s);
   CHECK(cfg.pool.restart_backoff_max == 1s);
   CHECK(cfg.pool.max_restarts == 0);
@@ -446,6 +449,8 @@ TEST_CASE("Values of the wrong type or out of range are refused naming the key",
       {"pool.max-text-bytes", "0"},
       {"pool.max-batch-items", "100001"},
       {"pool.micro-batch-texts", "4097"},
+      {"pool.inline-compute", "-1us"},
+      {"pool.inline-compute", "100"},
       {"pool.restart-backoff", "-1ms"},
       {"pool.restart-backoff", "100"},
       {"pool.restart-backoff-max", "3"},

@@ -110,14 +110,24 @@ struct worker_config {
   /// pool.batch-queue-capacity); past it a job is answered `overloaded` at
   /// once, so no sender can queue more than the credits it was given.
   uint32_t max_jobs = 150;
+  /// A chunk estimated to take at most this long is embedded on the
+  /// scheduler thread that runs the worker (pool.inline-compute): no thread
+  /// hand-off for a short request. Longer chunks, the first one (nothing
+  /// measured yet) and the hang drill go to the worker's compute thread.
+  caf::timespan inline_compute{0};
+  /// Whether the worker has a compute thread at all (set by spawn_worker);
+  /// without one every chunk runs inline.
+  bool compute_thread = false;
 };
 
-/// Spawns a worker; `detached` runs it on its own thread (production), false
-/// runs it on the scheduler (deterministic tests). With an owner or a retired
+/// Spawns a worker on the scheduler; `own_thread` gives it a compute thread
+/// (a detached actor, spawned with its first long chunk) for chunks longer
+/// than `cfg.inline_compute` (production); false embeds everything inline
+/// (deterministic tests). With an owner or a retired
 /// flag it refuses, before queueing, exit messages not from its owner and
 /// control frames from other nodes (guarded_actor.hpp); with neither it is a
 /// plain actor (tests).
-caf::actor spawn_worker(caf::actor_system& sys, worker_config cfg, bool detached);
+caf::actor spawn_worker(caf::actor_system& sys, worker_config cfg, bool own_thread);
 
 /// Releases every worker hung by the `fault.hang-marker` drill (called when a
 /// node shuts down so that abandoned threads can end).

@@ -623,6 +623,10 @@ const std::vector<key_spec>& schema() {
                   100000, "most texts in one batch request"),
       integer_key("pool.micro-batch-texts", &nc::pool, &pool_section::micro_batch_texts,
                   1, 4096, "texts per BLAS call inside a worker"),
+      duration_key("pool.inline-compute", &nc::pool, &pool_section::inline_compute,
+                   non_negative,
+                   "chunks estimated to take at most this long are embedded on the "
+                   "scheduler thread, longer ones on the worker's compute thread"),
       duration_key("pool.restart-backoff", &nc::pool, &pool_section::restart_backoff,
                    non_negative, "first delay before restarting a dead worker; doubles"),
       duration_key("pool.restart-backoff-max", &nc::pool,

@@ -145,6 +145,7 @@ detail::supervisor_config model_supervisor_config(
   wcfg.metrics = metrics->model(m.name);
   wcfg.micro_batch_texts = m.pool.micro_batch_texts;
   wcfg.chunk_time_budget = cfg.heartbeat.interval / 4;
+  wcfg.inline_compute = m.pool.inline_compute;
   wcfg.fault = cfg.fault;
   detail::supervisor_config scfg;
   scfg.pool = m.pool;
@@ -388,6 +389,7 @@ caf::actor spawn_root(caf::actor_system& sys, const node_config& cfg,
     // Lent workers are pinged by a peer's supervisor: the cluster's nodes
     // share heartbeat.interval (README, "Cluster").
     wcfg.chunk_time_budget = cfg.heartbeat.interval / 4;
+    wcfg.inline_compute = cfg.pool.inline_compute;
     wcfg.fault = cfg.fault;
     wcfg.max_jobs = cfg.pool.embed_queue_capacity + cfg.pool.batch_queue_capacity;
     detail::lender_config lcfg;

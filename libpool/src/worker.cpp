@@ -16,6 +16,48 @@
 
 namespace pool::detail {
 
+/// One chunk of texts and what embedding it gave. Owned by its worker's
+/// state and reused from chunk to chunk; while the worker's compute thread
+/// embeds it, only that thread touches it, and the worker waits for it back.
+struct chunk_work {
+  /// The texts' storage, held for the compute thread: the worker may end
+  /// (and drop its jobs) while the thread still reads them.
+  std::vector<shared_texts> keep;
+  std::vector<std::string_view> texts;
+  size_t text_bytes = 0;  // of all `texts`
+  std::string task;
+  bool hang = false;  // holds the fault.hang-marker
+  std::vector<float> out;
+  embed_report report;
+  caf::error failure;
+  std::chrono::nanoseconds took{0};
+  bool hung = false;  // the hang drill ran and was released
+  /// Set by whichever comes first: the compute thread starting the chunk, or
+  /// the worker withdrawing it (an embed arrived behind it).
+  std::atomic<int> stage{0};
+  static constexpr int waiting = 0, started = 1, withdrawn = 2;
+  /// Whose texts the chunk holds, in order: `take` texts of job `job` in
+  /// `lane`. A job answered meanwhile (a failed earlier chunk) no longer
+  /// heads its queue, and its rows are skipped.
+  struct part {
+    uint8_t lane;
+    uint64_t job;
+    size_t take;
+  };
+  std::vector<part> parts;
+};
+
+/// A chunk on its way to and from a worker's compute thread (local only).
+struct chunk_handle {
+  std::shared_ptr<chunk_work> ptr;
+};
+
+}  // namespace pool::detail
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(pool::detail::chunk_handle)
+
+namespace pool::detail {
+
 namespace {
 
 std::atomic<bool> hung_workers_released{false};
@@ -26,7 +68,8 @@ struct queued_job {
   job work;
   caf::actor reply_to;
   matrix result;
-  size_t next = 0;     // index of the next text to embed
+  size_t next = 0;     // index of the next text whose row is missing
+  size_t sent = 0;     // texts handed to a chunk (>= next)
   caf::error refused;  // the first text the embedder refused, if any
   steady_time deadline = steady_time::max();
 };
@@ -41,13 +84,21 @@ struct worker_actor_state {
   uint64_t received = 0;
   uint64_t completed = 0;
   uint64_t failed = 0;
-  std::vector<float> scratch;
-  std::vector<std::string_view> chunk_texts;
+  /// Chunks on the compute thread, oldest first: at most `max_chunks_away`
+  /// (one computing, the next already waiting, so the thread never idles
+  /// between them). While any is away, pings wait in `deferred_pings` until
+  /// one comes back: a hung call goes unanswered, as it would on the
+  /// worker's own thread.
+  std::deque<std::shared_ptr<chunk_work>> away;
+  std::vector<std::shared_ptr<chunk_work>> spare;  // chunks to reuse
+  std::vector<std::pair<caf::actor, uint64_t>> deferred_pings;
+  /// The worker's compute thread (a detached actor), spawned for the first
+  /// chunk that does not run inline.
+  caf::actor compute;
   /// Estimated nanoseconds one text takes, from the chunks embedded so far:
   /// rises at once to a slower chunk's, falls by a quarter of the difference
   /// after a faster one. Zero = nothing measured yet.
   double text_ns = 0;
-  embed_report report;
   std::shared_ptr<spdlog::logger> log = get_logger("worker");
 };
 
@@ -93,9 +144,20 @@ size_t held_jobs(const worker_actor_state& st) {
   return st.queues[0].size() + st.queues[1].size();
 }
 
-/// The queue the next chunk comes from: embed work first.
-std::deque<queued_job>& next_queue(worker_actor_state& st) {
-  return st.queues[0].empty() ? st.queues[1] : st.queues[0];
+constexpr size_t max_chunks_away = 2;
+/// Most text a chunk embedded inline may hold: the time estimate is per
+/// text, and one long text among short ones must not hold a scheduler
+/// thread.
+constexpr size_t max_inline_bytes = 4096;
+
+/// The first job with texts not yet handed to a chunk, embed work first;
+/// null if none.
+const queued_job* first_unsent(const worker_actor_state& st) {
+  for (auto& queue : st.queues)
+    for (auto& q : queue)
+      if (q.sent < q.work.texts.size())
+        return &q;
+  return nullptr;
 }
 
 /// Answers `deadline_exceeded` for every held job whose time ran out: nothing
@@ -104,7 +166,7 @@ void drop_expired(worker_actor* self) {
   auto now = std::chrono::steady_clock::now();
   for (auto& q : self->state.queues) {
     for (auto i = q.begin(); i != q.end();) {
-      if (i->deadline > now) {
+      if (i->deadline > now || i->sent > i->next) {  // in a chunk away: kept
         ++i;
         continue;
       }
@@ -178,41 +240,204 @@ void note_chunk_time(worker_actor_state& st, std::chrono::nanoseconds took,
 }
 
 void schedule_run(worker_actor* self) {
-  if (!self->state.run_scheduled && held_jobs(self->state) > 0) {
+  auto& st = self->state;
+  if (!st.run_scheduled && st.away.size() < max_chunks_away && first_unsent(st)) {
     self->state.run_scheduled = true;
     self->send(self, run_atom::value);
   }
 }
 
-/// Embeds the next chunk: whole jobs from the front of the queue, and a part
-/// of a long batch, up to `chunk_text_budget` texts in one embedder call.
+/// Embeds `c` on the calling thread: the hang drill, the embedder call and
+/// fault.compute-delay, timed.
+void compute_chunk(const worker_config& cfg, chunk_work& c) {
+  c.failure = caf::none;
+  if (c.hang) {
+    log_event("worker_hang_drill")
+        .add("worker", cfg.slot)
+        .write(*get_logger("worker"), spdlog::level::warn);
+    hang_until_released();
+    c.hung = true;
+    c.failure = make_error(pool_errc::worker_failed, "fault drill: hang released");
+    return;
+  }
+  c.out.resize(c.texts.size() * cfg.model->dim());
+  auto started = std::chrono::steady_clock::now();
+  try {
+    cfg.model->embed_counted(c.texts, c.task, c.out.data(), c.report);
+  } catch (const std::exception& ex) {
+    c.failure = make_error(pool_errc::worker_failed,
+                           std::string{"embedder failed: "} + ex.what());
+  }
+  if (cfg.fault.compute_delay.count() > 0)
+    std::this_thread::sleep_for(cfg.fault.compute_delay * c.texts.size());
+  c.took = std::chrono::steady_clock::now() - started;
+}
+
+/// A worker's compute thread: embeds the chunks its worker sends and hands
+/// them back; ends with its worker.
+caf::behavior compute_behavior(caf::event_based_actor* self, caf::actor worker,
+                               worker_config cfg) {
+  self->monitor(worker);
+  self->set_down_handler([self](caf::down_msg&) { self->quit(); });
+  return {
+      [cfg = std::move(cfg)](compute_atom, chunk_handle& h) {
+        int expected = chunk_work::waiting;
+        if (h.ptr->stage.compare_exchange_strong(expected, chunk_work::started))
+          compute_chunk(cfg, *h.ptr);
+        return std::move(h);
+      },
+  };
+}
+
+void answer_ping(worker_actor* self, const caf::actor& reply_to, uint64_t seq) {
+  auto& st = self->state;
+  worker_report report{queue_depth(self), st.completed, st.failed};
+  self->send<caf::message_priority::high>(reply_to, pong_atom::value, seq, report);
+}
+
+/// Takes a computed chunk back: records its time, hands out its rows job by
+/// job, answers every job that is complete, then the pings that waited.
+void finish_chunk(worker_actor* self, const worker_config& cfg, chunk_work& c) {
+  auto& st = self->state;
+  c.keep.clear();
+  if (c.hung) {
+    self->quit(c.failure);
+    return;
+  }
+  auto dim = cfg.model->dim();
+  note_chunk_time(st, c.took, c.texts.size());
+  const auto chunk_us = static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::microseconds>(c.took).count());
+  if (cfg.metrics) {
+    cfg.metrics->compute.observe(chunk_us);
+    cfg.metrics->batch_texts.observe(c.texts.size());
+    uint64_t tokens = 0;
+    for (auto t : c.report.tokens) {
+      tokens += t;
+      cfg.metrics->input_tokens.observe(t);
+    }
+    cfg.metrics->batch_tokens.observe(tokens);
+  }
+  size_t row = 0;
+  for (auto& part : c.parts) {
+    auto& queue = st.queues[part.lane];
+    if (queue.empty() || queue.front().work.id != part.job) {
+      row += part.take;  // answered already
+      continue;
+    }
+    auto& q = queue.front();
+    auto take = part.take;
+    if (!c.failure) {
+      note_report(q, c.report, row, take, chunk_us);
+      if (q.result.values.empty())
+        q.result.values.resize(q.work.texts.size() * dim);
+      std::copy(c.out.begin() + static_cast<std::ptrdiff_t>(row * dim),
+                c.out.begin() + static_cast<std::ptrdiff_t>((row + take) * dim),
+                q.result.values.begin() + static_cast<std::ptrdiff_t>(q.next * dim));
+    }
+    q.next += take;
+    row += take;
+    if (c.failure) {
+      ++st.failed;
+      self->send(q.reply_to, fail_atom::value, q.work.id, c.failure);
+      queue.pop_front();
+    } else if (q.next == q.work.texts.size() && q.refused) {
+      // An input error, not a worker failure: the supervisor answers it as is.
+      ++st.completed;
+      self->send(q.reply_to, fail_atom::value, q.work.id, std::move(q.refused));
+      queue.pop_front();
+    } else if (q.next == q.work.texts.size()) {
+      q.result.rows = static_cast<uint32_t>(q.work.texts.size());
+      q.result.dim = static_cast<uint32_t>(dim);
+      ++st.completed;
+      self->send(q.reply_to, done_atom::value, q.work.id, std::move(q.result));
+      queue.pop_front();
+    }
+  }
+  auto pings = std::move(st.deferred_pings);
+  st.deferred_pings.clear();
+  for (auto& [reply_to, seq] : pings)
+    answer_ping(self, reply_to, seq);
+}
+
+/// True if the chunk goes to the compute thread: the worker has one, and
+/// another chunk is away (rows come back in order), or the chunk holds the
+/// hang marker, or nothing was measured yet, or it holds more than
+/// `max_inline_bytes` of text, or its estimate exceeds `cfg.inline_compute`.
+bool runs_away(const worker_actor_state& st, const worker_config& cfg,
+               const chunk_work& c) {
+  if (!cfg.compute_thread)
+    return false;
+  if (!st.away.empty() || c.hang || st.text_ns <= 0 || c.text_bytes > max_inline_bytes)
+    return true;
+  auto estimate = st.text_ns * static_cast<double>(c.texts.size());
+  return estimate >
+         static_cast<double>(std::chrono::nanoseconds{cfg.inline_compute}.count());
+}
+
+/// Takes back `c`, the newest chunk away, if the compute thread has not
+/// started it: its texts count as not sent again, so the next chunk takes
+/// embed work first. An embed job thus waits behind at most the one chunk
+/// being computed.
+void withdraw(worker_actor_state& st, chunk_work& c) {
+  int expected = chunk_work::waiting;
+  if (!c.stage.compare_exchange_strong(expected, chunk_work::withdrawn))
+    return;
+  for (auto& part : c.parts)
+    for (auto& q : st.queues[part.lane])
+      if (q.work.id == part.job && q.sent >= part.take) {
+        q.sent -= part.take;
+        break;
+      }
+}
+
+/// Embeds the next chunk: the texts not yet handed to a chunk, whole jobs
+/// from the front of the queues and a part of a long batch, up to
+/// `chunk_text_budget` texts in one embedder call; inline, or on the compute
+/// thread (`runs_away`).
 void run_chunk(worker_actor* self, const worker_config& cfg) {
   auto& st = self->state;
-  auto dim = cfg.model->dim();
-  st.chunk_texts.clear();
+  std::shared_ptr<chunk_work> chunk;
+  if (st.spare.empty()) {
+    chunk = std::make_shared<chunk_work>();
+  } else {
+    chunk = std::move(st.spare.back());
+    st.spare.pop_back();
+  }
+  auto& c = *chunk;
+  c.texts.clear();
+  c.text_bytes = 0;
+  c.keep.clear();
+  c.parts.clear();
+  c.hang = false;
+  c.hung = false;
+  c.stage.store(chunk_work::waiting);
   size_t budget = chunk_text_budget(st, cfg);
-  bool hang = false;
   // Embed work first, then batch work fills what the chunk has left.
-  const auto task = next_queue(st).front().work.task;
+  c.task = first_unsent(st)->work.task;
   bool first = true;
   bool full = false;
-  size_t taken[2] = {0, 0};  // texts of each lane in this chunk
-  for (size_t ln = 0; ln < 2 && !full; ++ln) {
+  for (uint8_t ln = 0; ln < 2 && !full; ++ln) {
     for (auto& q : st.queues[ln]) {
+      if (q.sent == q.work.texts.size())
+        continue;  // in a chunk already
       // A retried (solo) job is embedded alone: it ends a chunk and starts one.
-      if (budget == 0 || q.work.task != task || (!first && q.work.solo)) {
+      if (budget == 0 || q.work.task != c.task || (!first && q.work.solo)) {
         full = true;
         break;
       }
-      auto take = std::min(budget, q.work.texts.size() - q.next);
-      for (size_t i = q.next; i < q.next + take; ++i) {
-        st.chunk_texts.emplace_back(q.work.texts[i]);
+      auto take = std::min(budget, q.work.texts.size() - q.sent);
+      for (size_t i = q.sent; i < q.sent + take; ++i) {
+        c.texts.emplace_back(q.work.texts[i]);
+        c.text_bytes += q.work.texts[i].size();
         if (!cfg.fault.hang_marker.empty() &&
             q.work.texts[i].find(cfg.fault.hang_marker) != std::string::npos)
-          hang = true;
+          c.hang = true;
       }
+      c.keep.push_back(q.work.texts);
+      c.parts.push_back({ln, q.work.id, take});
+      q.sent += take;
       budget -= take;
-      taken[ln] += take;
       first = false;
       if (q.work.solo) {
         full = true;
@@ -220,76 +445,33 @@ void run_chunk(worker_actor* self, const worker_config& cfg) {
       }
     }
   }
-  if (hang) {
-    log_event("worker_hang_drill")
-        .add("worker", cfg.slot)
-        .write(*st.log, spdlog::level::warn);
-    hang_until_released();
-    self->quit(make_error(pool_errc::worker_failed, "fault drill: hang released"));
+  if (!runs_away(st, cfg, c)) {
+    compute_chunk(cfg, c);
+    finish_chunk(self, cfg, c);
+    st.spare.push_back(std::move(chunk));
     return;
   }
-  st.scratch.resize(st.chunk_texts.size() * dim);
-  auto started = std::chrono::steady_clock::now();
-  caf::error failure;
-  try {
-    cfg.model->embed_counted(st.chunk_texts, task, st.scratch.data(), st.report);
-  } catch (const std::exception& ex) {
-    failure = make_error(pool_errc::worker_failed,
-                         std::string{"embedder failed: "} + ex.what());
-  }
-  if (cfg.fault.compute_delay.count() > 0)
-    std::this_thread::sleep_for(cfg.fault.compute_delay * st.chunk_texts.size());
-  const auto took = std::chrono::steady_clock::now() - started;
-  note_chunk_time(st, took, st.chunk_texts.size());
-  const auto chunk_us = static_cast<uint64_t>(
-      std::chrono::duration_cast<std::chrono::microseconds>(took).count());
-  if (cfg.metrics) {
-    cfg.metrics->compute.observe(chunk_us);
-    cfg.metrics->batch_texts.observe(st.chunk_texts.size());
-    uint64_t tokens = 0;
-    for (auto t : st.report.tokens) {
-      tokens += t;
-      cfg.metrics->input_tokens.observe(t);
-    }
-    cfg.metrics->batch_tokens.observe(tokens);
-  }
-  // Hand out the rows, lane by lane, and answer every job that is complete.
-  size_t row = 0;
-  for (size_t ln = 0; ln < 2; ++ln) {
-    auto& queue = st.queues[ln];
-    auto remaining = taken[ln];
-    while (remaining > 0 && !queue.empty()) {
-      auto& q = queue.front();
-      auto take = std::min(remaining, q.work.texts.size() - q.next);
-      if (!failure) {
-        note_report(q, st.report, row, take, chunk_us);
-        if (q.result.values.empty())
-          q.result.values.resize(q.work.texts.size() * dim);
-        std::copy(st.scratch.begin() + static_cast<std::ptrdiff_t>(row * dim),
-                  st.scratch.begin() + static_cast<std::ptrdiff_t>((row + take) * dim),
-                  q.result.values.begin() + static_cast<std::ptrdiff_t>(q.next * dim));
-      }
-      q.next += take;
-      row += take;
-      remaining -= take;
-      if (failure) {
-        ++st.failed;
-        self->send(q.reply_to, fail_atom::value, q.work.id, failure);
-        queue.pop_front();
-      } else if (q.next == q.work.texts.size() && q.refused) {
-        // An input error, not a worker failure: the supervisor answers it as is.
-        ++st.completed;
-        self->send(q.reply_to, fail_atom::value, q.work.id, std::move(q.refused));
-        queue.pop_front();
-      } else if (q.next == q.work.texts.size()) {
-        q.result.rows = static_cast<uint32_t>(q.work.texts.size());
-        q.result.dim = static_cast<uint32_t>(dim);
-        ++st.completed;
-        self->send(q.reply_to, done_atom::value, q.work.id, std::move(q.result));
-        queue.pop_front();
-      }
-    }
-  }
+  if (!st.compute)
+    st.compute = self->spawn<caf::detached>(compute_behavior,
+                                            caf::actor_cast<caf::actor>(self), cfg);
+  st.away.push_back(chunk);
+  self->request(st.compute, caf::infinite, compute_atom::value, chunk_handle{chunk})
+      .then(
+          [self, cfg](chunk_handle& h) {
+            auto& s = self->state;
+            // The compute thread answers in order: this is the oldest away.
+            s.away.pop_front();
+            if (h.ptr->stage.load() == chunk_work::withdrawn)
+              h.ptr->keep.clear();
+            else
+              finish_chunk(self, cfg, *h.ptr);
+            s.spare.push_back(std::move(h.ptr));
+            schedule_run(self);
+          },
+          [self](caf::error& err) {
+            self->quit(make_error(pool_errc::worker_failed,
+                                  "compute thread lost: " + caf::to_string(err)));
+          });
 }
 
 /// True if the current message may be obeyed: the worker is not retired and
@@ -364,7 +546,9 @@ caf::behavior worker_behavior(worker_actor* self, worker_config cfg) {
                      std::chrono::nanoseconds{work.time_left_ns};
         auto ln = work.lane == static_cast<uint8_t>(lane::embed) ? 0 : 1;
         st.queues[ln].push_back(
-            queued_job{std::move(work), std::move(reply_to), {}, 0, {}, deadline});
+            queued_job{std::move(work), std::move(reply_to), {}, 0, 0, {}, deadline});
+        if (ln == 0 && st.away.size() == max_chunks_away)
+          withdraw(st, *st.away.back());
         schedule_run(self);
       },
       [=](run_atom) {
@@ -374,30 +558,33 @@ caf::behavior worker_behavior(worker_actor* self, worker_config cfg) {
         }
         if (self->current_sender() && self->current_sender().get() != self->ctrl())
           return;  // its own reminder only
-        self->state.run_scheduled = false;
+        auto& st = self->state;
+        st.run_scheduled = false;
+        if (st.away.size() >= max_chunks_away)
+          return;  // a chunk's return schedules the next run
         drop_expired(self);
-        if (held_jobs(self->state) > 0)
+        if (first_unsent(st))
           run_chunk(self, cfg);
         schedule_run(self);
       },
       [=](ping_atom, uint64_t seq) {
         if (!admitted(self, cfg))
           return;
-        auto& st = self->state;
-        worker_report report{queue_depth(self), st.completed, st.failed};
         auto reply_to = caf::actor_cast<caf::actor>(self->current_sender());
-        self->send<caf::message_priority::high>(reply_to, pong_atom::value, seq, report);
+        if (!self->state.away.empty())
+          self->state.deferred_pings.emplace_back(std::move(reply_to), seq);
+        else
+          answer_ping(self, reply_to, seq);
       },
   };
 }
 
 }  // namespace
 
-caf::actor spawn_worker(caf::actor_system& sys, worker_config cfg, bool detached) {
+caf::actor spawn_worker(caf::actor_system& sys, worker_config cfg, bool own_thread) {
+  cfg.compute_thread = own_thread;
   if (!cfg.owner && !cfg.retired) {
     // Nobody to obey: a plain actor (deterministic tests).
-    if (detached)
-      return sys.spawn<caf::detached>(worker_behavior, std::move(cfg));
     return sys.spawn(worker_behavior, std::move(cfg));
   }
   using impl = guarded_actor<worker_actor_state, worker_actor>;
@@ -407,8 +594,6 @@ caf::actor spawn_worker(caf::actor_system& sys, worker_config cfg, bool detached
   };
   impl::options opts;
   opts.owner = owner;
-  if (detached)
-    return sys.spawn<impl, caf::detached>(std::move(opts), std::move(init));
   return sys.spawn<impl>(std::move(opts), std::move(init));
 }
 

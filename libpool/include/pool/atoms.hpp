@@ -55,6 +55,8 @@ using tick_atom = caf::atom_constant<caf::atom("tick")>;
 using restart_atom = caf::atom_constant<caf::atom("restart")>;
 /// Worker: embed the next chunk of locally queued work.
 using run_atom = caf::atom_constant<caf::atom("run")>;
+/// Worker to its compute thread: embed this chunk and hand it back.
+using compute_atom = caf::atom_constant<caf::atom("compute")>;
 /// Root: publish a replaced gateway again while the old socket closes.
 using republish_atom = caf::atom_constant<caf::atom("republish")>;
 /// Lender: the next attempt to reach a supervisor after a backoff.

@@ -78,6 +78,11 @@ struct pool_section {
   uint32_t max_text_bytes = 65536;  // pool.max-text-bytes
   uint32_t max_batch_items = 256;   // pool.max-batch-items
   uint32_t micro_batch_texts = 64;  // pool.micro-batch-texts: texts per BLAS call
+  /// pool.inline-compute: a chunk estimated to take at most this long is
+  /// embedded on the scheduler thread that runs the worker, without a thread
+  /// hand-off; longer ones on the worker's own compute thread. 0 = always
+  /// the compute thread.
+  caf::timespan inline_compute = std::chrono::microseconds(100);
   caf::timespan restart_backoff = std::chrono::milliseconds(100);  // pool.restart-backoff
   caf::timespan restart_backoff_max =
       std::chrono::seconds(5);  // pool.restart-backoff-max

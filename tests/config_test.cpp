@@ -226,7 +226,11 @@ TEST_CASE("Without arguments every key has its built-in default", "[config]") {
   CHECK(count_of(cfg.caf_args, "--middleman.connection-timeout=10s") == 1);
   CHECK(count_of(cfg.caf_args, "--work-stealing.moderate-poll-attempts=0") == 1);
   CHECK(count_of(cfg.caf_args, "--work-stealing.relaxed-sleep-duration=100ms") == 1);
-  CHECK(cfg.caf_args.size() == 4);
+  CHECK(count_of(cfg.caf_args, "--scheduler.max-threads=" +
+                                   std::to_string(pool::node_scheduler_threads())) == 1);
+  CHECK(pool::node_scheduler_threads() >= 2);
+  CHECK(pool::node_scheduler_threads() <= 8);
+  CHECK(cfg.caf_args.size() == 5);
   CHECK(cfg.caf_args == pool::node_caf_defaults());
 }
 
@@ -244,6 +248,8 @@ TEST_CASE("conf/embedpool.ini yields exactly the built-in defaults", "[config]")
   CHECK(caf::get_or(caf_cfg, "work-stealing.moderate-poll-attempts", size_t{500}) == 0);
   CHECK(caf::get_or(caf_cfg, "work-stealing.relaxed-sleep-duration", caf::timespan{0}) ==
         100ms);
+  CHECK(caf::get_or(caf_cfg, "scheduler.max-threads", size_t{0}) ==
+        pool::node_scheduler_threads());
 }
 
 TEST_CASE("conf/embedpool.ini documents every key", "[config]") {

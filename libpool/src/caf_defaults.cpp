@@ -1,5 +1,8 @@
 #include "pool/caf_defaults.hpp"
 
+#include <algorithm>
+#include <thread>
+
 namespace pool {
 
 std::vector<std::string> scheduler_caf_defaults() {
@@ -12,8 +15,18 @@ std::vector<std::string> scheduler_caf_defaults() {
           "--work-stealing.relaxed-sleep-duration=100ms"};
 }
 
+unsigned node_scheduler_threads() {
+  return std::clamp(std::thread::hardware_concurrency() / 2, 2u, 8u);
+}
+
 std::vector<std::string> node_caf_defaults() {
   auto out = scheduler_caf_defaults();
+  // The scheduler runs the node's actors and the short chunks workers embed
+  // inline; BLAS runs on each worker's own compute thread. CAF's default of
+  // max(cores, 4) threads spreads each request over more threads (each hop a
+  // wake-up) and, on 2 cores, took batch throughput from 0.85-0.87 to
+  // 0.70-0.85 of direct calls.
+  out.emplace_back("--scheduler.max-threads=" + std::to_string(node_scheduler_threads()));
   out.emplace_back("--middleman.heartbeat-interval=1s");
   out.emplace_back("--middleman.connection-timeout=10s");
   return out;

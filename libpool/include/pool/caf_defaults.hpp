@@ -13,7 +13,11 @@ namespace pool {
 /// sleeps instead of polling.
 std::vector<std::string> scheduler_caf_defaults();
 
-/// A node: the scheduler defaults, plus BASP heartbeats every second and
+/// Scheduler threads of a node: half the cores, 2 to 8.
+unsigned node_scheduler_threads();
+
+/// A node: the scheduler defaults, `node_scheduler_threads()` scheduler
+/// threads (`scheduler.max-threads`), plus BASP heartbeats every second and
 /// connections closed after 10 s of silence (CAF's defaults of 0 disable
 /// both; dead peers must be detected).
 std::vector<std::string> node_caf_defaults();

@@ -11,6 +11,11 @@
 //   floor_probe raw --port=P [--calls=N] [--text-bytes=B]
 //       N remote requests to that actor from a scoped actor, with the CAF
 //       settings of pool::client (pool::client_caf_defaults).
+//   floor_probe raw-window --port=P [--window=W] [--seconds=S] [--text-bytes=B]
+//       keeps W requests in flight to that actor for S seconds from one
+//       event-based actor and prints {"target":"raw_caf_window","window":W,
+//       "answers":N,"throughput_rps":R}: the most one request per message
+//       gets out of CAF on this machine.
 //   floor_probe pool --port=P [--calls=N] [--text-bytes=B]
 //       N blocking pool::client::embed calls to a node.
 //   floor_probe gateway --port=P [--calls=N] [--text-bytes=B]
@@ -26,7 +31,9 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <iostream>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -49,6 +56,9 @@ struct probe_args {
   uint16_t port = 0;
   size_t calls = 5000;
   size_t text_bytes = 64;
+  /// raw-window: requests kept in flight, and for how long.
+  size_t window = 256;
+  double seconds = 4;
   /// CAF options (`--work-stealing.*`, `--scheduler.*`) added after the
   /// defaults, to try other settings.
   std::vector<std::string> caf_args;
@@ -56,8 +66,9 @@ struct probe_args {
 
 int usage() {
   std::fprintf(stderr,
-               "usage: floor_probe serve-raw | raw|pool --port=P [--calls=N] "
-               "[--text-bytes=B]  [--work-stealing.K=V ...]\n");
+               "usage: floor_probe serve-raw | raw|pool|gateway --port=P [--calls=N] "
+               "[--text-bytes=B] | raw-window --port=P [--window=W] [--seconds=S] "
+               "[--work-stealing.K=V ...]\n");
   return 2;
 }
 
@@ -82,11 +93,17 @@ bool parse(int argc, char** argv, probe_args& out) {
       out.calls = value;
     else if (key == "--text-bytes")
       out.text_bytes = value;
+    else if (key == "--window")
+      out.window = value;
+    else if (key == "--seconds")
+      out.seconds = std::strtod(arg.c_str() + eq + 1, nullptr);
     else
       return false;
   }
   if (out.mode == "serve-raw")
     return true;
+  if (out.mode == "raw-window")
+    return out.port != 0 && out.window > 0 && out.seconds > 0;
   return (out.mode == "raw" || out.mode == "pool" || out.mode == "gateway") &&
          out.port != 0 && out.calls >= 20 && out.text_bytes > 0;
 }
@@ -195,6 +212,58 @@ int time_remote_requests(const char* target, const probe_args& args, Valid valid
   });
 }
 
+/// Keeps `args.window` requests in flight to the raw anchor for
+/// `args.seconds` and reports the answers per second.
+int raw_window(const probe_args& args) {
+  probe_config cfg{concat(pool::client_caf_defaults(), args.caf_args)};
+  caf::actor_system sys{cfg};
+  auto server = sys.middleman().remote_actor("127.0.0.1", args.port);
+  if (!server) {
+    std::fprintf(stderr, "floor_probe: %s\n", sys.render(server.error()).c_str());
+    return 1;
+  }
+  auto texts = pool::loadgen::make_texts(1024, args.text_bytes, 42);
+  caf::scoped_actor self{sys};
+  auto deadline = steady::now() + std::chrono::duration_cast<steady::duration>(
+                                      std::chrono::duration<double>(args.seconds));
+  auto answered = std::make_shared<size_t>(0);
+  auto waiter = caf::actor_cast<caf::actor>(self);
+  auto srv = *server;
+  sys.spawn([=](caf::event_based_actor* drv) -> caf::behavior {
+    auto next = std::make_shared<size_t>(0);
+    auto in_flight = std::make_shared<size_t>(0);
+    auto done = std::make_shared<caf::actor>(waiter);
+    std::shared_ptr<std::function<void()>> send_one =
+        std::make_shared<std::function<void()>>();
+    *send_one = [=] {
+      ++*in_flight;
+      drv->request(srv, caf::infinite, texts[(*next)++ % texts.size()])
+          .then([=](const std::vector<float>&) {
+            --*in_flight;
+            ++*answered;
+            if (steady::now() < deadline)
+              (*send_one)();
+            else if (*in_flight == 0) {
+              drv->send(*done, caf::ok_atom::value);
+              *send_one = nullptr;
+              drv->quit();
+            }
+          });
+    };
+    for (size_t i = 0; i < args.window; ++i)
+      (*send_one)();
+    return {[](caf::ok_atom) {}};
+  });
+  auto start = steady::now();
+  self->receive([](caf::ok_atom) {});
+  double secs = std::chrono::duration<double>(steady::now() - start).count();
+  std::printf(
+      "{\"target\":\"raw_caf_window\",\"window\":%zu,\"answers\":%zu,"
+      "\"throughput_rps\":%.1f}\n",
+      args.window, *answered, static_cast<double>(*answered) / secs);
+  return 0;
+}
+
 int probe_pool(const probe_args& args) {
   pool::client_options opts;
   opts.port = args.port;
@@ -223,6 +292,8 @@ int main(int argc, char** argv) {
   if (args.mode == "raw")
     return time_remote_requests<std::vector<float>>(
         "raw_caf", args, [](const std::vector<float>& v) { return v.size() == dims; });
+  if (args.mode == "raw-window")
+    return raw_window(args);
   if (args.mode == "gateway")
     return time_remote_requests<pool::matrix>(
         "gateway", args, [](const pool::matrix& m) { return m.rows == 1; },

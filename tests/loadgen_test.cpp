@@ -65,8 +65,12 @@ TEST_CASE("At window 1 the load generator's p50 agrees with calls timed alone",
   node_process node{{"--pool.workers=1"}};
   // The texts the load generator sends with --text-bytes=64, in its order.
   const auto texts = pool::loadgen::make_texts(1024, 64, 42);
+  // The probe's own client, with a window of one call as the generator's at
+  // --window=1: each call waits for the previous one's credit, so the two
+  // run the client's threads the same way.
   pool::client_options copts;
   copts.port = node.port();
+  copts.window = 1;
   auto conn = pool::client::connect(copts);
   REQUIRE(conn);
   auto& cl = **conn;
@@ -76,21 +80,29 @@ TEST_CASE("At window 1 the load generator's p50 agrees with calls timed alone",
   // outside both). A generator that stamped before its window credit would
   // count the previous round trip as well: a ratio near 2.
   auto probe_p50_ms = [&] {
-    std::vector<double> ms;
-    for (int i = 0; i < 2000; ++i) {
-      std::chrono::steady_clock::time_point sent;
-      std::promise<std::chrono::steady_clock::time_point> answered;
-      bool ok = false;
+    using clock = std::chrono::steady_clock;
+    const size_t calls = 2000;
+    std::vector<clock::time_point> sent(calls), answered(calls);
+    std::vector<char> ok(calls, 0);
+    std::promise<void> last;
+    for (size_t i = 0; i < calls; ++i) {
+      // Blocks until the previous call's answer returned its credit.
       cl.embed_async(
-          texts[static_cast<size_t>(i) % texts.size()],
-          [&](caf::expected<std::vector<float>> row) {
-            ok = static_cast<bool>(row);
-            answered.set_value(std::chrono::steady_clock::now());
+          texts[i % texts.size()],
+          [&, i](caf::expected<std::vector<float>> row) {
+            answered[i] = clock::now();
+            ok[i] = row ? 1 : 0;
+            if (i + 1 == calls)
+              last.set_value();
           },
-          [&sent] { sent = std::chrono::steady_clock::now(); });
-      auto t1 = answered.get_future().get();
-      REQUIRE(ok);
-      ms.push_back(std::chrono::duration<double, std::milli>(t1 - sent).count());
+          [&, i] { sent[i] = clock::now(); });
+    }
+    last.get_future().get();
+    std::vector<double> ms;
+    for (size_t i = 0; i < calls; ++i) {
+      REQUIRE(ok[i]);
+      ms.push_back(
+          std::chrono::duration<double, std::milli>(answered[i] - sent[i]).count());
     }
     return median(ms);
   };

@@ -292,7 +292,8 @@ struct lender_config {
   std::string node_name;
   uint32_t workers = 1;
   worker_config worker;
-  bool detach_workers = true;
+  /// Lent workers get a compute thread each (spawn_worker's `own_thread`).
+  bool worker_compute_threads = true;
   bool tls = false;  // connect through the openssl manager
   caf::timespan retry_min = std::chrono::milliseconds(100);
   caf::timespan retry_max = std::chrono::seconds(5);

@@ -163,7 +163,8 @@ caf::actor spawn_local_worker(lender_actor* self, uint32_t slot) {
   c.accepts = [target](const caf::strong_actor_ptr& sender) {
     return sender && target->is(sender->node());
   };
-  auto w = spawn_worker(self->system(), std::move(c), self->state.cfg.detach_workers);
+  auto w =
+      spawn_worker(self->system(), std::move(c), self->state.cfg.worker_compute_threads);
   self->monitor(w);
   return w;
 }

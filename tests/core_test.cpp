@@ -175,6 +175,35 @@ TEST_CASE("a worker's answer returns its credit and answers the request",
   CHECK_FALSE(f.book.holder(d.job.id));
 }
 
+TEST_CASE("a list of embeds counts as its texts in the ledger and the queue depth",
+          "[core][ledger][scaling]") {
+  core_fixture f{test_pool(), 1};
+  request r;
+  r.ln = lane::embed;
+  r.texts = shared_texts{{"one", "two", "three"}};
+  r.ticket = 1;
+  auto d = as<dispatch>(f.book.admit(std::move(r), f.slots, t0));
+  CHECK(f.slots[0].credits[0] == 1);  // one job, one credit
+  auto l = f.book.counters();
+  CHECK(l.accepted == 3);
+  CHECK(l.in_flight == 3);
+  CHECK(f.book.balanced());
+  CHECK(scaler::queue_depth(f.book, f.slots) == 3);
+  // A batch is one request, whatever its texts.
+  f.admit(t0, lane::batch);
+  CHECK(f.book.counters().accepted == 4);
+  CHECK(scaler::queue_depth(f.book, f.slots) == 4);
+  auto out = f.book.job_answered(d.job.id, true, caf::error{}, f.slots, t0 + 1ms);
+  REQUIRE(out.done);
+  l = f.book.counters();
+  CHECK(l.completed == 3);
+  CHECK(l.in_flight == 1);
+  CHECK(f.book.balanced());
+  // Refused before admission: each text counts as a rejected request.
+  f.book.refuse(0, request_weight(lane::embed, 5));
+  CHECK(f.book.counters().rejected == 5);
+}
+
 // -- admission -------------------------------------------------------------------------
 
 TEST_CASE("without credit a request is parked, then dispatched oldest first",

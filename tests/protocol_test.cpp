@@ -122,6 +122,31 @@ TEST_CASE_METHOD(system_fixture,
   CHECK(back.values.capacity() < 1024);
 }
 
+TEST_CASE_METHOD(system_fixture, "the answers to a list of embeds round-trip",
+                 "[protocol]") {
+  pool::embed_answers a;
+  a.rows.rows = 2;
+  a.rows.dim = 3;
+  a.rows.values = {1, 2, 3, 4, 5, 6};
+  a.errors.resize(3);
+  a.errors[1] = pool::make_error(pool::pool_errc::too_large, "texts[1] has 9 bytes");
+  std::vector<char> buf;
+  {
+    caf::binary_serializer sink{*sys, buf};
+    REQUIRE(!sink(a));
+  }
+  pool::embed_answers back;
+  caf::binary_deserializer source{*sys, buf};
+  REQUIRE(!source(back));
+  CHECK(back.rows.rows == 2);
+  CHECK(back.rows.values == a.rows.values);
+  REQUIRE(back.errors.size() == 3);
+  CHECK_FALSE(back.errors[0]);
+  CHECK(pool::pool_code(back.errors[1]) == pool::pool_errc::too_large);
+  CHECK(pool::error_message(back.errors[1]) == "texts[1] has 9 bytes");
+  CHECK_FALSE(back.errors[2]);
+}
+
 TEST_CASE("the status JSON carries the scaling and memory fields", "[protocol]") {
   pool::pool_status st;
   st.model = "hash";

@@ -370,6 +370,76 @@ TEST_CASE_METHOD(gateway_fixture,
 }
 
 TEST_CASE_METHOD(gateway_fixture,
+                 "a list of embeds is answered text by text in one reply", "[gateway]") {
+  start_pool(100, 4);
+  auto list = [&](std::vector<std::string> texts) {
+    auto result = std::make_shared<std::optional<embed_answers>>();
+    auto err = std::make_shared<caf::error>();
+    auto gw = gateway;
+    spawn_fn([=](caf::event_based_actor* self) {
+      self->request(gw, caf::infinite, embed_atom::value, std::move(texts), std::string{},
+                    std::string{})
+          .then([=](embed_answers& a) { *result = std::move(a); },
+                [=](caf::error& e) { *err = std::move(e); });
+    });
+    sched.run();
+    return std::make_pair(result, err);
+  };
+  SECTION("valid texts go on as one embed-lane job, refused ones get their own error") {
+    auto [result, err] = list({"first", "", "second", "bad \xff"});
+    auto& worker = *current_workers()[0];
+    REQUIRE(worker.held.size() == 1);
+    auto& j = worker.held.front().first;
+    CHECK(j.lane == static_cast<uint8_t>(lane::embed));
+    CHECK(j.texts.get() == std::vector<std::string>{"first", "second"});
+    auto job_id = static_cast<float>(j.id);
+    release(current_workers()[0]);
+    REQUIRE(result->has_value());
+    auto& a = **result;
+    REQUIRE(a.errors.size() == 4);
+    CHECK_FALSE(a.errors[0]);
+    CHECK(pool_code(a.errors[1]) == pool_errc::invalid_input);
+    CHECK_THAT(error_message(a.errors[1]), Catch::Contains("texts[1]"));
+    CHECK_FALSE(a.errors[2]);
+    CHECK(pool_code(a.errors[3]) == pool_errc::invalid_input);
+    CHECK(a.rows.rows == 2);
+    CHECK(a.rows.values == std::vector<float>{job_id, job_id});
+    auto st = status();
+    // One job, and an embed request per text in the ledger.
+    CHECK(st.ledger.accepted == 2);
+    CHECK(st.ledger.completed == 2);
+  }
+  SECTION("a list with no valid text is answered without a job") {
+    auto [result, err] = list({"", std::string(101, 'a')});
+    REQUIRE(result->has_value());
+    auto& a = **result;
+    REQUIRE(a.errors.size() == 2);
+    CHECK(pool_code(a.errors[0]) == pool_errc::invalid_input);
+    CHECK(pool_code(a.errors[1]) == pool_errc::too_large);
+    CHECK(a.rows.rows == 0);
+    CHECK(a.rows.values.empty());
+    CHECK(current_workers()[0]->jobs_received == 0);
+  }
+  SECTION("an empty or too long list is refused whole") {
+    auto [none, none_err] = list({});
+    CHECK_FALSE(none->has_value());
+    CHECK(pool_code(*none_err) == pool_errc::invalid_input);
+    auto [many, many_err] = list({"a", "b", "c", "d", "e"});
+    CHECK_FALSE(many->has_value());
+    CHECK(pool_code(*many_err) == pool_errc::too_large);
+    CHECK_THAT(error_message(*many_err), Catch::Contains("pool.max-batch-items is 4"));
+    CHECK(current_workers()[0]->jobs_received == 0);
+  }
+  SECTION("an error of the whole request answers the list") {
+    auto [result, err] = list({"only"});
+    caf::anon_send(current_workers()[0]->handle, refuse_atom::value);
+    sched.run();
+    CHECK_FALSE(result->has_value());
+    CHECK(pool_code(*err) == pool_errc::too_large);
+  }
+}
+
+TEST_CASE_METHOD(gateway_fixture,
                  "unexpected messages get invalid_input and the gateway keeps serving",
                  "[gateway]") {
   start_pool();

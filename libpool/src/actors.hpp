@@ -19,8 +19,11 @@
 // gateway (published; the only actor peers reach)
 //   (embed_atom, text [, task [, model [, request_id]]])  -> matrix (one row)
 //   (batch_atom, texts [, task [, model [, request_id]]]) -> matrix
+//   (embed_atom, texts, task, model)                       -> embed_answers
 //                                 validated, then passed to the model's
-//                                 supervisor; request_id "" = the gateway makes one
+//                                 supervisor; request_id "" = the gateway makes one;
+//                                 a list of embeds is validated text by text and
+//                                 its valid texts go on as one embed-lane request
 //   (embed|batch_atom, ..., request_id, client_address)   the same from the
 //                                 node's HTTP front (local senders only)
 //   (status_atom [, model])       -> pool_status          forwarded to the model's

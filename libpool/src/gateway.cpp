@@ -11,6 +11,7 @@
 #include <caf/io/middleman_actor.hpp>
 
 #include "actors.hpp"
+#include "core/ledger.hpp"
 #include "defaults.hpp"
 #include "guarded_actor.hpp"
 #include "logging.hpp"
@@ -38,6 +39,11 @@ struct pending_answer {
   caf::response_promise rp;
   size_t route = 0;
   uint64_t charged = 0;  // its bytes of the node's byte_budget
+  /// A list of embeds: the verdict on each text (set for the ones refused
+  /// before submission); the supervisor's matrix holds the rows of the rest.
+  /// Null for a single embed or a batch.
+  std::shared_ptr<std::vector<caf::error>> item_errors;
+  uint64_t weight = 1;  // core::request_weight: the replies it counts as
 };
 
 struct gateway_state {
@@ -66,11 +72,13 @@ struct gateway_state {
 
 using gateway_actor = caf::stateful_actor<gateway_state>;
 
-/// Counts an error the gateway answers itself (validation, admission) as a
-/// reply and passes it on; the supervisors count the answers they give.
-caf::error counted(gateway_actor* self, size_t route, caf::error err) {
+/// Counts an error the gateway answers itself (validation, admission) as
+/// `weight` replies and passes it on; the supervisors count the answers they
+/// give.
+caf::error counted(gateway_actor* self, size_t route, caf::error err,
+                   uint64_t weight = 1) {
   if (err)
-    self->state.metrics[route]->count_reply(reply_code(err));
+    self->state.metrics[route]->count_reply(reply_code(err), weight);
   return err;
 }
 
@@ -78,12 +86,12 @@ caf::error counted(gateway_actor* self, size_t route, caf::error err) {
 /// admission) and passes the error on. `model` names an unknown model
 /// asked for; by default the route's.
 caf::error refused(gateway_actor* self, size_t route, const request_origin& origin,
-                   caf::error err, const std::string& model = {}) {
+                   caf::error err, const std::string& model = {}, uint64_t weight = 1) {
   auto& st = self->state;
   log_request(st.request_lines, *st.log, spdlog::level::info, "request_rejected", origin,
               model.empty() ? st.routes[route].name : bounded(model, 64),
               [&](log_event& ev) { add_answer_error(ev, err); });
-  return counted(self, route, std::move(err));
+  return counted(self, route, std::move(err), weight);
 }
 
 /// The index of `model`'s route ("" = the default model), or an
@@ -132,41 +140,47 @@ std::optional<size_t> sending_route(gateway_actor* self) {
   return std::nullopt;
 }
 
-/// Passes validated work to the supervisor of `route` under a fresh ticket.
-/// The gateway answers the peer itself when the supervisor's answer comes
-/// back: no internal actor ever sends to a peer. No CAF timeout per request
-/// (CAF 0.17 keeps every request timeout in the actor clock until it fires);
-/// the supervisor answers every ticket by its deadline, and if it dies the
-/// gateway answers its tickets `unavailable`.
-caf::result<matrix> submit(gateway_actor* self, size_t route, lane ln,
-                           std::vector<std::string> texts, std::string task,
-                           request_origin& origin) {
+/// Passes validated work to the supervisor of `route` under a fresh ticket,
+/// or returns why not (counted and logged). The gateway answers the peer
+/// itself when the supervisor's answer comes back: no internal actor ever
+/// sends to a peer. No CAF timeout per request (CAF 0.17 keeps every request
+/// timeout in the actor clock until it fires); the supervisor answers every
+/// ticket by its deadline, and if it dies the gateway answers its tickets
+/// `unavailable`. `item_errors`: see `pending_answer`.
+caf::error submit(gateway_actor* self, size_t route, lane ln,
+                  std::vector<std::string> texts, std::string task,
+                  request_origin& origin,
+                  std::shared_ptr<std::vector<caf::error>> item_errors = nullptr) {
   auto& st = self->state;
   auto& target = st.routes[route];
+  const auto weight = core::request_weight(ln, texts.size());
   if (st.route_down[route])
     return refused(self, route, origin,
                    make_error(pool_errc::unavailable,
-                              "the supervisor of model \"" + target.name + "\" stopped"));
+                              "the supervisor of model \"" + target.name + "\" stopped"),
+                   {}, weight);
   auto& gate = *target.gate;
   if (gate.queued.load(std::memory_order_relaxed) >= gate.limit) {
-    gate.shed.fetch_add(1, std::memory_order_relaxed);
+    gate.shed.fetch_add(weight, std::memory_order_relaxed);
     return refused(self, route, origin,
                    make_error(pool_errc::overloaded,
                               "the supervisor is behind (" + std::to_string(gate.limit) +
                                   " requests queued for it); retry after " +
-                                  std::to_string(overload_retry_after_ms) + "ms"));
+                                  std::to_string(overload_retry_after_ms) + "ms"),
+                   {}, weight);
   }
   submission sub;
   if (target.bytes) {
     auto cost = byte_budget::cost(texts);
     if (!target.bytes->try_take(cost)) {
-      gate.shed.fetch_add(1, std::memory_order_relaxed);
+      gate.shed.fetch_add(weight, std::memory_order_relaxed);
       return refused(self, route, origin,
                      make_error(pool_errc::overloaded,
                                 "the node holds pool.max-queued-bytes (" +
                                     std::to_string(target.bytes->limit >> 20) +
                                     " MiB) of request text; retry after " +
-                                    std::to_string(overload_retry_after_ms) + "ms"));
+                                    std::to_string(overload_retry_after_ms) + "ms"),
+                     {}, weight);
     }
     sub.charged = cost;
   }
@@ -177,9 +191,10 @@ caf::result<matrix> submit(gateway_actor* self, size_t route, lane ln,
   sub.texts = std::move(texts);
   sub.task = std::move(task);
   st.pending.emplace(sub.ticket,
-                     pending_answer{self->make_response_promise(), route, sub.charged});
+                     pending_answer{self->make_response_promise(), route, sub.charged,
+                                    std::move(item_errors), weight});
   self->send(target.supervisor, submit_atom::value, std::move(sub));
-  return caf::delegated<matrix>{};
+  return caf::none;
 }
 
 /// Delivers a supervisor's answer to the peer that holds `ticket`.
@@ -193,7 +208,15 @@ void deliver(gateway_actor* self, uint64_t ticket, T&& result) {
   if (i == pending.end() || i->second.route != *route)
     return;
   auto rp = std::move(i->second.rp);
+  auto item_errors = std::move(i->second.item_errors);
   pending.erase(i);
+  if constexpr (std::is_same_v<std::decay_t<T>, matrix>) {
+    if (item_errors) {
+      rp.deliver(embed_answers{std::forward<T>(result), std::move(*item_errors)});
+      return;
+    }
+  }
+  // An error answers every text of a list of embeds alike.
   rp.deliver(std::forward<T>(result));
 }
 
@@ -208,7 +231,7 @@ void fail_route(gateway_actor* self, size_t route, const caf::error& reason) {
     auto err = make_error(pool_errc::unavailable, "the supervisor of model \"" +
                                                       st.routes[route].name +
                                                       "\" stopped: " + to_string(reason));
-    st.metrics[route]->count_reply(reply_code(err));
+    st.metrics[route]->count_reply(reply_code(err), i->second.weight);
     i->second.rp.deliver(std::move(err));
     // Its supervisor is gone and gives nothing back any more.
     if (auto& bytes = st.routes[route].bytes)
@@ -254,7 +277,53 @@ caf::result<matrix> handle_embed(gateway_actor* self, std::string& text,
     return refused(self, *route, *origin, std::move(err));
   std::vector<std::string> texts;
   texts.emplace_back(std::move(text));
-  return submit(self, *route, lane::embed, std::move(texts), std::move(task), *origin);
+  if (auto err =
+          submit(self, *route, lane::embed, std::move(texts), std::move(task), *origin))
+    return err;
+  return caf::delegated<matrix>{};
+}
+
+/// A list of independent embeds in one message (protocol.hpp): each text is
+/// validated on its own and refused alone; the valid ones go to the
+/// supervisor as one embed-lane request.
+caf::result<embed_answers> handle_embed_list(gateway_actor* self,
+                                             std::vector<std::string>& texts,
+                                             std::string& task,
+                                             const std::string& model) {
+  auto origin = origin_of(self, {});
+  if (!origin)
+    return counted(self, 0, std::move(origin.error()));
+  auto route = find_route(self, model);
+  if (!route)
+    return refused(self, 0, *origin, std::move(route.error()), model,
+                   core::request_weight(lane::embed, texts.size()));
+  const auto& limits = self->state.limits;
+  if (texts.empty())
+    return refused(self, *route, *origin,
+                   make_error(pool_errc::invalid_input, "embed list is empty"));
+  if (texts.size() > limits.max_batch_items)
+    return refused(self, *route, *origin,
+                   make_error(pool_errc::too_large,
+                              "embed list has " + std::to_string(texts.size()) +
+                                  " texts; pool.max-batch-items is " +
+                                  std::to_string(limits.max_batch_items)),
+                   {}, texts.size());
+  auto item_errors = std::make_shared<std::vector<caf::error>>(texts.size());
+  std::vector<std::string> valid;
+  valid.reserve(texts.size());
+  for (size_t i = 0; i < texts.size(); ++i) {
+    if (auto err = validate_text(texts[i], limits.max_text_bytes,
+                                 "texts[" + std::to_string(i) + "]"))
+      (*item_errors)[i] = refused(self, *route, *origin, std::move(err));
+    else
+      valid.emplace_back(std::move(texts[i]));
+  }
+  if (valid.empty())
+    return embed_answers{matrix{}, std::move(*item_errors)};
+  if (auto err = submit(self, *route, lane::embed, std::move(valid), std::move(task),
+                        *origin, item_errors))
+    return err;
+  return caf::delegated<embed_answers>{};
 }
 
 caf::result<matrix> handle_batch(gateway_actor* self, std::vector<std::string>& texts,
@@ -269,7 +338,10 @@ caf::result<matrix> handle_batch(gateway_actor* self, std::vector<std::string>& 
     return refused(self, 0, *origin, std::move(route.error()), model);
   if (auto err = validate_batch(texts, self->state.limits))
     return refused(self, *route, *origin, std::move(err));
-  return submit(self, *route, lane::batch, std::move(texts), std::move(task), *origin);
+  if (auto err =
+          submit(self, *route, lane::batch, std::move(texts), std::move(task), *origin))
+    return err;
+  return caf::delegated<matrix>{};
 }
 
 /// Asks `target` (a local actor) and answers the peer itself.
@@ -447,7 +519,7 @@ caf::behavior gateway_behavior(gateway_actor* self, std::vector<model_route> rou
     return make_error(pool_errc::invalid_input,
                       "unsupported message; expected (embed, text [, task [, model [, "
                       "request_id]]]), (batch, texts [, task [, model [, request_id]]]), "
-                      "(status [, model]) or (metrics)");
+                      "(embed, texts, task, model), (status [, model]) or (metrics)");
   });
   auto default_supervisor = [self] { return self->state.routes.front().supervisor; };
   return {
@@ -470,6 +542,8 @@ caf::behavior gateway_behavior(gateway_actor* self, std::vector<model_route> rou
       },
       [=](batch_atom, std::vector<std::string>& texts, std::string& task,
           std::string& model) { return handle_batch(self, texts, task, model); },
+      [=](embed_atom, std::vector<std::string>& texts, std::string& task,
+          std::string& model) { return handle_embed_list(self, texts, task, model); },
       [=](embed_atom, std::string& text, std::string& task, std::string& model,
           std::string& request_id) {
         return handle_embed(self, text, task, model, std::move(request_id));

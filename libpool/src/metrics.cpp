@@ -185,9 +185,9 @@ model_metrics::model_metrics()
     r.store(0, std::memory_order_relaxed);
 }
 
-void model_metrics::count_reply(uint8_t code) noexcept {
+void model_metrics::count_reply(uint8_t code, uint64_t n) noexcept {
   replies[std::min<size_t>(code, replies.size() - 1)].fetch_add(
-      1, std::memory_order_relaxed);
+      n, std::memory_order_relaxed);
 }
 
 uint8_t reply_code(const caf::error& err) {

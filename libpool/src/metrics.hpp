@@ -101,9 +101,10 @@ struct model_metrics {
   /// 8 = an error of another category.
   std::array<std::atomic<uint64_t>, 9> replies{};
 
-  /// Counts a gateway reply: `code` 0 for success, else the pool_errc value,
-  /// anything above 7 for errors of other categories.
-  void count_reply(uint8_t code) noexcept;
+  /// Counts `n` gateway replies: `code` 0 for success, else the pool_errc
+  /// value, anything above 7 for errors of other categories. An answer to a
+  /// list of embeds counts once per text.
+  void count_reply(uint8_t code, uint64_t n = 1) noexcept;
 };
 
 /// The reply-counter index of an error: its pool_errc value, or 8 for errors

@@ -79,6 +79,7 @@ void add_message_types(caf::actor_system_config& cfg) {
   // mis-read them field by field.
   cfg.add_message_type<std::vector<float>>("std::vector<float>");
   cfg.add_message_type<matrix>(wire_type_name("matrix"));
+  cfg.add_message_type<embed_answers>(wire_type_name("embed_answers"));
   cfg.add_message_type<job>(wire_type_name("job"));
   cfg.add_message_type<worker_report>(wire_type_name("worker_report"));
   cfg.add_message_type<worker_status>(wire_type_name("worker_status"));

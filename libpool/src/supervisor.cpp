@@ -120,7 +120,7 @@ void deliver(supervisor_actor self, core::answer& a, matrix* result = nullptr) {
   if (!a.completed)
     log_line::answered_error(st.request_lines, *st.log, st.cfg.model_name, a, now);
   st.metrics->end_to_end.observe(core::micros_between(a.req.accepted_at, now));
-  st.metrics->count_reply(a.completed ? 0 : reply_code(a.error));
+  st.metrics->count_reply(a.completed ? 0 : reply_code(a.error), a.req.weight());
   auto to = st.reply_to.extract(a.req.id);
   if (to.empty())
     return;  // cannot happen: every accepted request has one
@@ -336,17 +336,18 @@ void on_job_answer(supervisor_actor self, uint64_t did, matrix* result,
 
 /// Answers a request that is not accepted to its submitter at once.
 void reply_refused(supervisor_actor self, const request_origin& origin, uint64_t ticket,
-                   caf::error err) {
+                   caf::error err, uint64_t weight) {
   auto& st = self->state;
   log_line::rejected(st.request_lines, *st.log, st.cfg.model_name, origin, err);
-  st.metrics->count_reply(reply_code(err));
+  st.metrics->count_reply(reply_code(err), weight);
   answer_to(self, caf::actor_cast<caf::actor>(self->current_sender()), ticket,
             std::move(err));
 }
 
 void refuse(supervisor_actor self, const submission& sub, caf::error err) {
-  self->state.ledger->refuse(sub.charged);
-  reply_refused(self, sub.origin, sub.ticket, std::move(err));
+  auto weight = core::request_weight(sub.ln, sub.texts.size());
+  self->state.ledger->refuse(sub.charged, weight);
+  reply_refused(self, sub.origin, sub.ticket, std::move(err), weight);
 }
 
 /// Accepts a submission (dispatched or parked) or refuses it; either way it
@@ -373,7 +374,7 @@ void submit(supervisor_actor self, submission& sub) {
     if (no.overload_began)
       warn(self, log_line::overload_began(st.cfg.pool.policy, *st.ledger));
     // A refused request was not moved from.
-    reply_refused(self, r.origin, r.ticket, std::move(no.error));
+    reply_refused(self, r.origin, r.ticket, std::move(no.error), r.weight());
   }
 }
 

@@ -14,6 +14,7 @@
 //   (batch_atom, texts, task, std::string model)        -> matrix
 //   (embed_atom, text, task, model, std::string request_id)   -> matrix (one row)
 //   (batch_atom, texts, task, model, std::string request_id)  -> matrix
+//   (embed_atom, std::vector<std::string> texts, task, model) -> embed_answers
 //   (status_atom)                                       -> pool_status
 //   (status_atom, std::string model)                    -> pool_status
 //   (hello_atom, uint32_t protocol)  -> (hello_atom, uint32_t, std::string version)
@@ -22,6 +23,13 @@
 // `pool_status::models`); empty means the default model, an unknown name is
 // answered `invalid_input` naming it. The forms without `model` use the
 // default model.
+// The embed form with a list of texts carries several independent embed
+// requests in one message (`pool::client` sends them so under load, see
+// `client_options::coalesce`): 1 to `pool.max-batch-items` texts, each
+// validated on its own. It is answered with one `embed_answers`, an error per
+// text or a row; an error for the whole message (empty or too long list,
+// unknown model, `overloaded`, `deadline_exceeded`, ...) applies to every
+// text. In the node's ledger and log it counts as one embed request.
 // `request_id` names the request in the node's log lines about it (rejected,
 // expired, failed, retried): 1 to 128 bytes of letters, digits and `._:-`
 // (anything else is answered `invalid_input`); "" or a shorter form = the node
@@ -98,6 +106,20 @@ typename Inspector::result_type inspect(Inspector& f, matrix& x) {
     return f(caf::meta::type_name("pool.matrix"), x.rows, x.dim, x.values, x.tokens,
              x.compute_us);
   }
+}
+
+/// Reply to `(embed_atom, texts, task, model)`: for text i, `errors[i]` if it
+/// is set, else the next row of `rows` (rows come in the order of the texts
+/// that have one). So `errors.size()` is the number of texts and `rows.rows`
+/// the number of unset errors.
+struct embed_answers {
+  matrix rows;
+  std::vector<caf::error> errors;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, embed_answers& x) {
+  return f(caf::meta::type_name("pool.embed_answers"), x.rows, x.errors);
 }
 
 /// Request lanes; each has its own credits per worker.

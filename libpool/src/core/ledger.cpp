@@ -26,14 +26,14 @@ ledger::ledger(const pool_section& pool, std::shared_ptr<byte_budget> bytes)
 
 admission ledger::admit(request&& r, slot_table& slots, time_point now) {
   if (!slots.any_live()) {
-    refuse(r.charged);
+    refuse(r.charged, r.weight());
     return refused{make_error(pool_errc::unavailable, "no worker available")};
   }
   auto* s = slots.pick(r.ln);
   const bool reject = pool_.policy == overload_policy::reject;
   if (s == nullptr && (reject || pending() >= pool_.pending_capacity)) {
     auto began = note_shed(now);
-    refuse(r.charged);
+    refuse(r.charged, r.weight());
     return refused{make_error(pool_errc::overloaded,
                               std::string{"no worker credit available ("} +
                                   (reject ? "policy reject" : "pending queue full") +
@@ -49,16 +49,17 @@ admission ledger::admit(request&& r, slot_table& slots, time_point now) {
   req.accepted_at = now;
   req.attempts = 0;
   req.dispatch_id = 0;
-  ++counts_.accepted;
+  counts_.accepted += req.weight();
+  open_weight_ += req.weight();
   if (s != nullptr)
     return send(req, *s, slots, now);
   pending_[lane_index(req.ln)].push_back(id);
   return parked{id};
 }
 
-void ledger::refuse(uint64_t charged) {
+void ledger::refuse(uint64_t charged, uint64_t weight) {
   bytes_->give_back(charged);
-  ++counts_.rejected;
+  counts_.rejected += weight;
 }
 
 dispatch ledger::send(request& req, slot& s, slot_table& slots, time_point now) {
@@ -123,7 +124,7 @@ job_outcome ledger::job_answered(uint64_t dispatch_id, bool ok, caf::error failu
   if (ok) {
     ++s.completed;
     if (it != requests_.end()) {
-      ++counts_.completed;
+      counts_.completed += it->second.weight();
       out.done = take(it, true, caf::error{});
     }
     return out;
@@ -140,9 +141,9 @@ job_outcome ledger::job_answered(uint64_t dispatch_id, bool ok, caf::error failu
   const bool expired = pool_code(failure) == pool_errc::deadline_exceeded;
   if (expired || input_error || req.attempts >= pool_.max_attempts) {
     if (expired)
-      ++counts_.expired;
+      counts_.expired += req.weight();
     else
-      ++counts_.failed;
+      counts_.failed += req.weight();
     out.done = take(it, false, std::move(failure));
     return out;
   }
@@ -169,7 +170,7 @@ requeued ledger::requeue(slot& s, const std::string& why) {
       auto err = make_error(pool_errc::worker_failed, "request failed on " +
                                                           std::to_string(req.attempts) +
                                                           " worker(s); last: " + why);
-      ++counts_.failed;
+      counts_.failed += req.weight();
       out.answers.push_back(take(it, false, std::move(err)));
     } else {
       again.push_back(rid);
@@ -199,7 +200,7 @@ std::vector<answer> ledger::expire(time_point now) {
       if (it == requests_.end()) {
         i = q.erase(i);
       } else if (it->second.deadline <= now) {
-        ++counts_.expired;
+        counts_.expired += it->second.weight();
         out.push_back(take(it, false, expired_error()));
         i = q.erase(i);
       } else {
@@ -211,7 +212,7 @@ std::vector<answer> ledger::expire(time_point now) {
   // result is dropped when it arrives, and only then is its credit returned.
   for (auto it = requests_.begin(); it != requests_.end();) {
     if (it->second.dispatch_id != 0 && it->second.deadline <= now) {
-      ++counts_.expired;
+      counts_.expired += it->second.weight();
       out.push_back(take(it, false, expired_error()));
     } else {
       ++it;
@@ -227,7 +228,7 @@ std::vector<answer> ledger::fail_pending(pool_errc code, const std::string& why)
       auto it = requests_.find(id);
       if (it == requests_.end())
         continue;
-      ++counts_.failed;
+      counts_.failed += it->second.weight();
       out.push_back(take(it, false, make_error(code, why)));
     }
     q.clear();
@@ -238,7 +239,7 @@ std::vector<answer> ledger::fail_pending(pool_errc code, const std::string& why)
 std::vector<answer> ledger::finish() {
   std::vector<answer> out;
   for (auto it = requests_.begin(); it != requests_.end();) {
-    ++counts_.failed;
+    counts_.failed += it->second.weight();
     out.push_back(take(it, false,
                        make_error(pool_errc::shutting_down,
                                   "node shut down before the request finished "
@@ -283,7 +284,7 @@ overload_report ledger::overload_tick(time_point now) {
 
 ledger_counters ledger::counters() const {
   auto l = counts_;
-  l.in_flight = requests_.size();
+  l.in_flight = open_weight_;
   return l;
 }
 
@@ -294,6 +295,7 @@ const request* ledger::find(uint64_t id) const {
 
 answer ledger::take(request_map::iterator& it, bool completed, caf::error err) {
   auto& req = it->second;
+  open_weight_ -= req.weight();
   auto j = req.dispatch_id != 0 ? jobs_.find(req.dispatch_id) : jobs_.end();
   if (j != jobs_.end())
     j->second.charged += req.charged;

@@ -33,6 +33,13 @@
 namespace pool::detail::core {
 
 /// An accepted request (or one being admitted).
+/// How many requests one counts as in the ledger's counters, the queue depth
+/// and the reply metrics: an embed-lane request of n texts is n embeds (a
+/// list of embeds, pool/protocol.hpp), a batch is one request.
+inline uint64_t request_weight(lane ln, size_t texts) {
+  return ln == lane::embed && texts > 0 ? texts : 1;
+}
+
 struct request {
   request() = default;
   /// A request to admit.
@@ -56,6 +63,9 @@ struct request {
   uint64_t dispatch_id = 0;  // 0 while pending
   uint64_t charged = 0;      // bytes of the node's byte_budget it holds
   request_origin origin;     // its id and sender, for the log lines about it
+
+  /// See `request_weight`.
+  uint64_t weight() const { return request_weight(ln, texts.size()); }
 };
 
 /// Send `job` to the worker in `slot` (a credit of its lane is spent).
@@ -142,8 +152,8 @@ class ledger {
   /// `r` is moved from only when it was accepted.
   admission admit(request&& r, slot_table& slots, time_point now);
   /// A request refused before admission (e.g. while draining): counted as
-  /// rejected and its bytes given back.
-  void refuse(uint64_t charged);
+  /// `weight` rejected requests and its bytes given back.
+  void refuse(uint64_t charged, uint64_t weight);
 
   /// Dispatches parked requests, oldest first, while workers have credit.
   std::vector<dispatch> pump(slot_table& slots, time_point now);
@@ -174,11 +184,14 @@ class ledger {
   /// at most once a second while it lasts.
   overload_report overload_tick(time_point now);
 
-  /// The counts, `in_flight` = accepted requests not answered yet.
+  /// The counts, `in_flight` = accepted requests not answered yet; every
+  /// count in requests by weight (`request::weight`).
   ledger_counters counters() const;
   /// accepted == completed + failed + expired + in_flight.
   bool balanced() const { return pool::balanced(counters()); }
   size_t in_flight() const { return requests_.size(); }
+  /// The weight of the requests not answered yet (`counters().in_flight`).
+  uint64_t open_weight() const { return open_weight_; }
   size_t pending() const { return pending_[0].size() + pending_[1].size(); }
   size_t jobs() const { return jobs_.size(); }
   const request* find(uint64_t id) const;
@@ -214,7 +227,8 @@ class ledger {
   job_map jobs_;                        // by dispatch id
   std::deque<uint64_t> pending_[2];     // request ids waiting for credit, per lane
   uint64_t next_request_id_ = 1;
-  ledger_counters counts_;  // in_flight unused: requests_.size()
+  ledger_counters counts_;    // in_flight unused: open_weight_
+  uint64_t open_weight_ = 0;  // of the requests in requests_
   // The overload episode: it begins with the first shed request and ends
   // after a quiet second.
   bool overloaded_ = false;

@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
+#include <condition_variable>
 #include <future>
 #include <map>
 #include <mutex>
@@ -24,13 +26,14 @@ using namespace std::chrono_literals;
 using pool::test::node_process;
 using steady = std::chrono::steady_clock;
 
-std::unique_ptr<pool::client> connect_to(
-    const node_process& node, uint32_t window,
-    caf::timespan timeout = std::chrono::seconds(30)) {
+std::unique_ptr<pool::client> connect_to(const node_process& node, uint32_t window,
+                                         caf::timespan timeout = std::chrono::seconds(30),
+                                         uint32_t coalesce = 64) {
   pool::client_options opts;
   opts.port = node.port();
   opts.window = window;
   opts.timeout = timeout;
+  opts.coalesce = coalesce;
   auto cl = pool::client::connect(opts);
   if (!cl)
     throw std::runtime_error("cannot connect: " + pool::describe(cl.error()));
@@ -85,6 +88,122 @@ TEST_CASE("A client never has more requests in flight at the node than its windo
   CHECK(stats.sent == calls);
   CHECK(stats.answered == calls);
   CHECK(stats.in_flight == 0);
+}
+
+namespace {
+
+/// The answers of embed calls made with `embed_async`, by call index.
+struct embed_results {
+  explicit embed_results(size_t n) : values(n) {}
+
+  pool::callback<std::vector<float>> at(size_t i) {
+    return [this, i](caf::expected<std::vector<float>> x) {
+      std::lock_guard<std::mutex> guard{mtx};
+      values[i].emplace_back(std::move(x));
+      ++answered;
+      cv.notify_all();
+    };
+  }
+
+  /// Waits until `n` answers came (at most 30 s); true if they did.
+  bool wait_for(size_t n) {
+    std::unique_lock<std::mutex> guard{mtx};
+    return cv.wait_for(guard, 30s, [&] { return answered >= n; });
+  }
+
+  std::mutex mtx;
+  std::condition_variable cv;
+  size_t answered = 0;
+  std::vector<std::vector<caf::expected<std::vector<float>>>> values;
+};
+
+bool same_row(const std::vector<float>& row, const pool::matrix& m, size_t i) {
+  if (row.size() != m.dim)
+    return false;
+  for (size_t k = 0; k < m.dim; ++k)
+    if (std::abs(row[k] - m.values[i * m.dim + k]) > 1e-5f)
+      return false;
+  return true;
+}
+
+}  // namespace
+
+TEST_CASE("Embed calls that queue up share messages, each answered with its own row",
+          "[client]") {
+  // 2 ms per text: the first calls are still computing while the rest queue up.
+  node_process node{{"--pool.workers=1", "--fault.compute-delay=2ms"}};
+  auto cl = connect_to(node, 256);
+  constexpr size_t calls = 100;
+  std::vector<std::string> texts;
+  for (size_t i = 0; i < calls; ++i)
+    texts.push_back("coalesced text number " + std::to_string(i));
+  embed_results results{calls};
+  for (size_t i = 0; i < calls; ++i)
+    cl->embed_async(texts[i], results.at(i));
+  REQUIRE(results.wait_for(calls));
+  // The reference: the same texts in one batch, row i for text i.
+  auto reference = connect_to(node, 1, std::chrono::seconds(30), 0)->embed_batch(texts);
+  REQUIRE(reference);
+  for (size_t i = 0; i < calls; ++i) {
+    INFO("call " << i);
+    REQUIRE(results.values[i].size() == 1);  // exactly one answer
+    auto& x = results.values[i].front();
+    REQUIRE(x);
+    CHECK(same_row(*x, *reference, i));
+  }
+  auto stats = cl->stats();
+  CHECK(stats.sent == calls);
+  CHECK(stats.answered == calls);
+  CHECK(stats.in_flight == 0);
+  // The first four went alone, and at least the 64 after them in one list.
+  CHECK(stats.listed >= 64);
+  CHECK(stats.listed <= calls - 4);
+  CHECK(stats.lists >= 1);
+  CHECK(stats.lists <= stats.listed / 2);
+  // The node's ledger counts every call, listed or not, and the batch once.
+  auto st = cl->status();
+  REQUIRE(st);
+  CHECK(st->ledger.accepted == calls + 1);
+  CHECK(st->ledger.completed == st->ledger.accepted);
+}
+
+TEST_CASE("A text refused in a list fails alone; its neighbours get their rows",
+          "[client]") {
+  node_process node{
+      {"--pool.workers=1", "--fault.compute-delay=20ms", "--pool.max-text-bytes=100"}};
+  auto cl = connect_to(node, 256);
+  // Four calls keep the node busy for 80 ms; the rest wait and go in lists.
+  std::vector<std::string> texts{
+      "busy 1", "busy 2", "busy 3",         "busy 4", "good a",
+      "",       "good b", "bad \xff utf-8", "good c", std::string(101, 'x')};
+  embed_results results{texts.size()};
+  for (size_t i = 0; i < texts.size(); ++i)
+    cl->embed_async(texts[i], results.at(i));
+  REQUIRE(results.wait_for(texts.size()));
+  auto reference = connect_to(node, 1, std::chrono::seconds(30), 0)
+                       ->embed_batch({"busy 1", "busy 2", "busy 3", "busy 4", "good a",
+                                      "good b", "good c"});
+  REQUIRE(reference);
+  auto row_of =
+      std::map<size_t, size_t>{{0, 0}, {1, 1}, {2, 2}, {3, 3}, {4, 4}, {6, 5}, {8, 6}};
+  auto code_at = [&](size_t i) {
+    auto& x = results.values[i].front();
+    return x ? caf::optional<pool::pool_errc>{} : code_of(x.error());
+  };
+  for (size_t i = 0; i < texts.size(); ++i) {
+    INFO("call " << i);
+    REQUIRE(results.values[i].size() == 1);
+    if (row_of.count(i) > 0) {
+      auto& x = results.values[i].front();
+      REQUIRE(x);
+      CHECK(same_row(*x, *reference, row_of[i]));
+    }
+  }
+  CHECK(code_at(5) == pool::pool_errc::invalid_input);
+  CHECK(code_at(7) == pool::pool_errc::invalid_input);
+  CHECK(code_at(9) == pool::pool_errc::too_large);
+  CHECK(cl->stats().listed >= 2);
+  CHECK(cl->stats().answered == texts.size());
 }
 
 TEST_CASE("A call without an answer within its timeout fails with deadline_exceeded",
@@ -289,6 +408,10 @@ TEST_CASE("The load generator accounts for every request exactly once",
     CHECK(j.at("missing") == 0);
     CHECK(j.at("duplicates") == 0);
     CHECK(j.at("completed").get<uint64_t>() == sent);
+    // The node's ledger counts each text of a list of embeds.
+    auto listed = j.at("client").at("listed").get<uint64_t>();
+    auto lists = j.at("client").at("lists").get<uint64_t>();
+    CHECK(lists <= listed / 2);
     CHECK(j.at("node_ledger_delta").at("accepted").get<uint64_t>() == sent);
     CHECK(j.at("latency_ms").at("p50").get<double>() > 0);
   }

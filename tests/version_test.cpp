@@ -2,7 +2,11 @@
 // and `protocol` in the status, and a peer of another protocol version
 // refused at connect with an error naming both versions (never a reply it
 // would mis-read).
+#include <atomic>
+#include <future>
+#include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <catch2/catch.hpp>
@@ -230,4 +234,92 @@ TEST_CASE(
   // CAF cannot decode the reply's "pool.v1.status": the request fails as a
   // whole instead of delivering a mis-read struct.
   CHECK(err == caf::sec::unexpected_response);
+}
+
+TEST_CASE(
+    "a client sends embeds one by one to a node of an earlier release that does not "
+    "know lists of embeds",
+    "[version][client]") {
+  peer_config cfg;
+  caf::actor_system sys{cfg};
+  // The gateway of an earlier release of protocol 1: the hello and single
+  // embeds (answered 50 ms later with the text's length as their one value);
+  // a list of embeds is an unsupported message to it.
+  struct old_gateway_probe {
+    std::atomic<int> lists{0};
+    std::atomic<int> embeds{0};
+  };
+  auto probe = std::make_shared<old_gateway_probe>();
+  using answer_later = std::pair<caf::response_promise, pool::matrix>;
+  auto old_gateway = sys.spawn(
+      [](caf::event_based_actor* self,
+         std::shared_ptr<old_gateway_probe> p) -> caf::behavior {
+        auto later = std::make_shared<std::vector<answer_later>>();
+        self->set_default_handler(
+            [p](caf::scheduled_actor*, caf::message_view&) -> caf::result<caf::message> {
+              ++p->lists;
+              return pool::make_error(pool::pool_errc::invalid_input,
+                                      "unsupported message; expected (embed, text [, "
+                                      "task [, model [, request_id]]]), ...");
+            });
+        return {
+            [](pool::hello_atom, uint32_t) {
+              return caf::make_message(pool::hello_atom::value, pool::protocol_version,
+                                       std::string{"0.0.9 (an earlier release)"});
+            },
+            [self, p, later](pool::embed_atom, std::string& text,
+                             std::string&) -> caf::result<pool::matrix> {
+              ++p->embeds;
+              pool::matrix m;
+              m.rows = 1;
+              m.dim = 1;
+              m.values = {static_cast<float>(text.size())};
+              later->emplace_back(self->make_response_promise(), std::move(m));
+              if (later->size() == 1)
+                self->delayed_send(self, 50ms, pool::answer_atom::value);
+              return caf::delegated<pool::matrix>{};
+            },
+            [later](pool::answer_atom) {
+              for (auto& [rp, m] : std::exchange(*later, {}))
+                rp.deliver(std::move(m));
+            },
+        };
+      },
+      probe);
+  auto port = sys.middleman().publish(old_gateway, 0, "127.0.0.1");
+  REQUIRE(port);
+  pool::client_options opts;
+  opts.port = *port;
+  opts.window = 64;
+  opts.timeout = 10s;
+  auto cl = pool::client::connect(opts);
+  REQUIRE(cl);
+  constexpr size_t calls = 20;
+  std::vector<std::future<caf::expected<std::vector<float>>>> answers;
+  for (size_t i = 0; i < calls; ++i)
+    answers.push_back((*cl)->embed_future(std::string(i + 1, 'a')));
+  for (size_t i = 0; i < calls; ++i) {
+    INFO("call " << i);
+    auto x = answers[i].get();
+    REQUIRE(x);
+    CHECK(*x == std::vector<float>{static_cast<float>(i + 1)});
+  }
+  // The client tried a list, learned the node does not know them, and sent
+  // every call of it alone; each call was answered once.
+  CHECK(probe->lists.load() >= 1);
+  CHECK(probe->embeds.load() == static_cast<int>(calls));
+  auto stats = (*cl)->stats();
+  CHECK(stats.sent == calls);
+  CHECK(stats.answered == calls);
+  CHECK(stats.late_answers == 0);
+  // Later calls go alone at once.
+  auto lists_before = probe->lists.load();
+  std::vector<std::future<caf::expected<std::vector<float>>>> more;
+  for (size_t i = 0; i < calls; ++i)
+    more.push_back((*cl)->embed_future("later"));
+  for (auto& f : more)
+    CHECK(f.get());
+  CHECK(probe->lists.load() == lists_before);
+  cl->reset();
+  caf::anon_send_exit(old_gateway, caf::exit_reason::kill);
 }

@@ -1,7 +1,9 @@
 #include "pool/client.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <deque>
 #include <mutex>
 #include <set>
 #include <sstream>
@@ -71,6 +73,8 @@ struct shared_state {
   std::atomic<uint64_t> lost{0};
   std::atomic<uint64_t> late_answers{0};
   std::atomic<uint64_t> reconnects{0};
+  std::atomic<uint64_t> listed{0};
+  std::atomic<uint64_t> lists{0};
 
   /// Error a call gets when the client cannot send; none if it can. Requires
   /// mtx held.
@@ -108,12 +112,18 @@ struct shared_state {
     }
   }
 
-  void release() {
+  /// Returns `n` credits at once (one wake-up for the answers of a list).
+  void release(uint32_t n = 1) {
+    if (n == 0)
+      return;
     {
       std::lock_guard<std::mutex> guard{mtx};
-      --in_flight;
+      in_flight -= n;
     }
-    credit_returned.notify_one();
+    if (n == 1)
+      credit_returned.notify_one();
+    else
+      credit_returned.notify_all();
   }
 
   void set_disconnected() {
@@ -152,10 +162,24 @@ struct call_base {
   caf::message request;
   steady::time_point deadline;
   bool windowed = true;  // holds a window credit until settled
+  /// An embed without a request id, which may travel in a list of embeds
+  /// (`client_options::coalesce`): a `typed_call<matrix>` whose `request` is
+  /// empty; it is made from these when the call goes alone.
+  bool listable = false;
+  std::string text;
+  std::string task;
+  std::string model;
   virtual ~call_base() = default;
   /// Sends the request from `self`; the answer settles call `id`.
   virtual void issue(client_actor* self, uint64_t id) = 0;
   virtual void fail(caf::error err) = 0;
+};
+
+/// The fields of an embed call that may travel in a list (`call_base::listable`).
+struct listable_embed {
+  std::string text;
+  std::string task;
+  std::string model;
 };
 
 /// A call handed to the client actor (local messages only).
@@ -191,11 +215,24 @@ struct client_actor_state {
   std::vector<endpoint> endpoints;
   size_t current = 0;
   uint32_t failures = 0;
+  /// Coalescing (`client_options::coalesce`): most embeds per message (< 2 =
+  /// off); whether the node answers lists (false after one answered "unsupported
+  /// message": a node of an earlier release); the listable calls not sent yet,
+  /// oldest first (ids, some maybe settled by their deadline meanwhile); the
+  /// requests carrying listable calls that have no answer yet, counted per
+  /// connection (`epoch` changes when the node is lost).
+  uint32_t coalesce = 0;
+  bool lists_supported = true;
+  std::deque<uint64_t> outbox;
+  uint32_t lists_in_flight = 0;
+  uint64_t epoch = 0;
 };
 
-/// Removes call `id` from the pending table and returns its credit; null if
-/// it was already settled.
-std::shared_ptr<call_base> settle(client_actor* self, uint64_t id) {
+/// Removes call `id` from the pending table and returns its credit (or,
+/// with `credits`, adds it there for the caller to return); null if it was
+/// already settled.
+std::shared_ptr<call_base> settle(client_actor* self, uint64_t id,
+                                  uint32_t* credits = nullptr) {
   auto& st = self->state;
   auto i = st.pending.find(id);
   if (i == st.pending.end())
@@ -203,8 +240,12 @@ std::shared_ptr<call_base> settle(client_actor* self, uint64_t id) {
   auto ptr = std::move(i->second);
   st.pending.erase(i);
   st.deadlines.erase({ptr->deadline, id});
-  if (ptr->windowed)
-    st.shared->release();
+  if (ptr->windowed) {
+    if (credits != nullptr)
+      ++*credits;
+    else
+      st.shared->release();
+  }
   return ptr;
 }
 
@@ -261,9 +302,228 @@ struct typed_call : call_base {
   }
 };
 
+void flush_outbox(client_actor* self);
+
+/// A request carrying listable calls was answered: one fewer in flight, and
+/// the calls that waited for it go out.
+void list_answered(client_actor* self, uint64_t epoch) {
+  auto& st = self->state;
+  if (epoch != st.epoch)
+    return;
+  if (st.lists_in_flight > 0)
+    --st.lists_in_flight;
+  if (!st.outbox.empty())
+    flush_outbox(self);
+}
+
+/// True for the answer of a node that does not know lists of embeds.
+bool unsupported_list(const caf::error& err) {
+  return err == caf::sec::unexpected_message ||
+         (pool_code(err) == pool_errc::invalid_input &&
+          error_message(err).rfind("unsupported message", 0) == 0);
+}
+
+/// Sends pending listable call `id` alone, as `(embed, text, task [, model])`;
+/// `again`: it was counted as sent already, in a list the node refused.
+void send_alone(client_actor* self, uint64_t id, bool again = false) {
+  auto& st = self->state;
+  auto i = st.pending.find(id);
+  if (i == st.pending.end())
+    return;
+  if (!again)
+    ++st.shared->sent;
+  // The text is sent no more than once alone: it moves into the message.
+  auto& call = *i->second;
+  auto msg = call.model.empty()
+                 ? caf::make_message(embed_atom::value, std::move(call.text), call.task)
+                 : caf::make_message(embed_atom::value, std::move(call.text), call.task,
+                                     call.model);
+  ++st.lists_in_flight;
+  self->request(st.gateway, caf::infinite, std::move(msg))
+      .then(
+          [self, id, epoch = st.epoch](matrix& value) {
+            auto& sh = *self->state.shared;
+            auto c = settle(self, id);
+            if (!c) {
+              ++sh.late_answers;
+            } else {
+              ++sh.answered;
+              auto& typed = static_cast<typed_call<matrix>&>(*c);
+              run_callback([&] { typed.done(std::move(value)); });
+            }
+            list_answered(self, epoch);
+          },
+          [self, id, epoch = st.epoch](caf::error& err) {
+            auto& sh = *self->state.shared;
+            auto c = settle(self, id);
+            if (!c) {
+              ++sh.late_answers;
+            } else {
+              ++sh.answered;
+              run_callback([&] { c->fail(std::move(err)); });
+            }
+            list_answered(self, epoch);
+          });
+}
+
+/// Settles the calls of a list with its answer, text by text.
+void settle_list(client_actor* self, const std::vector<uint64_t>& ids,
+                 embed_answers& answers) {
+  auto& sh = *self->state.shared;
+  size_t with_rows = 0;
+  for (auto& err : answers.errors)
+    if (!err)
+      ++with_rows;
+  auto dim = size_t{answers.rows.dim};
+  if (answers.errors.size() != ids.size() || answers.rows.rows != with_rows ||
+      answers.rows.values.size() != with_rows * dim) {
+    auto err =
+        make_error(pool_errc::invalid_input, "malformed answer to a list of " +
+                                                 std::to_string(ids.size()) + " embeds");
+    for (auto id : ids) {
+      if (auto c = settle(self, id)) {
+        ++sh.answered;
+        c->fail(err);
+      } else {
+        ++sh.late_answers;
+      }
+    }
+    return;
+  }
+  size_t row = 0;
+  uint32_t credits = 0;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    auto c = settle(self, ids[i], &credits);
+    auto& err = answers.errors[i];
+    if (!c) {
+      ++sh.late_answers;
+    } else if (err) {
+      ++sh.answered;
+      c->fail(std::move(err));
+    } else {
+      ++sh.answered;
+      matrix one;
+      one.rows = 1;
+      one.dim = static_cast<uint32_t>(dim);
+      auto first = answers.rows.values.begin() + static_cast<std::ptrdiff_t>(row * dim);
+      one.values.assign(first, first + static_cast<std::ptrdiff_t>(dim));
+      auto& typed = static_cast<typed_call<matrix>&>(*c);
+      run_callback([&] { typed.done(std::move(one)); });
+    }
+    if (!err)
+      ++row;
+  }
+  sh.release(credits);
+}
+
+/// Sends pending listable calls `ids` (same task and model, at least two) as
+/// one `(embed, texts, task, model)`.
+void send_list(client_actor* self, std::vector<uint64_t> ids) {
+  auto& st = self->state;
+  std::vector<std::string> texts;
+  texts.reserve(ids.size());
+  std::string task;
+  std::string model;
+  for (auto id : ids) {
+    auto& c = *st.pending.at(id);
+    texts.push_back(c.text);
+    task = c.task;
+    model = c.model;
+  }
+  st.shared->sent += ids.size();
+  st.shared->listed += ids.size();
+  ++st.shared->lists;
+  ++st.lists_in_flight;
+  auto shared_ids = std::make_shared<std::vector<uint64_t>>(std::move(ids));
+  self->request(st.gateway, caf::infinite, embed_atom::value, std::move(texts),
+                std::move(task), std::move(model))
+      .then(
+          [self, shared_ids, epoch = st.epoch](embed_answers& answers) {
+            settle_list(self, *shared_ids, answers);
+            list_answered(self, epoch);
+          },
+          [self, shared_ids, epoch = st.epoch](caf::error& err) {
+            auto& state = self->state;
+            if (epoch == state.epoch && unsupported_list(err)) {
+              // A node of an earlier release: it computed nothing, so every
+              // call of the list goes again, alone, and later ones too.
+              state.lists_supported = false;
+              for (auto id : *shared_ids)
+                send_alone(self, id, true);
+              list_answered(self, epoch);
+              return;
+            }
+            auto& sh = *state.shared;
+            for (auto id : *shared_ids) {
+              if (auto c = settle(self, id)) {
+                ++sh.answered;
+                run_callback([&] { c->fail(err); });
+              } else {
+                ++sh.late_answers;
+              }
+            }
+            list_answered(self, epoch);
+          });
+}
+
+/// Sends every call waiting in the outbox: lists of up to `coalesce` calls
+/// that share task and model (oldest first), a call alone where it has no
+/// partner or the node does not know lists.
+void flush_outbox(client_actor* self) {
+  auto& st = self->state;
+  auto waiting = std::move(st.outbox);
+  st.outbox.clear();
+  std::vector<bool> taken(waiting.size(), false);
+  for (size_t i = 0; i < waiting.size(); ++i) {
+    if (taken[i])
+      continue;
+    auto first = st.pending.find(waiting[i]);
+    if (first == st.pending.end())
+      continue;  // settled by its deadline while it waited
+    std::vector<uint64_t> ids{waiting[i]};
+    if (st.lists_supported) {
+      // Partners are looked for among the next few calls only, so that many
+      // different tasks or models cannot make the flush quadratic.
+      const auto& head = *first->second;
+      const auto scan_end = std::min(waiting.size(), i + 1 + 4 * size_t{st.coalesce});
+      for (size_t j = i + 1; j < scan_end && ids.size() < st.coalesce; ++j) {
+        if (taken[j])
+          continue;
+        auto k = st.pending.find(waiting[j]);
+        if (k == st.pending.end()) {
+          taken[j] = true;
+          continue;
+        }
+        if (k->second->task == head.task && k->second->model == head.model) {
+          ids.push_back(waiting[j]);
+          taken[j] = true;
+        }
+      }
+    }
+    if (ids.size() == 1)
+      send_alone(self, ids.front());
+    else
+      send_list(self, std::move(ids));
+  }
+}
+
+/// Fails the calls waiting in the outbox with `err`: they never left.
+void fail_outbox(client_actor* self, const caf::error& err) {
+  auto& st = self->state;
+  auto waiting = std::move(st.outbox);
+  st.outbox.clear();
+  for (auto id : waiting) {
+    if (auto c = settle(self, id)) {
+      ++st.shared->lost;
+      c->fail(err);
+    }
+  }
+}
+
 /// Settles every pending call with `err`.
 void fail_all(client_actor* self, const caf::error& err, bool count_as_lost) {
   auto& st = self->state;
+  st.outbox.clear();
   auto calls = std::move(st.pending);
   st.pending.clear();
   st.deadlines.clear();
@@ -285,6 +545,7 @@ struct client_actor_config {
   caf::timespan connect_timeout{};
   std::vector<endpoint> endpoints;
   size_t current = 0;  // the endpoint `gateway` lives at
+  uint32_t coalesce = 0;
 };
 
 void schedule_reconnect(client_actor* self) {
@@ -305,6 +566,7 @@ caf::behavior client_behavior(client_actor* self, client_actor_config cfg) {
   init.connect_timeout = cfg.connect_timeout;
   init.endpoints = std::move(cfg.endpoints);
   init.current = cfg.current;
+  init.coalesce = cfg.coalesce;
   self->monitor(init.gateway);
   self->set_down_handler([self](caf::down_msg& msg) {
     auto& st = self->state;
@@ -312,7 +574,13 @@ caf::behavior client_behavior(client_actor* self, client_actor_config cfg) {
       return;
     st.connected = false;
     st.gateway = nullptr;
+    ++st.epoch;
+    st.lists_in_flight = 0;
+    st.lists_supported = true;
     st.shared->set_disconnected();
+    fail_outbox(self, make_error(pool_errc::unavailable,
+                                 "not sent: lost the connection to " +
+                                     endpoint_name(st.endpoints[st.current])));
     fail_all(
         self,
         make_error(pool_errc::unavailable, "lost the connection to " +
@@ -380,8 +648,21 @@ caf::behavior client_behavior(client_actor* self, client_actor_config cfg) {
         auto id = st.next_id++;
         st.pending.emplace(id, c);
         st.deadlines.emplace(c->deadline, id);
-        ++st.shared->sent;
-        c->issue(self, id);
+        if (!c->listable) {
+          ++st.shared->sent;
+          c->issue(self, id);
+        } else if (st.coalesce < 2 || !st.lists_supported ||
+                   (st.outbox.empty() &&
+                    st.lists_in_flight < detail::messages_before_lists)) {
+          send_alone(self, id);
+        } else {
+          // At once while few messages are on their way; else it waits for
+          // the next answer (or a full list) and shares a message.
+          st.outbox.push_back(id);
+          if (st.lists_in_flight < detail::messages_before_lists ||
+              st.outbox.size() >= st.coalesce)
+            flush_outbox(self);
+        }
         schedule_expiry(self);
       },
       [self](client_expire_atom) {
@@ -397,6 +678,10 @@ caf::behavior client_behavior(client_actor* self, client_actor_config cfg) {
             c->fail(timeout_error());
           }
         }
+        // Bounds the wait of a listable call when no answer comes to end it
+        // (a node that stopped answering): one expiry interval.
+        if (!st.outbox.empty())
+          flush_outbox(self);
         schedule_expiry(self);
       },
       [self](client_close_atom) {
@@ -435,9 +720,11 @@ struct client::impl {
   /// Hands a call to the client actor after taking a window credit; `done`
   /// runs on the calling thread if the call cannot be sent, else `on_send`
   /// (if any) runs on the calling thread right before the hand-over.
+  /// `listable`: an embed call without a request id (`msg` empty; see
+  /// `call_base::listable`), from `text`, `task`, `model`.
   template <class T>
   void submit(caf::message msg, callback<T> done, bool windowed,
-              const send_hook& on_send = {}) {
+              const send_hook& on_send = {}, listable_embed* listable = nullptr) {
     auto start = steady::now();
     auto deadline = start + opts.timeout;
     if (windowed) {
@@ -464,6 +751,12 @@ struct client::impl {
     }
     auto c = std::make_shared<typed_call<T>>();
     c->request = std::move(msg);
+    if (listable != nullptr) {
+      c->listable = true;
+      c->text = std::move(listable->text);
+      c->task = std::move(listable->task);
+      c->model = std::move(listable->model);
+    }
     c->deadline = deadline;
     c->windowed = windowed;
     c->done = std::move(done);
@@ -583,6 +876,7 @@ caf::expected<std::unique_ptr<client>> client::connect(const client_options& opt
   acfg.connect_timeout = opts.connect_timeout;
   acfg.endpoints = std::move(endpoints);
   acfg.current = current;
+  acfg.coalesce = opts.coalesce;
   ptr->actor = ptr->sys->spawn(client_behavior, std::move(acfg));
   return std::unique_ptr<client>{new client(std::move(ptr))};
 }
@@ -636,10 +930,8 @@ caf::expected<std::string> client::metrics() {
 
 void client::embed_async(std::string text, callback<std::vector<float>> done,
                          std::string task, std::string model, std::string request_id) {
-  impl_->submit<matrix>(
-      request_message(embed_atom::value, std::move(text), std::move(task),
-                      std::move(model), std::move(request_id)),
-      first_row(std::move(done)), true);
+  embed_async(std::move(text), std::move(done), send_hook{}, std::move(task),
+              std::move(model), std::move(request_id));
 }
 
 void client::embed_batch_async(std::vector<std::string> texts, callback<matrix> done,
@@ -654,6 +946,12 @@ void client::embed_batch_async(std::vector<std::string> texts, callback<matrix> 
 void client::embed_async(std::string text, callback<std::vector<float>> done,
                          send_hook on_send, std::string task, std::string model,
                          std::string request_id) {
+  if (request_id.empty()) {
+    listable_embed fields{std::move(text), std::move(task), std::move(model)};
+    impl_->submit<matrix>(caf::message{}, first_row(std::move(done)), true, on_send,
+                          &fields);
+    return;
+  }
   impl_->submit<matrix>(
       request_message(embed_atom::value, std::move(text), std::move(task),
                       std::move(model), std::move(request_id)),
@@ -704,6 +1002,8 @@ client_stats client::stats() const {
   result.lost = sh.lost.load();
   result.late_answers = sh.late_answers.load();
   result.reconnects = sh.reconnects.load();
+  result.listed = sh.listed.load();
+  result.lists = sh.lists.load();
   std::lock_guard<std::mutex> guard{sh.mtx};
   result.in_flight = sh.in_flight;
   result.connected = sh.connected;

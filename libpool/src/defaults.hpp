@@ -85,5 +85,10 @@ constexpr std::chrono::milliseconds reconnect_backoff_max = 2000ms;
 /// would hold an entry in the actor clock until it fires, even after the
 /// answer came, so memory would grow with rate x timeout.
 constexpr std::chrono::milliseconds expire_interval = 10ms;
+/// Coalescing (`client_options::coalesce`): messages carrying embed calls a
+/// client keeps on their way before a further call waits for an answer to
+/// share a message with others. Enough to keep a few workers busy; a lone
+/// caller (and up to this many at once) never waits.
+constexpr uint32_t messages_before_lists = 4;
 
 }  // namespace pool::detail

@@ -46,6 +46,9 @@ constexpr const char* usage_text =
                          request has its own timeout (overload shows up as
                          `overloaded` answers)
   --window=W             closed loop: W requests in flight (the client's window)
+  --coalesce=N           embed mode: most requests the client sends in one message
+                         when they queue up (default 64, the client's default;
+                         0 or 1 = every request in a message of its own)
   --duration=SECONDS     stop sending after this long (default 10)
   --count=N              stop sending after N requests (whichever comes first)
   --text-bytes=N         generated texts of N bytes (default 1024)
@@ -92,6 +95,7 @@ struct options {
   std::string mode = "embed";
   double rate = 0;
   uint32_t window = 0;
+  uint32_t coalesce = pool::client_options{}.coalesce;
   double duration = 10;
   uint64_t count = 0;
   size_t text_bytes = 1024;
@@ -180,6 +184,8 @@ std::string parse(int argc, char** argv, options& o) {
           ->check(expect("requests per second in (0, 1e7]", real_from(0, false, 1e7)));
   auto* window = app.add_option("--window", o.window)
                      ->check(expect("a window in [1, 1000000]", uint_in(1, 1000000)));
+  app.add_option("--coalesce", o.coalesce)
+      ->check(expect("a count in [0, 1000000]", uint_in(0, 1000000)));
   app.add_option("--duration", o.duration)
       ->check(expect("a positive number of seconds", real_from(0, false)));
   app.add_option("--count", o.count)
@@ -453,7 +459,10 @@ class recorder {
     j["client"] = {{"late_answers", cs.late_answers},
                    {"timed_out", cs.timed_out},
                    {"lost", cs.lost},
-                   {"reconnects", cs.reconnects}};
+                   {"reconnects", cs.reconnects},
+                   {"coalesce", o.coalesce},
+                   {"listed", cs.listed},
+                   {"lists", cs.lists}};
     return j;
   }
 
@@ -612,6 +621,7 @@ int main(int argc, char** argv) {
   copts.timeout =
       std::chrono::duration_cast<caf::timespan>(std::chrono::duration<double>(o.timeout));
   copts.window = o.rate > 0 ? 0 : o.window;
+  copts.coalesce = o.coalesce;
   auto conn = pool::client::connect(copts);
   if (!conn) {
     std::fprintf(stderr, "embedpool-loadgen: %s\n", pool::describe(conn.error()).c_str());

@@ -68,6 +68,20 @@ struct client_options {
   /// credit. 0 disables the window (no limit: only for load generators that
   /// bound their own outstanding calls). `status()` never counts.
   uint32_t window = 64;
+  /// Most embed calls sent together in one message (`(embed, texts, task,
+  /// model)`, see pool/protocol.hpp) when calls queue up: an embed call
+  /// without a request id goes out at once while fewer than 4 messages of
+  /// embed calls await an answer; otherwise it waits for the next answer (at
+  /// most 10 ms when none comes) or for `coalesce` calls to gather, and goes
+  /// in a list with the calls of the same task and model that waited with it.
+  /// So a lone caller never waits, and under load one message carries many
+  /// calls.
+  /// Each call still gets its own answer or error. The node refuses lists
+  /// longer than its `pool.max-batch-items` (default 256). 0 or 1: every call
+  /// in a message of its own. Against a node that does not know lists (an
+  /// earlier release), the client finds out on the first and sends every call
+  /// alone.
+  uint32_t coalesce = 64;
   /// Extra `--section.key=value` options for the client's CAF actor system
   /// (defaults: pool::client_caf_defaults() in pool/caf_defaults.hpp, i.e.
   /// `scheduler.max-threads=2`, `middleman.heartbeat-interval=1s` and the
@@ -84,6 +98,10 @@ struct client_stats {
   /// Answers that arrived for calls already settled (by timeout or loss);
   /// they are dropped, so every call still completes exactly once.
   uint64_t late_answers = 0;
+  /// Embed calls sent in a list with others (`client_options::coalesce`),
+  /// and the lists that carried them (`sent - listed + lists` messages).
+  uint64_t listed = 0;
+  uint64_t lists = 0;
   uint32_t in_flight = 0;   // embed/batch calls holding a window credit
   bool connected = true;    // false once the node's gateway is gone (until reconnected)
   uint64_t reconnects = 0;  // successful reconnections (`client_options::reconnect`)
@@ -169,7 +187,9 @@ class client {
   /// fails before that point (no credit within the timeout, client
   /// disconnected or closed); then only `done` runs, with the error. A
   /// connection lost between `on_send` and the network still fails the call
-  /// with a "not sent: " message. `on_send` must not block and must not call
+  /// with a "not sent: " message. A call that waits to share a message with
+  /// others (`client_options::coalesce`) waits after `on_send`: that wait is
+  /// part of its round trip. `on_send` must not block and must not call
   /// this client; an exception escaping it is ignored. An empty `on_send` is
   /// the same as the overload without it.
   void embed_async(std::string text, callback<std::vector<float>> done, send_hook on_send,

@@ -563,9 +563,13 @@ int run_actor_system(caf::actor_system_config& sys_cfg, const node_config& cfg,
 
 int run_node(const node_config& cfg) {
   auto signals = take_signals();
-  // Request and reply buffers of 64 KiB and more (a text at the default
-  // pool.max-text-bytes) get pages of their own, returned when freed.
-  detail::use_own_pages_for_large_buffers(64 * 1024);
+  // Request and reply buffers of 256 KiB and more get pages of their own,
+  // returned when freed. Smaller ones (a reply of 64 rows of 768 floats, a
+  // text at the default pool.max-text-bytes) are reused from the heap: with
+  // pages of their own, every reply of a list or batch cost a munmap with a
+  // TLB shootdown across the node's threads and page faults for the next.
+  // The trimmer below returns the heap's free memory after a burst.
+  detail::use_own_pages_for_large_buffers(256 * 1024);
   if (auto err = detail::setup_logging(cfg.log); !err.empty())
     return refuse(nullptr, refusal{log_event("logging_failed"), err});  // printed only
   auto log = detail::get_logger("node");

@@ -9,9 +9,12 @@
 #            (tools/bench/floor_probe.cpp serves and times both);
 #            target: pool <= 1.2 x raw
 #   embed    window 256, TEXT_BYTES-byte texts, the load generator against
-#            direct embedder calls in one thread; target >= 0.7. Beside it,
-#            for reference, a raw CAF request/reply at window 256 (no
-#            compute): what one message per request gets out of CAF here
+#            direct embedder calls in one thread; target >= 0.7. The client
+#            sends queued calls in lists (client_options::coalesce, default).
+#            Beside it, for reference: the load generator with every call in
+#            a message of its own (--coalesce=0), and a raw CAF request/reply
+#            at window 256 (no compute): what one message per request gets
+#            out of CAF here
 #   batch    batches of BATCH_SIZE at window 16 against direct calls in
 #            batches of BATCH_SIZE; target >= 0.85
 #   idle     the node's CPU time over IDLE_SECONDS of no traffic, as a share
@@ -70,6 +73,9 @@ for round in $(seq 1 "$ROUNDS"); do
   "$LOADGEN" --port="$NODE_PORT" --mode=embed --window=256 --duration="$SECONDS_EACH" \
     --text-bytes="$TEXT_BYTES" --status-interval=0 2>/dev/null |
     tag_json "\"round\":$round,\"kind\":\"loadgen\"" >>"$RUNS"
+  "$LOADGEN" --port="$NODE_PORT" --mode=embed --window=256 --duration="$SECONDS_EACH" \
+    --text-bytes="$TEXT_BYTES" --status-interval=0 --coalesce=0 2>/dev/null |
+    tag_json "\"round\":$round,\"kind\":\"loadgen_single\"" >>"$RUNS"
   "$LOADGEN" --port="$NODE_PORT" --mode=batch --batch-size="$BATCH_SIZE" --window=16 \
     --duration="$SECONDS_EACH" --text-bytes="$TEXT_BYTES" --status-interval=0 2>/dev/null |
     tag_json "\"round\":$round,\"kind\":\"loadgen\"" >>"$RUNS"
@@ -100,6 +106,7 @@ embed = [r for r in runs if r.get("kind") == "loadgen" and r["mode"] == "embed"]
 batch = [r for r in runs if r.get("kind") == "loadgen" and r["mode"] == "batch"]
 idle = next(r for r in runs if r.get("kind") == "idle")
 raw_window = [r for r in runs if r.get("kind") == "raw_window"]
+single = [r for r in runs if r.get("kind") == "loadgen_single"]
 def bad(rs):
     return sum(sum(r["errors"].values()) + r["missing"] for r in rs)
 rows = []
@@ -127,11 +134,18 @@ print(f"floor.sh: medians of {rounds} interleaved rounds, {direct[0]['text_bytes
 print(f"{'':22} {'embedpool':28} {'anchor (same run)':44} {'ratio':>6}  target")
 for name, ours, anchor, ratio, target, met in rows:
     print(f"{name:22} {ours:28} {anchor:44} {ratio:>6}  {target:7} {'met' if met else 'NOT met'}")
+if single:
+    print(f"reference: embed at window 256 with every call in a message of its own "
+          f"(--coalesce=0) {med([r['throughput_rps'] for r in single]):.0f} req/s = "
+          f"{med([r['throughput_rps'] / d['embed_rps'] for r, d in zip(single, direct)]):.2f} "
+          f"of direct calls; with lists "
+          f"{med([e['client']['listed'] / max(e['client']['lists'], 1) for e in embed]):.0f} "
+          f"calls per list on average")
 if raw_window:
     raw_rps = med([r["throughput_rps"] for r in raw_window])
     print(f"reference: raw CAF request/reply at window 256 (no compute) {raw_rps:.0f} req/s "
           f"= {raw_rps / med([d['embed_rps'] for d in direct]):.2f} of direct calls; "
           f"embed at window 256 reached "
           f"{med([e['throughput_rps'] / r['throughput_rps'] for e, r in zip(embed, raw_window)]):.2f} of it")
-print(f"errors or missing answers in the load-generator runs: {bad(embed + batch)}")
+print(f"errors or missing answers in the load-generator runs: {bad(embed + batch + single)}")
 PY

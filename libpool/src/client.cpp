@@ -267,6 +267,21 @@ void run_callback(F&& f) {
   }
 }
 
+/// Settles call `id` with an answer from the node: `deliver(call)` runs (an
+/// exception escaping it is ignored), or the answer counts as late when the
+/// call was settled already.
+template <class F>
+void settle_with(client_actor* self, uint64_t id, F&& deliver) {
+  auto& sh = *self->state.shared;
+  auto c = settle(self, id);
+  if (!c) {
+    ++sh.late_answers;
+    return;
+  }
+  ++sh.answered;
+  run_callback([&] { deliver(*c); });
+}
+
 template <class T>
 struct typed_call : call_base {
   callback<T> done;
@@ -275,25 +290,12 @@ struct typed_call : call_base {
     self->request(self->state.gateway, caf::infinite, request)
         .then(
             [self, id](T& value) {
-              auto& sh = *self->state.shared;
-              auto c = settle(self, id);
-              if (!c) {
-                ++sh.late_answers;
-                return;
-              }
-              ++sh.answered;
-              auto& typed = static_cast<typed_call<T>&>(*c);
-              run_callback([&] { typed.done(std::move(value)); });
+              settle_with(self, id, [&](call_base& c) {
+                static_cast<typed_call<T>&>(c).done(std::move(value));
+              });
             },
             [self, id](caf::error& err) {
-              auto& sh = *self->state.shared;
-              auto c = settle(self, id);
-              if (!c) {
-                ++sh.late_answers;
-                return;
-              }
-              ++sh.answered;
-              run_callback([&] { c->fail(std::move(err)); });
+              settle_with(self, id, [&](call_base& c) { c.fail(std::move(err)); });
             });
   }
 
@@ -342,26 +344,13 @@ void send_alone(client_actor* self, uint64_t id, bool again = false) {
   self->request(st.gateway, caf::infinite, std::move(msg))
       .then(
           [self, id, epoch = st.epoch](matrix& value) {
-            auto& sh = *self->state.shared;
-            auto c = settle(self, id);
-            if (!c) {
-              ++sh.late_answers;
-            } else {
-              ++sh.answered;
-              auto& typed = static_cast<typed_call<matrix>&>(*c);
-              run_callback([&] { typed.done(std::move(value)); });
-            }
+            settle_with(self, id, [&](call_base& c) {
+              static_cast<typed_call<matrix>&>(c).done(std::move(value));
+            });
             list_answered(self, epoch);
           },
           [self, id, epoch = st.epoch](caf::error& err) {
-            auto& sh = *self->state.shared;
-            auto c = settle(self, id);
-            if (!c) {
-              ++sh.late_answers;
-            } else {
-              ++sh.answered;
-              run_callback([&] { c->fail(std::move(err)); });
-            }
+            settle_with(self, id, [&](call_base& c) { c.fail(std::move(err)); });
             list_answered(self, epoch);
           });
 }
@@ -380,14 +369,8 @@ void settle_list(client_actor* self, const std::vector<uint64_t>& ids,
     auto err =
         make_error(pool_errc::invalid_input, "malformed answer to a list of " +
                                                  std::to_string(ids.size()) + " embeds");
-    for (auto id : ids) {
-      if (auto c = settle(self, id)) {
-        ++sh.answered;
-        c->fail(err);
-      } else {
-        ++sh.late_answers;
-      }
-    }
+    for (auto id : ids)
+      settle_with(self, id, [&](call_base& c) { c.fail(err); });
     return;
   }
   size_t row = 0;
@@ -453,15 +436,8 @@ void send_list(client_actor* self, std::vector<uint64_t> ids) {
               list_answered(self, epoch);
               return;
             }
-            auto& sh = *state.shared;
-            for (auto id : *shared_ids) {
-              if (auto c = settle(self, id)) {
-                ++sh.answered;
-                run_callback([&] { c->fail(err); });
-              } else {
-                ++sh.late_answers;
-              }
-            }
+            for (auto id : *shared_ids)
+              settle_with(self, id, [&](call_base& c) { c.fail(err); });
             list_answered(self, epoch);
           });
 }

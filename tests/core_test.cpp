@@ -175,33 +175,56 @@ TEST_CASE("a worker's answer returns its credit and answers the request",
   CHECK_FALSE(f.book.holder(d.job.id));
 }
 
-TEST_CASE("a list of embeds counts as its texts in the ledger and the queue depth",
+TEST_CASE("a list of embeds counts as its texts in credits, the ledger and the queue depth",
           "[core][ledger][scaling]") {
-  core_fixture f{test_pool(), 1};
-  request r;
-  r.ln = lane::embed;
-  r.texts = shared_texts{{"one", "two", "three"}};
-  r.ticket = 1;
-  auto d = as<dispatch>(f.book.admit(std::move(r), f.slots, t0));
-  CHECK(f.slots[0].credits[0] == 1);  // one job, one credit
+  auto p = test_pool();
+  p.embed_queue_capacity = 4;
+  p.pending_capacity = 4;
+  core_fixture f{p, 1};
+  auto list = [&](std::vector<std::string> texts) {
+    request r;
+    r.ln = lane::embed;
+    r.texts = shared_texts{std::move(texts)};
+    r.ticket = ++f.tickets;
+    return f.book.admit(std::move(r), f.slots, t0);
+  };
+  auto d = as<dispatch>(list({"one", "two", "three"}));
+  CHECK(f.slots[0].credits[0] == 1);  // three of the lane's four credits
   auto l = f.book.counters();
   CHECK(l.accepted == 3);
   CHECK(l.in_flight == 3);
   CHECK(f.book.balanced());
   CHECK(scaler::queue_depth(f.book, f.slots) == 3);
-  // A batch is one request, whatever its texts.
-  f.admit(t0, lane::batch);
-  CHECK(f.book.counters().accepted == 4);
-  CHECK(scaler::queue_depth(f.book, f.slots) == 4);
+  // A list needs as many credits as it has texts: two do not fit in one.
+  CHECK(std::holds_alternative<parked>(list({"four", "five"})));
+  CHECK(f.book.pending() == 2);
+  // A single embed behind it waits too (oldest first), and parking stops at
+  // pool.pending-capacity embeds.
+  CHECK(std::holds_alternative<parked>(f.admit(t0)));
+  CHECK(std::holds_alternative<parked>(list({"six", "seven"})));
+  CHECK(f.book.pending() == 5);
+  auto shed = as<refused>(f.admit(t0));
+  CHECK(code_of(shed.error) == "overloaded");
+  CHECK(f.book.counters().rejected == 1);
+  CHECK(scaler::queue_depth(f.book, f.slots) == 5 + 3);
+  // The list's answer gives its three credits back: the parked list of two
+  // and the single embed go out.
   auto out = f.book.job_answered(d.job.id, true, caf::error{}, f.slots, t0 + 1ms);
   REQUIRE(out.done);
-  l = f.book.counters();
-  CHECK(l.completed == 3);
-  CHECK(l.in_flight == 1);
+  CHECK(f.book.counters().completed == 3);
+  auto sent = f.book.pump(f.slots, t0 + 1ms);
+  REQUIRE(sent.size() == 2);
+  CHECK(sent[0].job.texts.size() == 2);
+  CHECK(sent[1].job.texts.size() == 1);
+  CHECK(f.slots[0].credits[0] == 1);
+  CHECK(f.book.pending() == 2);
   CHECK(f.book.balanced());
+  // A list longer than the lane takes all of an idle worker's credits.
+  CHECK(f.slots.credits_for(lane::embed, 64) == 4);
+  CHECK(f.slots.credits_for(lane::batch, 64) == 1);
   // Refused before admission: each text counts as a rejected request.
   f.book.refuse(0, request_weight(lane::embed, 5));
-  CHECK(f.book.counters().rejected == 5);
+  CHECK(f.book.counters().rejected == 6);
 }
 
 // -- admission -------------------------------------------------------------------------

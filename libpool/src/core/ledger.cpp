@@ -29,7 +29,11 @@ admission ledger::admit(request&& r, slot_table& slots, time_point now) {
     refuse(r.charged, r.weight());
     return refused{make_error(pool_errc::unavailable, "no worker available")};
   }
-  auto* s = slots.pick(r.ln);
+  // Behind parked requests of its lane it parks too: a list waiting for
+  // enough credits is not overtaken by single embeds for ever.
+  auto* s = pending_[lane_index(r.ln)].empty()
+                ? slots.pick(r.ln, slots.credits_for(r.ln, r.weight()))
+                : nullptr;
   const bool reject = pool_.policy == overload_policy::reject;
   if (s == nullptr && (reject || pending() >= pool_.pending_capacity)) {
     auto began = note_shed(now);
@@ -53,8 +57,21 @@ admission ledger::admit(request&& r, slot_table& slots, time_point now) {
   open_weight_ += req.weight();
   if (s != nullptr)
     return send(req, *s, slots, now);
-  pending_[lane_index(req.ln)].push_back(id);
+  park(req, false);
   return parked{id};
+}
+
+void ledger::park(const request& req, bool front) {
+  auto& q = pending_[lane_index(req.ln)];
+  if (front)
+    q.push_front(req.id);
+  else
+    q.push_back(req.id);
+  pending_weight_ += req.weight();
+}
+
+void ledger::unpark(const request& req) {
+  pending_weight_ -= std::min(pending_weight_, req.weight());
 }
 
 void ledger::refuse(uint64_t charged, uint64_t weight) {
@@ -64,12 +81,13 @@ void ledger::refuse(uint64_t charged, uint64_t weight) {
 
 dispatch ledger::send(request& req, slot& s, slot_table& slots, time_point now) {
   const bool first = req.attempts == 0;
-  --s.credits[lane_index(req.ln)];
+  auto credits = slots.credits_for(req.ln, req.weight());
+  s.credits[lane_index(req.ln)] -= credits;
   uint64_t did = 0;
   while (did == 0 || jobs_.count(did) > 0)
     did = slots.random();
   s.jobs.insert(did);
-  jobs_.emplace(did, held_job{s.id, req.id, req.ln, 0});
+  jobs_.emplace(did, held_job{s.id, req.id, req.ln, 0, credits});
   req.dispatch_id = did;
   ++req.attempts;
   auto left = std::max<int64_t>(
@@ -91,10 +109,11 @@ std::vector<dispatch> ledger::pump(slot_table& slots, time_point now) {
         q.pop_front();
         continue;
       }
-      auto* s = slots.pick(ln);
+      auto* s = slots.pick(ln, slots.credits_for(ln, it->second.weight()));
       if (s == nullptr)
         break;
       q.pop_front();
+      unpark(it->second);
       out.push_back(send(it->second, *s, slots, now));
     }
   }
@@ -113,7 +132,7 @@ job_outcome ledger::job_answered(uint64_t dispatch_id, bool ok, caf::error failu
   auto j = jobs_.find(dispatch_id);
   auto& s = slots[j->second.slot];
   auto rid = j->second.request_id;
-  ++s.credits[lane_index(j->second.ln)];
+  s.credits[lane_index(j->second.ln)] += j->second.credits;
   s.jobs.erase(dispatch_id);
   forget_job(j);
   if (s.jobs.empty())
@@ -148,7 +167,7 @@ job_outcome ledger::job_answered(uint64_t dispatch_id, bool ok, caf::error failu
     return out;
   }
   out.retried = retry{rid, s.id, req.attempts, describe(failure), req.origin};
-  pending_[lane_index(req.ln)].push_front(rid);
+  park(req, true);
   return out;
 }
 
@@ -182,7 +201,7 @@ requeued ledger::requeue(slot& s, const std::string& why) {
   for (auto rid : again) {
     auto& req = requests_[rid];
     out.retries.push_back(retry{rid, s.id, req.attempts, why, req.origin});
-    pending_[lane_index(req.ln)].push_front(rid);
+    park(req, true);
   }
   return out;
 }
@@ -201,6 +220,7 @@ std::vector<answer> ledger::expire(time_point now) {
         i = q.erase(i);
       } else if (it->second.deadline <= now) {
         counts_.expired += it->second.weight();
+        unpark(it->second);
         out.push_back(take(it, false, expired_error()));
         i = q.erase(i);
       } else {
@@ -229,6 +249,7 @@ std::vector<answer> ledger::fail_pending(pool_errc code, const std::string& why)
       if (it == requests_.end())
         continue;
       counts_.failed += it->second.weight();
+      unpark(it->second);
       out.push_back(take(it, false, make_error(code, why)));
     }
     q.clear();
@@ -247,6 +268,7 @@ std::vector<answer> ledger::finish() {
   }
   pending_[0].clear();
   pending_[1].clear();
+  pending_weight_ = 0;
   for (auto j = jobs_.begin(); j != jobs_.end();)
     j = (bytes_->give_back(j->second.charged), jobs_.erase(j));
   return out;

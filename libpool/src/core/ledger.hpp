@@ -192,7 +192,8 @@ class ledger {
   size_t in_flight() const { return requests_.size(); }
   /// The weight of the requests not answered yet (`counters().in_flight`).
   uint64_t open_weight() const { return open_weight_; }
-  size_t pending() const { return pending_[0].size() + pending_[1].size(); }
+  /// The weight of the parked requests (bounded by pool.pending-capacity).
+  uint64_t pending() const { return pending_weight_; }
   size_t jobs() const { return jobs_.size(); }
   const request* find(uint64_t id) const;
   const byte_budget& bytes() const { return *bytes_; }
@@ -206,6 +207,7 @@ class ledger {
     /// Bytes of a request answered (expired) while its worker still holds
     /// the job: given back when the worker answers or dies.
     uint64_t charged = 0;
+    uint32_t credits = 1;  // what it took of its lane (slot_table::credits_for)
   };
   using job_map = std::unordered_map<uint64_t, held_job>;
 
@@ -227,8 +229,13 @@ class ledger {
   job_map jobs_;                        // by dispatch id
   std::deque<uint64_t> pending_[2];     // request ids waiting for credit, per lane
   uint64_t next_request_id_ = 1;
-  ledger_counters counts_;    // in_flight unused: open_weight_
-  uint64_t open_weight_ = 0;  // of the requests in requests_
+  ledger_counters counts_;       // in_flight unused: open_weight_
+  uint64_t open_weight_ = 0;     // of the requests in requests_
+  uint64_t pending_weight_ = 0;  // of the requests in pending_
+  /// Parks request `id` at the back (or, retried, the front) of its lane.
+  void park(const request& req, bool front);
+  /// Takes `req`'s weight off the parked total (it left pending_).
+  void unpark(const request& req);
   // The overload episode: it begins with the first shed request and ends
   // after a quiet second.
   bool overloaded_ = false;

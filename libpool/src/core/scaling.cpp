@@ -12,9 +12,7 @@ scaler::scaler(const pool_section& pool, worker_limits limits)
       limits_(limits) {}
 
 uint64_t scaler::queue_depth(const ledger& l, const slot_table& slots) {
-  // Requests waiting and jobs at workers; at least the open requests by
-  // weight, so that a list of embeds counts as its texts.
-  return std::max<uint64_t>(l.pending() + slots.credits_in_use(), l.open_weight());
+  return l.pending() + slots.credits_in_use();
 }
 
 scale_up scaler::tick(time_point now, const ledger& l, slot_table& slots, bool draining) {

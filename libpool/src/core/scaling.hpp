@@ -58,8 +58,8 @@ class scaler {
   std::vector<scale_evict> evict_idle(time_point now, slot_table& slots, bool draining);
 
   /// Requests queued on the pool: parked ones plus credits in use at ready
-  /// workers (local and lent), or the weight of the open requests
-  /// (`request::weight`) where that is more.
+  /// workers (local and lent), both by weight (a list of embeds as its
+  /// texts).
   static uint64_t queue_depth(const ledger& l, const slot_table& slots);
 
   const worker_limits& limits() const { return limits_; }

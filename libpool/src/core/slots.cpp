@@ -39,13 +39,20 @@ slot* slot_table::add_local(bool force) {
   return &slots_.back();
 }
 
-slot* slot_table::pick(lane ln) {
+uint32_t slot_table::credits_for(lane ln, uint64_t weight) const {
+  auto capacity = ln == lane::embed ? embed_capacity_ : batch_capacity_;
+  return static_cast<uint32_t>(
+      std::max<uint64_t>(1, std::min<uint64_t>(weight, std::max<uint32_t>(capacity, 1))));
+}
+
+slot* slot_table::pick(lane ln, uint32_t need) {
   slot* best = nullptr;
   auto n = slots_.size();
   auto li = lane_index(ln);
+  need = std::max<uint32_t>(need, 1);
   for (size_t k = 0; k < n; ++k) {
     auto& s = slots_[(rr_cursor_ + k) % n];
-    if (s.state != worker_state::ready || s.credits[li] == 0)
+    if (s.state != worker_state::ready || s.credits[li] < need)
       continue;
     if (best == nullptr || s.credits[li] > best->credits[li] ||
         (s.credits[li] == best->credits[li] &&

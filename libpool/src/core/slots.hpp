@@ -155,10 +155,14 @@ class slot_table {
   /// would pass the budget. The caller keeps the table within `max_slots`.
   slot* add_local(bool force);
 
-  /// Least-loaded ready worker with credit on `ln`: most credits left, then
-  /// the smallest reported queue depth; ties broken round-robin. Null if none
-  /// has credit.
-  slot* pick(lane ln);
+  /// Least-loaded ready worker with at least `need` credits on `ln`: most
+  /// credits left, then the smallest reported queue depth; ties broken
+  /// round-robin. Null if none has that much.
+  slot* pick(lane ln, uint32_t need = 1);
+  /// The credits a request of `weight` (`request_weight`) takes on `ln`: its
+  /// weight, at most the lane's capacity (so that a list longer than the
+  /// lane still fits an idle worker).
+  uint32_t credits_for(lane ln, uint64_t weight) const;
 
   bool any_live() const;
   /// Local workers that serve or will serve again (ready, restarting, stuck).

@@ -77,11 +77,12 @@ struct client_options {
   /// So a lone caller never waits, and under load one message carries many
   /// calls.
   /// Each call still gets its own answer or error. The node refuses lists
-  /// longer than its `pool.max-batch-items` (default 256). 0 or 1: every call
+  /// longer than its `pool.max-batch-items` (default 256). Small lists keep
+  /// several workers busy: a list is one job for one worker. 0 or 1: every call
   /// in a message of its own. Against a node that does not know lists (an
   /// earlier release), the client finds out on the first and sends every call
   /// alone.
-  uint32_t coalesce = 64;
+  uint32_t coalesce = 16;
   /// Extra `--section.key=value` options for the client's CAF actor system
   /// (defaults: pool::client_caf_defaults() in pool/caf_defaults.hpp, i.e.
   /// `scheduler.max-threads=2`, `middleman.heartbeat-interval=1s` and the

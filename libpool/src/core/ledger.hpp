@@ -32,14 +32,15 @@
 
 namespace pool::detail::core {
 
-/// An accepted request (or one being admitted).
-/// How many requests one counts as in the ledger's counters, the queue depth
-/// and the reply metrics: an embed-lane request of n texts is n embeds (a
-/// list of embeds, pool/protocol.hpp), a batch is one request.
+/// How many requests one counts as in the ledger's counters, credits, the
+/// parked bound, the queue depth and the reply metrics: an embed-lane request
+/// of n texts is n embeds (a list of embeds, pool/protocol.hpp), a batch is
+/// one request.
 inline uint64_t request_weight(lane ln, size_t texts) {
   return ln == lane::embed && texts > 0 ? texts : 1;
 }
 
+/// An accepted request (or one being admitted).
 struct request {
   request() = default;
   /// A request to admit.

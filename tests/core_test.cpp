@@ -175,8 +175,9 @@ TEST_CASE("a worker's answer returns its credit and answers the request",
   CHECK_FALSE(f.book.holder(d.job.id));
 }
 
-TEST_CASE("a list of embeds counts as its texts in credits, the ledger and the queue depth",
-          "[core][ledger][scaling]") {
+TEST_CASE(
+    "a list of embeds counts as its texts in credits, the ledger and the queue depth",
+    "[core][ledger][scaling]") {
   auto p = test_pool();
   p.embed_queue_capacity = 4;
   p.pending_capacity = 4;

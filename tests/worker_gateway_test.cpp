@@ -258,6 +258,8 @@ TEST_CASE("the UTF-8 check accepts well-formed text and refuses malformed bytes"
           "[gateway]") {
   using detail::is_valid_utf8;
   CHECK(is_valid_utf8("plain ascii"));
+  CHECK(is_valid_utf8(std::string_view{"nul \0 inside", 13}));  // U+0000 is a code point
+  CHECK(is_valid_utf8("\x7f\xc2\x80\x7f"));  // ASCII either side of a sequence
   CHECK(is_valid_utf8("caf\xc3\xa9 \xe6\x97\xa5\xe6\x9c\xac \xf0\x9f\x98\x80"));
   CHECK_FALSE(is_valid_utf8("\xff\xfe"));
   CHECK_FALSE(is_valid_utf8("\xc0\xaf"));          // overlong '/'

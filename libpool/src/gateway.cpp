@@ -637,6 +637,11 @@ bool is_valid_utf8(std::string_view text) {
   auto* p = reinterpret_cast<const utf8proc_uint8_t*>(text.data());
   auto left = static_cast<utf8proc_ssize_t>(text.size());
   while (left > 0) {
+    if (*p < 0x80) {  // ASCII: one byte, always valid
+      ++p;
+      --left;
+      continue;
+    }
     utf8proc_int32_t cp = 0;
     auto len = utf8proc_iterate(p, left, &cp);
     if (len <= 0)

@@ -431,6 +431,19 @@ TEST_CASE_METHOD(gateway_fixture,
     CHECK(pool_code(*many_err) == pool_errc::too_large);
     CHECK_THAT(error_message(*many_err), Catch::Contains("pool.max-batch-items is 4"));
     CHECK(current_workers()[0]->jobs_received == 0);
+    // A malformed list counts once in the reply metrics, however long it is.
+    auto [huge, huge_err] = list(std::vector<std::string>(100000, "x"));
+    CHECK(pool_code(*huge_err) == pool_errc::too_large);
+    auto text = std::make_shared<std::string>();
+    auto gw = gateway;
+    spawn_fn([=](caf::event_based_actor* self) {
+      self->request(gw, caf::infinite, metrics_atom::value)
+          .then([=](std::string& exposition) { *text = std::move(exposition); });
+    });
+    sched.run();
+    auto at = text->find("code=\"too_large\"} ");
+    REQUIRE(at != std::string::npos);
+    CHECK(std::stoull(text->substr(text->find("} ", at) + 2)) == 2);
   }
   SECTION("an error of the whole request answers the list") {
     auto [result, err] = list({"only"});

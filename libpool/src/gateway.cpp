@@ -293,21 +293,24 @@ caf::result<embed_answers> handle_embed_list(gateway_actor* self,
   auto origin = origin_of(self, {});
   if (!origin)
     return counted(self, 0, std::move(origin.error()));
+  const auto& limits = self->state.limits;
+  // A list counts as its texts in the reply metrics; one longer than
+  // pool.max-batch-items is a malformed message and counts once, so that a
+  // peer cannot add millions of replies to the metrics with one message.
+  const bool too_long = texts.size() > limits.max_batch_items;
   auto route = find_route(self, model);
   if (!route)
     return refused(self, 0, *origin, std::move(route.error()), model,
-                   core::request_weight(lane::embed, texts.size()));
-  const auto& limits = self->state.limits;
+                   too_long ? 1 : core::request_weight(lane::embed, texts.size()));
   if (texts.empty())
     return refused(self, *route, *origin,
                    make_error(pool_errc::invalid_input, "embed list is empty"));
-  if (texts.size() > limits.max_batch_items)
+  if (too_long)
     return refused(self, *route, *origin,
                    make_error(pool_errc::too_large,
                               "embed list has " + std::to_string(texts.size()) +
                                   " texts; pool.max-batch-items is " +
-                                  std::to_string(limits.max_batch_items)),
-                   {}, texts.size());
+                                  std::to_string(limits.max_batch_items)));
   auto item_errors = std::make_shared<std::vector<caf::error>>(texts.size());
   std::vector<std::string> valid;
   valid.reserve(texts.size());

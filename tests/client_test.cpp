@@ -206,6 +206,89 @@ TEST_CASE("A text refused in a list fails alone; its neighbours get their rows",
   CHECK(cl->stats().answered == texts.size());
 }
 
+TEST_CASE("Against a node with a lower pool.max-batch-items lists shrink to its limit",
+          "[client]") {
+  node_process node{
+      {"--pool.workers=1", "--fault.compute-delay=2ms", "--pool.max-batch-items=4"}};
+  auto cl = connect_to(node, 256);  // lists of up to 64
+  constexpr size_t calls = 100;
+  std::vector<std::string> texts;
+  for (size_t i = 0; i < calls; ++i)
+    texts.push_back("limited text number " + std::to_string(i));
+  auto reference = connect_to(node, 1, std::chrono::seconds(30), 0);
+  auto wave = [&](const char* name) {
+    INFO(name);
+    embed_results results{calls};
+    for (size_t i = 0; i < calls; ++i)
+      cl->embed_async(texts[i], results.at(i));
+    REQUIRE(results.wait_for(calls));
+    for (size_t i = 0; i < calls; ++i) {
+      INFO("call " << i);
+      REQUIRE(results.values[i].size() == 1);
+      auto& x = results.values[i].front();
+      REQUIRE(x);
+      auto one = reference->embed(texts[i]);
+      REQUIRE(one);
+      CHECK(*x == *one);
+    }
+  };
+  // The first lists are refused as too long; their calls go again alone.
+  wave("first wave");
+  auto before = cl->stats();
+  CHECK(before.answered == calls);
+  CHECK(before.sent == calls);
+  // Then every list stays within the node's limit.
+  wave("second wave");
+  auto after = cl->stats();
+  CHECK(after.answered == 2 * calls);
+  auto listed = after.listed - before.listed;
+  auto lists = after.lists - before.lists;
+  CHECK(listed >= 8);
+  CHECK(listed <= 4 * lists);
+}
+
+TEST_CASE("A text the model refuses in a list fails alone; its neighbours get their rows",
+          "[client]") {
+  // The BERT fixture reads at most 48 tokens and, with truncation off, refuses
+  // a longer text at the worker, where a list is one job.
+  const std::string model_dir =
+      std::string{EMBEDPOOL_SOURCE_DIR} + "/tests/data/bert/mini-mean";
+  node_process node{{"--pool.workers=1", "--fault.compute-delay=20ms",
+                     "--model.kind=bert", "--model.path=" + model_dir,
+                     "--model.truncate=false"}};
+  auto cl = connect_to(node, 256);
+  std::string long_text;
+  for (int i = 0; i < 60; ++i)
+    long_text += "world ";
+  // Four calls keep the node busy for 80 ms; the rest wait and go in a list.
+  std::vector<std::string> texts{"busy 1", "busy 2",  "busy 3", "busy 4",
+                                 "good a", long_text, "good b", "good c"};
+  embed_results results{texts.size()};
+  for (size_t i = 0; i < texts.size(); ++i)
+    cl->embed_async(texts[i], results.at(i));
+  REQUIRE(results.wait_for(texts.size()));
+  auto reference = connect_to(node, 1, std::chrono::seconds(30), 0);
+  for (size_t i = 0; i < texts.size(); ++i) {
+    INFO("call " << i);
+    REQUIRE(results.values[i].size() == 1);
+    auto& x = results.values[i].front();
+    if (i == 5) {
+      REQUIRE_FALSE(x);
+      CHECK(code_of(x.error()) == pool::pool_errc::too_large);
+      continue;
+    }
+    REQUIRE(x);
+    auto one = reference->embed(texts[i]);
+    REQUIRE(one);
+    // Equal up to float rounding: the worker may embed it beside other texts.
+    REQUIRE(x->size() == one->size());
+    for (size_t k = 0; k < x->size(); ++k)
+      CHECK(std::abs((*x)[k] - (*one)[k]) <= 1e-4f);
+  }
+  CHECK(cl->stats().listed >= 2);
+  CHECK(cl->stats().answered == texts.size());
+}
+
 TEST_CASE("A call without an answer within its timeout fails with deadline_exceeded",
           "[client]") {
   node_process node{{"--pool.workers=1", "--fault.compute-delay=2s"}};

@@ -3,10 +3,12 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <cstdint>
 #include <deque>
 #include <mutex>
 #include <set>
 #include <sstream>
+#include <string_view>
 #include <unordered_map>
 
 #include <caf/all.hpp>
@@ -325,6 +327,32 @@ bool unsupported_list(const caf::error& err) {
           error_message(err).rfind("unsupported message", 0) == 0);
 }
 
+/// True for a whole-list answer about the list's input rather than the node's
+/// state: longer than the node's `pool.max-batch-items`, an unknown model or
+/// task, or one text the model refused (a list is one job at the worker).
+/// Each call of such a list gets its own answer when sent alone.
+bool refused_list_input(const caf::error& err) {
+  auto code = pool_code(err);
+  return code == pool_errc::invalid_input || code == pool_errc::too_large;
+}
+
+/// The `pool.max-batch-items` a node names when it refuses a list as too
+/// long ("... pool.max-batch-items is M"), or 0.
+uint32_t list_limit_named(const caf::error& err) {
+  static constexpr std::string_view key = "pool.max-batch-items is ";
+  const auto msg = error_message(err);
+  const auto at = msg.find(key);
+  if (pool_code(err) != pool_errc::too_large || at == std::string::npos)
+    return 0;
+  uint64_t limit = 0;
+  for (auto i = at + key.size(); i < msg.size() && msg[i] >= '0' && msg[i] <= '9'; ++i) {
+    limit = limit * 10 + static_cast<uint64_t>(msg[i] - '0');
+    if (limit > UINT32_MAX)
+      return 0;
+  }
+  return static_cast<uint32_t>(limit);
+}
+
 /// Sends pending listable call `id` alone, as `(embed, text, task [, model])`;
 /// `again`: it was counted as sent already, in a list the node refused.
 void send_alone(client_actor* self, uint64_t id, bool again = false) {
@@ -431,6 +459,18 @@ void send_list(client_actor* self, std::vector<uint64_t> ids) {
               // A node of an earlier release: it computed nothing, so every
               // call of the list goes again, alone, and later ones too.
               state.lists_supported = false;
+              for (auto id : *shared_ids)
+                send_alone(self, id, true);
+              list_answered(self, epoch);
+              return;
+            }
+            if (epoch == state.epoch && shared_ids->size() > 1 &&
+                refused_list_input(err)) {
+              // Refused for the input of the list as a whole: every call goes
+              // again alone and gets its own answer, and later lists stay
+              // within the limit the node named.
+              if (auto limit = list_limit_named(err); limit > 0 && limit < state.coalesce)
+                state.coalesce = limit;
               for (auto id : *shared_ids)
                 send_alone(self, id, true);
               list_answered(self, epoch);

@@ -76,12 +76,14 @@ struct client_options {
   /// in a list with the calls of the same task and model that waited with it.
   /// So a lone caller never waits, and under load one message carries many
   /// calls.
-  /// Each call still gets its own answer or error. The node refuses lists
-  /// longer than its `pool.max-batch-items` (default 256). Small lists keep
-  /// several workers busy: a list is one job for one worker. 0 or 1: every call
-  /// in a message of its own. Against a node that does not know lists (an
-  /// earlier release), the client finds out on the first and sends every call
-  /// alone.
+  /// Each call still gets its own answer or error: a list the node refuses
+  /// for its input as a whole (`invalid_input`, `too_large`: longer than its
+  /// `pool.max-batch-items`, or one text the model refused) goes again call by
+  /// call, and after a too long list later lists keep to the limit the node
+  /// named. Small lists keep several workers busy: a list is one job for one
+  /// worker. 0 or 1: every call in a message of its own. Against a node that
+  /// does not know lists (an earlier release), the client finds out on the
+  /// first and sends every call alone.
   uint32_t coalesce = 16;
   /// Extra `--section.key=value` options for the client's CAF actor system
   /// (defaults: pool::client_caf_defaults() in pool/caf_defaults.hpp, i.e.

@@ -28,10 +28,12 @@
 // `client_options::coalesce`): 1 to `pool.max-batch-items` texts, each
 // validated on its own. It is answered with one `embed_answers`, an error per
 // text or a row; an error for the whole message (empty or too long list,
-// unknown model, `overloaded`, `deadline_exceeded`, ...) applies to every
-// text. The node logs it as one request (one request id) and counts each of
-// its texts as one embed request: a worker credit, a place in the parked
-// queue, one in the ledger and the reply metrics.
+// unknown model, `overloaded`, `deadline_exceeded`, a text the model itself
+// refused at the worker, ...) applies to every text. The node logs it as one
+// request (one request id) and counts each of its texts as one embed
+// request: a worker credit, a place in the parked queue, one in the ledger
+// and the reply metrics (a list longer than `pool.max-batch-items` counts
+// once).
 // `request_id` names the request in the node's log lines about it (rejected,
 // expired, failed, retried): 1 to 128 bytes of letters, digits and `._:-`
 // (anything else is answered `invalid_input`); "" or a shorter form = the node

@@ -167,7 +167,7 @@ TEST_CASE("Embed calls that queue up share messages, each answered with its own 
   CHECK(st->ledger.completed == st->ledger.accepted);
 }
 
-TEST_CASE("A text refused in a list fails alone; its neighbours get their rows",
+TEST_CASE("A text refused in a list fails alone and its neighbours get their rows",
           "[client]") {
   node_process node{
       {"--pool.workers=1", "--fault.compute-delay=20ms", "--pool.max-text-bytes=100"}};
@@ -247,7 +247,7 @@ TEST_CASE("Against a node with a lower pool.max-batch-items lists shrink to its 
   CHECK(listed <= 4 * lists);
 }
 
-TEST_CASE("A text the model refuses in a list fails alone; its neighbours get their rows",
+TEST_CASE("A text the model refuses in a list fails alone and its neighbours get their rows",
           "[client]") {
   // The BERT fixture reads at most 48 tokens and, with truncation off, refuses
   // a longer text at the worker, where a list is one job.

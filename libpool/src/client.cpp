@@ -406,6 +406,8 @@ void settle_list(client_actor* self, const std::vector<uint64_t>& ids,
   for (size_t i = 0; i < ids.size(); ++i) {
     auto c = settle(self, ids[i], &credits);
     auto& err = answers.errors[i];
+    // Decided before `err` is moved into a callback.
+    const bool has_row = !err;
     if (!c) {
       ++sh.late_answers;
     } else if (err) {
@@ -421,7 +423,7 @@ void settle_list(client_actor* self, const std::vector<uint64_t>& ids,
       auto& typed = static_cast<typed_call<matrix>&>(*c);
       run_callback([&] { typed.done(std::move(one)); });
     }
-    if (!err)
+    if (has_row)
       ++row;
   }
   sh.release(credits);

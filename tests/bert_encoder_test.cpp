@@ -25,8 +25,8 @@
 #include "bert/model_loader.hpp"
 #include "pool/config.hpp"
 #include "pool/embedder.hpp"
-#include "pool/make_embedder.hpp"
 #include "pool/error.hpp"
+#include "pool/make_embedder.hpp"
 
 namespace {
 
@@ -562,7 +562,7 @@ TEST_CASE(
   CHECK(cut.tokens[1] == limit);
 }
 
-TEST_CASE("token ids round-trip through the vocabulary; foreign ids are refused",
+TEST_CASE("token ids round-trip through the vocabulary and foreign ids are refused",
           "[bert][embedder][token_ids]") {
   auto made = fixture_embedder("mini-mean");
   REQUIRE(made);

@@ -696,7 +696,7 @@ TEST_CASE("OpenAI dimensions: the model's own, or fewer for a Matryoshka model",
 }
 
 TEST_CASE(
-    "Tasks: prompts by name over OpenAI, TEI and BASP; unknown tasks refused naming "
+    "Tasks: prompts by name over OpenAI, TEI and BASP, and unknown tasks refused naming "
     "the known ones",
     "[http][tasks]") {
   http_node n{bert_node_args()};

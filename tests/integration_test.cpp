@@ -681,7 +681,7 @@ TEST_CASE("A hanging worker is detected and replaced while ordinary requests suc
 // -- 4b. honest heartbeats ----------------------------------------------------------
 
 TEST_CASE(
-    "Busy workers answer every ping within heartbeat.interval; a hung one is "
+    "Busy workers answer every ping within heartbeat.interval and a hung one is "
     "still replaced",
     "[integration][hang][heartbeat]") {
   // 20 ms per text: a chunk of pool.micro-batch-texts (64) texts would take

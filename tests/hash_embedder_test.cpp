@@ -98,6 +98,41 @@ TEST_CASE("the same text gives bit-identical vectors across calls, instances and
   }
 }
 
+TEST_CASE("embed_counted gives embed's rows and count_tokens' counts, text by text",
+          "[hash]") {
+  // 2^19 buckets: 8 rows per internal call, so the 11 texts take two calls.
+  hash_embedder e{8, 1u << 19};
+  const std::vector<std::string> texts = {
+      "The quick brown fox",
+      "  leading and trailing spaces  ",
+      "tabs\tand\nnew\r\nlines\vand\fform feeds",
+      "",
+      " \t\n ",
+      "Straße, café, naïve — ünïcödé",
+      "no\xC2\xA0"
+      "break space counts as one word",
+      "invalid \xFF\xFE bytes",
+      "短い日本語の文です。 二つ",
+      "x",
+      "UPPER lower MiXeD 123",
+  };
+  std::vector<std::string_view> views(texts.begin(), texts.end());
+  std::vector<float> counted(texts.size() * e.dim(), std::nanf(""));
+  pool::embed_report report;
+  report.tokens.assign(3, 99);  // resized, not appended to
+  e.embed_counted(views, "", counted.data(), report);
+  CHECK(counted == embed_all(e, texts));
+  REQUIRE(report.tokens.size() == texts.size());
+  REQUIRE(report.refused.size() == texts.size());
+  const std::vector<uint32_t> expected = {4, 4, 7, 0, 0, 5, 6, 3, 2, 1, 4};
+  for (size_t i = 0; i < texts.size(); ++i) {
+    INFO("text " << i << ": " << texts[i]);
+    CHECK(report.tokens[i] == e.count_tokens({views[i]}));
+    CHECK(report.tokens[i] == expected[i]);
+    CHECK(!report.refused[i]);
+  }
+}
+
 TEST_CASE(
     "a dense batch (one sgemm) and its texts alone (a saxpy per bucket) give the "
     "same bits",

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "pool/error.hpp"
+#include "whitespace_words.hpp"
 
 #include <cblas.h>
 
@@ -10,16 +11,8 @@ namespace pool {
 
 size_t embedder::count_tokens(const std::vector<std::string_view>& texts) const {
   size_t tokens = 0;
-  for (auto text : texts) {
-    bool in_word = false;
-    for (char c : text) {
-      bool space =
-          c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
-      if (!space && !in_word)
-        ++tokens;
-      in_word = !space;
-    }
-  }
+  for (auto text : texts)
+    tokens += detail::whitespace_words(text);
   return tokens;
 }
 

@@ -11,6 +11,7 @@
 
 #include "pool/config.hpp"
 #include "pool/error.hpp"
+#include "whitespace_words.hpp"
 
 namespace pool::detail {
 
@@ -241,7 +242,7 @@ std::string hash_embedder::name() const {
   return "hash-" + std::to_string(dim_);
 }
 
-void hash_embedder::make_bag(std::string_view text, scratch& s) const {
+size_t hash_embedder::make_bag(std::string_view text, scratch& s) const {
   s.cp_offsets.clear();
   s.cp_is_word.clear();
   s.words.clear();
@@ -250,13 +251,18 @@ void hash_embedder::make_bag(std::string_view text, scratch& s) const {
   const bool ascii = std::all_of(text.begin(), text.end(), [](char ch) {
     return static_cast<unsigned char>(ch) < 0x80;
   });
+  size_t words_between_spaces = 0;
   if (ascii) {
     // Fast path, identical to the general one: NFKC and case folding map ASCII
     // to itself except A-Z -> a-z, and the only ASCII letters and numbers are
     // [A-Za-z0-9].
     s.ascii.assign(text.data(), text.size());
+    bool in_word = false;
     for (size_t i = 0; i < s.ascii.size(); ++i) {
       char& ch = s.ascii[i];
+      const bool space = is_ascii_space(ch);
+      words_between_spaces += !space && !in_word;
+      in_word = !space;
       if (ch >= 'A' && ch <= 'Z')
         ch = static_cast<char>(ch - 'A' + 'a');
       s.cp_offsets.push_back(i);
@@ -264,6 +270,8 @@ void hash_embedder::make_bag(std::string_view text, scratch& s) const {
     }
     normalised = s.ascii;
   } else {
+    // Counted on the text as sent, as count_tokens does.
+    words_between_spaces = whitespace_words(text);
     // 1. Normalise; invalid UTF-8 is sanitised first.
     size_t norm_size = 0;
     norm = normalise(text.data(), text.size(), norm_size);
@@ -389,6 +397,7 @@ void hash_embedder::make_bag(std::string_view text, scratch& s) const {
     if (q != 0.0)
       s.entries.emplace_back(bucket, static_cast<float>(q));
   }
+  return words_between_spaces;
 }
 
 void hash_embedder::bag_row(std::string_view text, float* row) const {
@@ -417,6 +426,19 @@ size_t hash_embedder::worker_bytes(uint32_t max_batch_texts) const {
 
 void hash_embedder::embed(const std::vector<std::string_view>& texts,
                           const std::string& /*task*/, float* out) const {
+  embed_into(texts, out, nullptr);
+}
+
+void hash_embedder::embed_counted(const std::vector<std::string_view>& texts,
+                                  const std::string& /*task*/, float* out,
+                                  embed_report& report) const {
+  report.tokens.resize(texts.size());
+  report.refused.assign(texts.size(), caf::error{});
+  embed_into(texts, out, report.tokens.data());
+}
+
+void hash_embedder::embed_into(const std::vector<std::string_view>& texts, float* out,
+                               uint32_t* tokens) const {
   if (texts.empty())
     return;
   const size_t rows_per_call = std::max<size_t>(1, max_bag_floats / buckets_);
@@ -425,7 +447,7 @@ void hash_embedder::embed(const std::vector<std::string_view>& texts,
   if (s.column.size() != buckets_)
     s.column.assign(buckets_, -1);
   try {
-    embed_with(texts, s, out, rows_per_call, n_total);
+    embed_with(texts, s, out, rows_per_call, n_total, tokens);
   } catch (...) {
     s = scratch{};  // its invariants may not hold any more
     throw;
@@ -433,7 +455,8 @@ void hash_embedder::embed(const std::vector<std::string_view>& texts,
 }
 
 void hash_embedder::embed_with(const std::vector<std::string_view>& texts, scratch& s,
-                               float* out, size_t rows_per_call, size_t n_total) const {
+                               float* out, size_t rows_per_call, size_t n_total,
+                               uint32_t* tokens) const {
   auto& entries = s.chunk_entries;
   auto& row_begin = s.row_begin;
   for (size_t begin = 0; begin < n_total; begin += rows_per_call) {
@@ -443,7 +466,9 @@ void hash_embedder::embed_with(const std::vector<std::string_view>& texts, scrat
     s.used.clear();
     for (size_t i = 0; i < n; ++i) {
       row_begin.push_back(entries.size());
-      make_bag(texts[begin + i], s);
+      const auto words = make_bag(texts[begin + i], s);
+      if (tokens != nullptr)
+        tokens[begin + i] = static_cast<uint32_t>(words);
       for (const auto& entry : s.entries) {
         entries.push_back(entry);
         if (s.column[entry.first] < 0) {

@@ -66,6 +66,12 @@ class hash_embedder : public embedder {
   void embed(const std::vector<std::string_view>& texts, const std::string& task,
              float* out) const override;
 
+  /// `embed` that counts each text's tokens (whitespace-separated words, as
+  /// `count_tokens`) while it hashes the text, instead of in a pass of its
+  /// own; refuses nothing.
+  void embed_counted(const std::vector<std::string_view>& texts, const std::string& task,
+                     float* out, embed_report& report) const override;
+
   /// The projection: buckets * dim floats.
   size_t weights_bytes() const override;
 
@@ -85,11 +91,16 @@ class hash_embedder : public embedder {
  private:
   struct scratch;
 
-  // Fills s.entries with the quantised non-zero buckets of `text`.
-  void make_bag(std::string_view text, scratch& s) const;
-  // `embed` with the calling thread's scratch, in calls of `rows_per_call`.
+  // Fills s.entries with the quantised non-zero buckets of `text`; returns
+  // its whitespace-separated words (`count_tokens`).
+  size_t make_bag(std::string_view text, scratch& s) const;
+  // `embed` with the calling thread's scratch, in calls of `rows_per_call`;
+  // with `tokens`, writes each text's count there (texts.size() entries).
   void embed_with(const std::vector<std::string_view>& texts, scratch& s, float* out,
-                  size_t rows_per_call, size_t n_total) const;
+                  size_t rows_per_call, size_t n_total, uint32_t* tokens) const;
+  // `embed` or `embed_counted`: `tokens` as in embed_with.
+  void embed_into(const std::vector<std::string_view>& texts, float* out,
+                  uint32_t* tokens) const;
   // Scales each of the `n` rows of `dim_` floats at `rows` to unit L2 norm.
   void normalize_rows(float* rows, size_t n) const;
 

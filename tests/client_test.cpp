@@ -167,6 +167,95 @@ TEST_CASE("Embed calls that queue up share messages, each answered with its own 
   CHECK(st->ledger.completed == st->ledger.accepted);
 }
 
+TEST_CASE("Calls from several threads at once each get their own answer, exactly once",
+          "[client]") {
+  node_process node{{"--pool.workers=2", "--fault.compute-delay=100us"}};
+  pool::client_options opts;
+  opts.port = node.port();
+  opts.window = 16;  // the threads wait for credits: calls arrive in bursts
+  auto connected = pool::client::connect(opts);
+  REQUIRE(connected);
+  auto& cl = **connected;
+  constexpr size_t threads = 4;
+  constexpr size_t per_thread = 150;
+  std::vector<std::string> texts;
+  for (size_t i = 0; i < threads * per_thread; ++i)
+    texts.push_back("text " + std::to_string(i) + " from many threads");
+  embed_results results{texts.size()};
+  std::atomic<size_t> statuses{0};
+  std::vector<std::thread> senders;
+  for (size_t t = 0; t < threads; ++t)
+    senders.emplace_back([&, t] {
+      for (size_t k = 0; k < per_thread; ++k) {
+        auto i = t * per_thread + k;
+        cl.embed_async(texts[i], results.at(i));
+        if (k % 50 == 0 && cl.status())  // outside the window, between embeds
+          ++statuses;
+      }
+    });
+  for (auto& s : senders)
+    s.join();
+  REQUIRE(results.wait_for(texts.size()));
+  // The reference: each thread's texts in one batch (within max-batch-items).
+  auto plain = connect_to(node, 1, std::chrono::seconds(30), 0);
+  for (size_t t = 0; t < threads; ++t) {
+    std::vector<std::string> part(texts.begin() + t * per_thread,
+                                  texts.begin() + (t + 1) * per_thread);
+    auto reference = plain->embed_batch(part);
+    REQUIRE(reference);
+    for (size_t k = 0; k < per_thread; ++k) {
+      auto i = t * per_thread + k;
+      INFO("call " << i);
+      REQUIRE(results.values[i].size() == 1);
+      auto& x = results.values[i].front();
+      REQUIRE(x);
+      CHECK(same_row(*x, *reference, k));
+    }
+  }
+  CHECK(statuses == threads * 3);
+  auto stats = cl.stats();
+  CHECK(stats.sent == texts.size() + threads * 3);
+  CHECK(stats.answered == stats.sent);
+  CHECK(stats.in_flight == 0);
+}
+
+TEST_CASE("Destroying a client settles every call it accepted, exactly once",
+          "[client]") {
+  // 5 ms per text on one worker: most calls are still queued or on their way
+  // when the client goes.
+  node_process node{{"--pool.workers=1", "--fault.compute-delay=5ms"}};
+  constexpr size_t threads = 3;
+  constexpr size_t per_thread = 100;
+  embed_results results{threads * per_thread};
+  {
+    auto cl = connect_to(node, 0, std::chrono::seconds(30), 8);  // no window
+    std::vector<std::thread> senders;
+    for (size_t t = 0; t < threads; ++t)
+      senders.emplace_back([&, t] {
+        for (size_t k = 0; k < per_thread; ++k)
+          cl->embed_async("going " + std::to_string(k), results.at(t * per_thread + k));
+      });
+    for (auto& s : senders)
+      s.join();
+  }
+  // The destructor returned: every call has its answer already.
+  std::lock_guard<std::mutex> guard{results.mtx};
+  CHECK(results.answered == threads * per_thread);
+  size_t closed = 0;
+  for (size_t i = 0; i < results.values.size(); ++i) {
+    INFO("call " << i);
+    REQUIRE(results.values[i].size() == 1);
+    auto& x = results.values[i].front();
+    if (!x) {
+      CHECK(code_of(x.error()) == pool::pool_errc::unavailable);
+      CHECK(pool::error_message(x.error()).find("the client was closed") !=
+            std::string::npos);
+      ++closed;
+    }
+  }
+  CHECK(closed > 0);  // 300 calls at 5 ms each cannot all be done at once
+}
+
 TEST_CASE("A text refused in a list fails alone and its neighbours get their rows",
           "[client]") {
   node_process node{
@@ -247,8 +336,9 @@ TEST_CASE("Against a node with a lower pool.max-batch-items lists shrink to its 
   CHECK(listed <= 4 * lists);
 }
 
-TEST_CASE("A text the model refuses in a list fails alone and its neighbours get their rows",
-          "[client]") {
+TEST_CASE(
+    "A text the model refuses in a list fails alone and its neighbours get their rows",
+    "[client]") {
   // The BERT fixture reads at most 48 tokens and, with truncation off, refuses
   // a longer text at the worker, where a list is one job.
   const std::string model_dir =

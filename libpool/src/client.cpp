@@ -10,6 +10,7 @@
 #include <sstream>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
@@ -55,6 +56,8 @@ caf::error timeout_error() {
   return make_error(pool_errc::deadline_exceeded, "no answer within the client timeout");
 }
 
+struct call_base;
+
 /// The window and the counters, shared by the public API (any thread) and
 /// the client actor. Thread-safe.
 struct shared_state {
@@ -77,6 +80,15 @@ struct shared_state {
   std::atomic<uint64_t> reconnects{0};
   std::atomic<uint64_t> listed{0};
   std::atomic<uint64_t> lists{0};
+
+  /// Calls handed over by the public API that the client actor has not taken
+  /// yet, oldest first, and whether a message telling it to take them is on
+  /// its way: a burst of calls costs the actor one message and at most one
+  /// wake-up. Guarded by mtx. Embed and batch calls in it hold window
+  /// credits, so the window bounds them; status and metrics calls do not
+  /// count against it (`client_options::window`).
+  std::deque<std::shared_ptr<call_base>> inbox;
+  bool inbox_announced = false;
 
   /// Error a call gets when the client cannot send; none if it can. Requires
   /// mtx held.
@@ -184,21 +196,6 @@ struct listable_embed {
   std::string model;
 };
 
-/// A call handed to the client actor (local messages only).
-struct call_handle {
-  std::shared_ptr<call_base> ptr;
-};
-
-}  // namespace
-
-}  // namespace pool
-
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(pool::call_handle)
-
-namespace pool {
-
-namespace {
-
 struct client_actor_state {
   static inline const char* name = "embedpool.client";
   caf::actor gateway;
@@ -228,6 +225,8 @@ struct client_actor_state {
   std::deque<uint64_t> outbox;
   uint32_t lists_in_flight = 0;
   uint64_t epoch = 0;
+  /// The calls taken from the inbox at once (kept for its memory).
+  std::deque<std::shared_ptr<call_base>> taken;
 };
 
 /// Removes call `id` from the pending table and returns its credit (or,
@@ -575,6 +574,44 @@ void schedule_reconnect(client_actor* self) {
                      client_reconnect_atom::value);
 }
 
+/// Takes call `c` from the inbox: fails it if the node is lost or its time
+/// is up, else sends it (alone, or in the outbox to share a list).
+void take_call(client_actor* self, std::shared_ptr<call_base> c) {
+  auto& st = self->state;
+  if (!st.connected) {
+    if (c->windowed)
+      st.shared->release();
+    c->fail(make_error(pool_errc::unavailable,
+                       "not sent: lost the connection to " + st.shared->peer));
+    return;
+  }
+  if (c->deadline <= steady::now()) {
+    if (c->windowed)
+      st.shared->release();
+    ++st.shared->timed_out;
+    c->fail(timeout_error());
+    return;
+  }
+  auto id = st.next_id++;
+  st.pending.emplace(id, c);
+  st.deadlines.emplace(c->deadline, id);
+  if (!c->listable) {
+    ++st.shared->sent;
+    c->issue(self, id);
+  } else if (st.coalesce < 2 || !st.lists_supported ||
+             (st.outbox.empty() && st.lists_in_flight < detail::messages_before_lists)) {
+    send_alone(self, id);
+  } else {
+    // At once while few messages are on their way; else it waits for
+    // the next answer (or a full list) and shares a message.
+    st.outbox.push_back(id);
+    if (st.lists_in_flight < detail::messages_before_lists ||
+        st.outbox.size() >= st.coalesce)
+      flush_outbox(self);
+  }
+  schedule_expiry(self);
+}
+
 caf::behavior client_behavior(client_actor* self, client_actor_config cfg) {
   auto& init = self->state;
   init.gateway = cfg.gateway;
@@ -646,42 +683,16 @@ caf::behavior client_behavior(client_actor* self, client_actor_config cfg) {
                   schedule_reconnect(self);
                 });
       },
-      [self](client_call_atom, call_handle& h) {
+      [self](client_call_atom) {
         auto& st = self->state;
-        auto c = std::move(h.ptr);
-        if (!st.connected) {
-          if (c->windowed)
-            st.shared->release();
-          c->fail(make_error(pool_errc::unavailable,
-                             "not sent: lost the connection to " + st.shared->peer));
-          return;
+        {
+          std::lock_guard<std::mutex> guard{st.shared->mtx};
+          st.taken.swap(st.shared->inbox);
+          st.shared->inbox_announced = false;
         }
-        if (c->deadline <= steady::now()) {
-          if (c->windowed)
-            st.shared->release();
-          ++st.shared->timed_out;
-          c->fail(timeout_error());
-          return;
-        }
-        auto id = st.next_id++;
-        st.pending.emplace(id, c);
-        st.deadlines.emplace(c->deadline, id);
-        if (!c->listable) {
-          ++st.shared->sent;
-          c->issue(self, id);
-        } else if (st.coalesce < 2 || !st.lists_supported ||
-                   (st.outbox.empty() &&
-                    st.lists_in_flight < detail::messages_before_lists)) {
-          send_alone(self, id);
-        } else {
-          // At once while few messages are on their way; else it waits for
-          // the next answer (or a full list) and shares a message.
-          st.outbox.push_back(id);
-          if (st.lists_in_flight < detail::messages_before_lists ||
-              st.outbox.size() >= st.coalesce)
-            flush_outbox(self);
-        }
-        schedule_expiry(self);
+        for (auto& c : st.taken)
+          take_call(self, std::move(c));
+        st.taken.clear();
       },
       [self](client_expire_atom) {
         auto& st = self->state;
@@ -703,8 +714,19 @@ caf::behavior client_behavior(client_actor* self, client_actor_config cfg) {
         schedule_expiry(self);
       },
       [self](client_close_atom) {
-        fail_all(self, make_error(pool_errc::unavailable, "the client was closed"),
-                 false);
+        auto& st = self->state;
+        auto closed = make_error(pool_errc::unavailable, "the client was closed");
+        fail_all(self, closed, false);
+        {
+          std::lock_guard<std::mutex> guard{st.shared->mtx};
+          st.taken.swap(st.shared->inbox);
+        }
+        for (auto& c : st.taken) {
+          if (c->windowed)
+            st.shared->release();
+          c->fail(closed);
+        }
+        st.taken.clear();
         self->quit();
       },
   };
@@ -735,9 +757,10 @@ struct client::impl {
   caf::actor actor;  // the client actor
   std::shared_ptr<shared_state> shared;
 
-  /// Hands a call to the client actor after taking a window credit; `done`
-  /// runs on the calling thread if the call cannot be sent, else `on_send`
-  /// (if any) runs on the calling thread right before the hand-over.
+  /// Hands a call to the client actor (its inbox) after taking a window
+  /// credit; `done` runs on the calling thread if the call cannot be sent,
+  /// else `on_send` (if any) runs on the calling thread right before the
+  /// hand-over.
   /// `listable`: an embed call without a request id (`msg` empty; see
   /// `call_base::listable`), from `text`, `task`, `model`.
   template <class T>
@@ -780,7 +803,25 @@ struct client::impl {
     c->done = std::move(done);
     if (on_send)
       run_callback(on_send);
-    caf::anon_send(actor, client_call_atom::value, call_handle{std::move(c)});
+    bool taken = false;
+    bool announce = false;
+    {
+      std::lock_guard<std::mutex> guard{shared->mtx};
+      // Once closed, the actor has taken its last calls from the inbox.
+      if (!shared->closed) {
+        shared->inbox.push_back(c);
+        taken = true;
+        announce = !std::exchange(shared->inbox_announced, true);
+      }
+    }
+    if (!taken) {
+      if (windowed)
+        shared->release();
+      c->fail(make_error(pool_errc::unavailable, "not sent: the client was closed"));
+      return;
+    }
+    if (announce)
+      caf::anon_send(actor, client_call_atom::value);
   }
 
   template <class T>

@@ -47,7 +47,7 @@ constexpr const char* usage_text =
                          `overloaded` answers)
   --window=W             closed loop: W requests in flight (the client's window)
   --coalesce=N           embed mode: most requests the client sends in one message
-                         when they queue up (default 16, the client's default;
+                         when they queue up (default 32, the client's default;
                          0 or 1 = every request in a message of its own)
   --duration=SECONDS     stop sending after this long (default 10)
   --count=N              stop sending after N requests (whichever comes first)

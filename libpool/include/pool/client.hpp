@@ -84,7 +84,7 @@ struct client_options {
   /// worker. 0 or 1: every call in a message of its own. Against a node that
   /// does not know lists (an earlier release), the client finds out on the
   /// first and sends every call alone.
-  uint32_t coalesce = 16;
+  uint32_t coalesce = 32;
   /// Extra `--section.key=value` options for the client's CAF actor system
   /// (defaults: pool::client_caf_defaults() in pool/caf_defaults.hpp, i.e.
   /// `scheduler.max-threads=2`, `middleman.heartbeat-interval=1s` and the

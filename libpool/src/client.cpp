@@ -196,6 +196,14 @@ struct listable_embed {
   std::string model;
 };
 
+/// Fails call `c`, which was never sent, with `err`, returning its window
+/// credit if it holds one.
+void fail_unsent(shared_state& sh, call_base& c, caf::error err) {
+  if (c.windowed)
+    sh.release();
+  c.fail(std::move(err));
+}
+
 struct client_actor_state {
   static inline const char* name = "embedpool.client";
   caf::actor gateway;
@@ -579,17 +587,14 @@ void schedule_reconnect(client_actor* self) {
 void take_call(client_actor* self, std::shared_ptr<call_base> c) {
   auto& st = self->state;
   if (!st.connected) {
-    if (c->windowed)
-      st.shared->release();
-    c->fail(make_error(pool_errc::unavailable,
-                       "not sent: lost the connection to " + st.shared->peer));
+    fail_unsent(*st.shared, *c,
+                make_error(pool_errc::unavailable,
+                           "not sent: lost the connection to " + st.shared->peer));
     return;
   }
   if (c->deadline <= steady::now()) {
-    if (c->windowed)
-      st.shared->release();
     ++st.shared->timed_out;
-    c->fail(timeout_error());
+    fail_unsent(*st.shared, *c, timeout_error());
     return;
   }
   auto id = st.next_id++;
@@ -721,11 +726,8 @@ caf::behavior client_behavior(client_actor* self, client_actor_config cfg) {
           std::lock_guard<std::mutex> guard{st.shared->mtx};
           st.taken.swap(st.shared->inbox);
         }
-        for (auto& c : st.taken) {
-          if (c->windowed)
-            st.shared->release();
-          c->fail(closed);
-        }
+        for (auto& c : st.taken)
+          fail_unsent(*st.shared, *c, closed);
         st.taken.clear();
         self->quit();
       },
@@ -815,9 +817,8 @@ struct client::impl {
       }
     }
     if (!taken) {
-      if (windowed)
-        shared->release();
-      c->fail(make_error(pool_errc::unavailable, "not sent: the client was closed"));
+      fail_unsent(*shared, *c,
+                  make_error(pool_errc::unavailable, "not sent: the client was closed"));
       return;
     }
     if (announce)

@@ -20,22 +20,27 @@
 #   idle     the node's CPU time over IDLE_SECONDS of no traffic, as a share
 #            of one core; target <= 1 %
 #
+# Each throughput run comes right after its own anchor (direct calls of the
+# same kind), and each ratio is the median of the rounds' ratios, so that a
+# burst of noise from outside the machine lands on both halves of a ratio.
 # The load average at the start is printed: figures mean something on a quiet
 # machine (load average < 1).
 #
 # usage: tools/bench/floor.sh
-# env:   BUILD (build), ROUNDS (3), CALLS (3000 per latency round),
+# env:   BUILD (build), ROUNDS (5), CALLS (3000 per latency round),
 #        SECONDS_EACH (4 per throughput round), TEXT_BYTES (64),
-#        BATCH_SIZE (16), IDLE_SECONDS (30), OUT (tools/bench/results)
+#        BATCH_SIZE (16), IDLE_SECONDS (30), QUIET_WAIT (180: the most seconds
+#        to wait at the start for a load average below 1), OUT (tools/bench/results)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 BUILD="${BUILD:-build}"
-ROUNDS="${ROUNDS:-3}"
+ROUNDS="${ROUNDS:-5}"
 CALLS="${CALLS:-3000}"
 SECONDS_EACH="${SECONDS_EACH:-4}"
 TEXT_BYTES="${TEXT_BYTES:-64}"
 BATCH_SIZE="${BATCH_SIZE:-16}"
 IDLE_SECONDS="${IDLE_SECONDS:-30}"
+QUIET_WAIT="${QUIET_WAIT:-180}"
 OUT="${OUT:-tools/bench/results}"
 BENCH=floor.sh
 . tools/bench/common.sh
@@ -43,6 +48,14 @@ PROBE="$BUILD/tools/floor_probe"
 DIRECT="$BUILD/tools/pool_overhead_direct"
 bench_init "$NODE" "$LOADGEN" "$PROBE" "$DIRECT"
 
+# Waits (at most QUIET_WAIT seconds) for the one-minute load average to fall
+# below 1, e.g. after a build or a previous run.
+waited=0
+while awk '{exit !($1 >= 1)}' /proc/loadavg && [ "$waited" -lt "$QUIET_WAIT" ]; do
+  sleep 5
+  waited=$((waited + 5))
+done
+[ "$waited" -gt 0 ] && echo "floor.sh: waited $waited s for the load average to fall below 1"
 echo "floor.sh: load average at start: $(cut -d' ' -f1-3 /proc/loadavg)" \
   "($(nproc) cores; figures are meant for a load average < 1)"
 
@@ -58,6 +71,14 @@ start_node floor --pool.workers=1
 NODE_PID=$PID
 NODE_PORT=$PORT
 
+# Warm-up, not counted: the first seconds of a fresh node (its allocator,
+# the connection's buffers, the worker's estimate of a text's time) are not
+# what the rounds measure.
+for mode in embed batch; do
+  "$LOADGEN" --port="$NODE_PORT" --mode=$mode --batch-size="$BATCH_SIZE" --window=16 \
+    --duration=1 --text-bytes="$TEXT_BYTES" --status-interval=0 >/dev/null 2>&1
+done
+
 RUNS="$OUT/floor_runs.jsonl"
 : >"$RUNS"
 for round in $(seq 1 "$ROUNDS"); do
@@ -66,19 +87,23 @@ for round in $(seq 1 "$ROUNDS"); do
     tag_json "\"round\":$round,\"kind\":\"latency\"" >>"$RUNS"
   "$PROBE" pool --port="$NODE_PORT" --calls="$CALLS" --text-bytes="$TEXT_BYTES" |
     tag_json "\"round\":$round,\"kind\":\"latency\"" >>"$RUNS"
-  "$DIRECT" --text-bytes="$TEXT_BYTES" --batch-size="$BATCH_SIZE" \
+  # Each throughput run right after its own anchor, so that a burst of noise
+  # from outside hits both halves of a ratio rather than one.
+  "$DIRECT" --text-bytes="$TEXT_BYTES" --batch-size="$BATCH_SIZE" --only=embed \
     --seconds="$SECONDS_EACH" | tag_json "\"round\":$round,\"kind\":\"direct\"" >>"$RUNS"
-  "$PROBE" raw-window --port="$RAW_PORT" --window=256 --seconds="$SECONDS_EACH" \
-    --text-bytes="$TEXT_BYTES" | tag_json "\"round\":$round,\"kind\":\"raw_window\"" >>"$RUNS"
   "$LOADGEN" --port="$NODE_PORT" --mode=embed --window=256 --duration="$SECONDS_EACH" \
     --text-bytes="$TEXT_BYTES" --status-interval=0 2>/dev/null |
     tag_json "\"round\":$round,\"kind\":\"loadgen\"" >>"$RUNS"
-  "$LOADGEN" --port="$NODE_PORT" --mode=embed --window=256 --duration="$SECONDS_EACH" \
-    --text-bytes="$TEXT_BYTES" --status-interval=0 --coalesce=0 2>/dev/null |
-    tag_json "\"round\":$round,\"kind\":\"loadgen_single\"" >>"$RUNS"
+  "$DIRECT" --text-bytes="$TEXT_BYTES" --batch-size="$BATCH_SIZE" --only=batch \
+    --seconds="$SECONDS_EACH" | tag_json "\"round\":$round,\"kind\":\"direct\"" >>"$RUNS"
   "$LOADGEN" --port="$NODE_PORT" --mode=batch --batch-size="$BATCH_SIZE" --window=16 \
     --duration="$SECONDS_EACH" --text-bytes="$TEXT_BYTES" --status-interval=0 2>/dev/null |
     tag_json "\"round\":$round,\"kind\":\"loadgen\"" >>"$RUNS"
+  "$PROBE" raw-window --port="$RAW_PORT" --window=256 --seconds="$SECONDS_EACH" \
+    --text-bytes="$TEXT_BYTES" | tag_json "\"round\":$round,\"kind\":\"raw_window\"" >>"$RUNS"
+  "$LOADGEN" --port="$NODE_PORT" --mode=embed --window=256 --duration="$SECONDS_EACH" \
+    --text-bytes="$TEXT_BYTES" --status-interval=0 --coalesce=0 2>/dev/null |
+    tag_json "\"round\":$round,\"kind\":\"loadgen_single\"" >>"$RUNS"
 done
 
 # Idle: no client connected any more; let the last requests drain first.
@@ -101,7 +126,9 @@ lat = {t: [r["p50_us"] for r in runs if r.get("kind") == "latency" and r["target
        for t in ("raw_caf", "embedpool")}
 p99 = {t: [r["p99_us"] for r in runs if r.get("kind") == "latency" and r["target"] == t]
        for t in ("raw_caf", "embedpool")}
-direct = [r for r in runs if r.get("kind") == "direct"]
+direct_embed = [r for r in runs if r.get("kind") == "direct" and "embed_rps" in r]
+direct_batch = [r for r in runs if r.get("kind") == "direct" and "batch_rps" in r]
+direct = direct_embed
 embed = [r for r in runs if r.get("kind") == "loadgen" and r["mode"] == "embed"]
 batch = [r for r in runs if r.get("kind") == "loadgen" and r["mode"] == "batch"]
 idle = next(r for r in runs if r.get("kind") == "idle")
@@ -114,16 +141,16 @@ lat_ratio = med(lat["embedpool"]) / med(lat["raw_caf"])
 rows.append(("one request, p50", f"{med(lat['embedpool']):.0f} us (p99 {med(p99['embedpool']):.0f})",
              f"raw CAF request/reply {med(lat['raw_caf']):.0f} us (p99 {med(p99['raw_caf']):.0f})",
              f"{lat_ratio:.2f}", "<= 1.2", lat_ratio <= 1.2))
-embed_ratio = med([e["throughput_rps"] / d["embed_rps"] for e, d in zip(embed, direct)])
+embed_ratio = med([e["throughput_rps"] / d["embed_rps"] for e, d in zip(embed, direct_embed)])
 rows.append(("embed, window 256", f"{med([e['throughput_rps'] for e in embed]):.0f} req/s",
-             f"direct calls {med([d['embed_rps'] for d in direct]):.0f} texts/s",
+             f"direct calls {med([d['embed_rps'] for d in direct_embed]):.0f} texts/s",
              f"{embed_ratio:.2f}", ">= 0.7", embed_ratio >= 0.7))
 batch_ratio = med([b["throughput_texts_per_s"] / d["batch_texts_per_s"]
-                   for b, d in zip(batch, direct)])
+                   for b, d in zip(batch, direct_batch)])
 rows.append((f"batch of {direct[0]['batch_size']}, window 16",
              f"{med([b['throughput_texts_per_s'] for b in batch]):.0f} texts/s",
              f"direct in calls of {direct[0]['batch_size']} "
-             f"{med([d['batch_texts_per_s'] for d in direct]):.0f} texts/s",
+             f"{med([d['batch_texts_per_s'] for d in direct_batch]):.0f} texts/s",
              f"{batch_ratio:.2f}", ">= 0.85", batch_ratio >= 0.85))
 idle_share = idle["ticks"] / idle["hz"] / idle["seconds"]
 rows.append((f"idle node, {idle['seconds']} s", f"{100 * idle_share:.1f} % of one core", "",
@@ -137,14 +164,14 @@ for name, ours, anchor, ratio, target, met in rows:
 if single:
     print(f"reference: embed at window 256 with every call in a message of its own "
           f"(--coalesce=0) {med([r['throughput_rps'] for r in single]):.0f} req/s = "
-          f"{med([r['throughput_rps'] / d['embed_rps'] for r, d in zip(single, direct)]):.2f} "
+          f"{med([r['throughput_rps'] / d['embed_rps'] for r, d in zip(single, direct_embed)]):.2f} "
           f"of direct calls; with lists "
           f"{med([e['client']['listed'] / max(e['client']['lists'], 1) for e in embed]):.0f} "
           f"calls per list on average")
 if raw_window:
     raw_rps = med([r["throughput_rps"] for r in raw_window])
     print(f"reference: raw CAF request/reply at window 256 (no compute) {raw_rps:.0f} req/s "
-          f"= {raw_rps / med([d['embed_rps'] for d in direct]):.2f} of direct calls; "
+          f"= {raw_rps / med([d['embed_rps'] for d in direct_embed]):.2f} of direct calls; "
           f"embed at window 256 reached "
           f"{med([e['throughput_rps'] / r['throughput_rps'] for e, r in zip(embed, raw_window)]):.2f} of it")
 print(f"errors or missing answers in the load-generator runs: {bad(embed + batch + single)}")

@@ -2,9 +2,12 @@
 // the node's default embedder (hash-384) called in this process, one thread,
 // on the same texts the load generator sends — one text per call (like an
 // embed request) and --batch-size texts per call (like a batch request).
-// Prints one JSON line: {"embed_rps":..., "batch_rps":..., "batch_texts_per_s":...}.
+// Prints one JSON line: {"embed_rps":..., "batch_rps":..., "batch_texts_per_s":...};
+// with --only=embed or --only=batch it measures (and prints) that half alone,
+// for a benchmark that runs each half right beside the run it anchors.
 //
 // usage: pool_overhead_direct [--text-bytes=N] [--batch-size=K] [--seconds=S]
+//                             [--only=embed|batch]
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -16,13 +19,14 @@
 #include "embed_rate.hpp"
 #include "pool/config.hpp"
 #include "pool/embedder.hpp"
-#include "pool/make_embedder.hpp"
 #include "pool/error.hpp"
+#include "pool/make_embedder.hpp"
 
 int main(int argc, char** argv) {
   size_t text_bytes = 64;
   size_t batch_size = 16;
   double seconds = 3;
+  std::string only;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     auto value = arg.substr(arg.find('=') + 1);
@@ -32,10 +36,12 @@ int main(int argc, char** argv) {
       batch_size = std::strtoul(value.c_str(), nullptr, 10);
     else if (arg.rfind("--seconds=", 0) == 0)
       seconds = std::strtod(value.c_str(), nullptr);
+    else if (arg.rfind("--only=", 0) == 0 && (value == "embed" || value == "batch"))
+      only = value;
     else {
       std::fprintf(stderr,
                    "usage: pool_overhead_direct [--text-bytes=N] [--batch-size=K] "
-                   "[--seconds=S]\n");
+                   "[--seconds=S] [--only=embed|batch]\n");
       return 2;
     }
   }
@@ -52,13 +58,23 @@ int main(int argc, char** argv) {
   pool::set_blas_threads(1);
   auto texts = pool::loadgen::make_texts(1024, text_bytes, 42);
   float checksum = 0;
-  auto embed_rps = pool::bench::calls_per_second(**model, texts, 1, seconds, checksum);
-  auto batch_rps =
-      pool::bench::calls_per_second(**model, texts, batch_size, seconds, checksum);
+  std::string fields;
+  char buf[160];
+  if (only != "batch") {
+    auto embed_rps = pool::bench::calls_per_second(**model, texts, 1, seconds, checksum);
+    std::snprintf(buf, sizeof buf, ",\"embed_rps\":%.1f", embed_rps);
+    fields += buf;
+  }
+  if (only != "embed") {
+    auto batch_rps =
+        pool::bench::calls_per_second(**model, texts, batch_size, seconds, checksum);
+    std::snprintf(buf, sizeof buf, ",\"batch_rps\":%.1f,\"batch_texts_per_s\":%.1f",
+                  batch_rps, batch_rps * static_cast<double>(batch_size));
+    fields += buf;
+  }
   std::printf(
-      "{\"model\":\"%s\",\"text_bytes\":%zu,\"batch_size\":%zu,\"embed_rps\":%.1f,"
-      "\"batch_rps\":%.1f,\"batch_texts_per_s\":%.1f,\"checksum\":%.3f}\n",
-      (*model)->name().c_str(), text_bytes, batch_size, embed_rps, batch_rps,
-      batch_rps * static_cast<double>(batch_size), static_cast<double>(checksum));
+      "{\"model\":\"%s\",\"text_bytes\":%zu,\"batch_size\":%zu%s,\"checksum\":%.3f}\n",
+      (*model)->name().c_str(), text_bytes, batch_size, fields.c_str(),
+      static_cast<double>(checksum));
   return 0;
 }

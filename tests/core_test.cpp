@@ -376,8 +376,8 @@ TEST_CASE("input refused by the worker and expiry are never retried", "[core][le
 }
 
 TEST_CASE(
-    "a dead worker's jobs are retried oldest first before new work, then fail "
-    "with worker_failed",
+    "a dead worker's jobs are retried oldest first before new work, each alone on "
+    "its worker, then fail with worker_failed",
     "[core][ledger]") {
   core_fixture f{test_pool(), 1};
   f.admit_dispatched(t0);
@@ -391,24 +391,75 @@ TEST_CASE(
   CHECK(f.slots[0].jobs.empty());
   f.slots.started(f.slots[0], t0 + 100ms);  // its replacement
   auto sent = f.book.pump(f.slots, t0 + 100ms);
-  REQUIRE(sent.size() == 2);
-  // Requests 1 and 2 went first, in that order; 3 still waits.
+  // Request 1 went first, alone: the worker gets nothing else until it
+  // answers, so 2 (a retry too) and 3 (new) wait, and so does new work.
+  REQUIRE(sent.size() == 1);
+  CHECK(sent[0].job.solo);
   CHECK(f.book.find(1)->dispatch_id == sent[0].job.id);
-  CHECK(f.book.find(2)->dispatch_id == sent[1].job.id);
+  CHECK(f.slots[0].isolating);
+  CHECK(f.book.find(2)->dispatch_id == 0);
   CHECK(f.book.find(3)->dispatch_id == 0);
-  CHECK(f.book.pending() == 1);
+  CHECK(std::holds_alternative<parked>(f.admit(t0 + 100ms)));  // ticket 4
+  CHECK(f.book.pump(f.slots, t0 + 100ms).empty());
+  CHECK(f.book.pending() == 3);
+  // Request 1 breaks this worker too: only it fails, on its second worker.
   out = f.book.requeue(f.slots[0], "worker stuck (no pong within heartbeat.timeout)");
   CHECK(out.retries.empty());
-  REQUIRE(out.answers.size() == 2);
-  for (auto& a : out.answers) {
-    CHECK(code_of(a.error) == "worker_failed");
-    CHECK(error_message(a.error) ==
-          "request failed on 2 worker(s); last: worker stuck (no pong within "
-          "heartbeat.timeout)");
-  }
-  std::set<uint64_t> tickets{out.answers[0].req.ticket, out.answers[1].req.ticket};
-  CHECK(tickets == std::set<uint64_t>{1, 2});
-  CHECK(f.book.counters().failed == 2);
+  REQUIRE(out.answers.size() == 1);
+  CHECK(out.answers[0].req.ticket == 1);
+  CHECK(code_of(out.answers[0].error) == "worker_failed");
+  CHECK(error_message(out.answers[0].error) ==
+        "request failed on 2 worker(s); last: worker stuck (no pong within "
+        "heartbeat.timeout)");
+  CHECK_FALSE(f.slots[0].isolating);
+  f.slots.started(f.slots[0], t0 + 200ms);
+  sent = f.book.pump(f.slots, t0 + 200ms);
+  REQUIRE(sent.size() == 1);
+  CHECK(f.book.find(2)->dispatch_id == sent[0].job.id);
+  // Request 2 succeeds on its second worker; then new work flows again,
+  // not isolated.
+  auto done =
+      f.book.job_answered(sent[0].job.id, true, caf::error{}, f.slots, t0 + 300ms);
+  REQUIRE(done.done);
+  CHECK(done.done->req.ticket == 2);
+  CHECK_FALSE(f.slots[0].isolating);
+  sent = f.book.pump(f.slots, t0 + 300ms);
+  REQUIRE(sent.size() == 2);  // 3 and 4, both at once (embed-queue-capacity 2)
+  CHECK_FALSE(sent[0].job.solo);
+  CHECK_FALSE(f.slots[0].isolating);
+  CHECK(f.book.counters().failed == 1);
+  CHECK(f.book.counters().completed == 1);
+  CHECK(f.book.balanced());
+}
+
+TEST_CASE("a retry waits for an idle worker while new work of the other lane parks",
+          "[core][ledger]") {
+  core_fixture f{test_pool(), 2};
+  auto a = f.admit_dispatched(t0);  // to one worker
+  auto b = f.admit_dispatched(t0);  // to the other (most credits)
+  REQUIRE(a.slot != b.slot);
+  auto out = f.book.requeue(f.slots[a.slot], "worker died: killed");
+  REQUIRE(out.retries.size() == 1);
+  f.slots.schedule_restart(f.slots[a.slot], t0);
+  // The dead worker is not back yet and the other one holds a job: the
+  // retry waits, and a batch request, whose lane is empty, parks behind it
+  // instead of going to the busy worker.
+  CHECK(f.book.pump(f.slots, t0).empty());
+  CHECK(std::holds_alternative<parked>(f.admit(t0, lane::batch)));
+  // The busy worker answers: the retry goes to it, alone, and the batch
+  // request waits for another worker.
+  f.book.job_answered(b.job.id, true, caf::error{}, f.slots, t0 + 10ms);
+  auto sent = f.book.pump(f.slots, t0 + 10ms);
+  REQUIRE(sent.size() == 1);
+  CHECK(sent[0].slot == b.slot);
+  CHECK(sent[0].job.solo);
+  CHECK(f.slots[b.slot].isolating);
+  // The replacement starts: the batch request goes there.
+  f.slots.started(f.slots[a.slot], t0 + 100ms);
+  sent = f.book.pump(f.slots, t0 + 100ms);
+  REQUIRE(sent.size() == 1);
+  CHECK(sent[0].slot == a.slot);
+  CHECK(sent[0].job.lane == static_cast<uint8_t>(lane::batch));
   CHECK(f.book.balanced());
 }
 

@@ -170,22 +170,25 @@ TEST_CASE_METHOD(actor_fixture, "a dead worker's jobs are re-dispatched and it r
   REQUIRE(workers[1]->held.size() == 2);
   caf::anon_send(workers[0]->handle, crash_atom::value);
   sched.run();
-  // The survivor took over the two orphaned jobs (it has credit for 3).
-  CHECK(workers[1]->held.size() == 3);
-  // Re-dispatched jobs are marked solo: the worker embeds each one alone.
-  size_t solo = 0;
-  for (auto& [j, to] : workers[1]->held)
-    solo += j.solo ? 1 : 0;
-  CHECK(solo == 1);
+  // A retry goes only to a worker that holds nothing else: the survivor is
+  // busy, so both orphaned jobs wait, and the new one behind them.
+  CHECK(workers[1]->held.size() == 2);
   auto st = status();
   CHECK(st.workers[0].state == "restarting");
-  CHECK(st.pending == 1);
+  CHECK(st.pending == 2);
   CHECK(ledger_balances(st));
   advance(250ms);
   auto now = current_workers();
   REQUIRE(probes.size() == 3);
   CHECK(now[0] != workers[0]);
-  CHECK(now[0]->held.size() == 1);  // the parked one went to the restarted worker
+  // The restarted worker got one retry, alone and marked solo (embedded in a
+  // call of its own).
+  REQUIRE(now[0]->held.size() == 1);
+  CHECK(now[0]->held.front().first.solo);
+  // The survivor answers its jobs: the other retry goes to it, alone.
+  release(workers[1]);
+  REQUIRE(workers[1]->held.size() == 1);
+  CHECK(workers[1]->held.front().first.solo);
   release(now[0]);
   release(workers[1]);
   CHECK(all_answered_once(as));
@@ -292,13 +295,18 @@ TEST_CASE_METHOD(actor_fixture,
   CHECK(workers[0]->max_pings_unanswered == 1);
   auto now = current_workers();
   CHECK(now[0] != workers[0]);
-  auto held = now[0]->held.size() + workers[1]->held.size();
-  CHECK(held == 4);
+  // One retry went to the replacement, alone; the other waits for a worker
+  // that holds nothing else (worker 1 still holds its two).
+  CHECK(now[0]->held.size() == 1);
+  CHECK(workers[1]->held.size() == 2);
   auto after = status();
+  CHECK(after.pending == 1);
   CHECK(after.abandoned == 1);
   CHECK(after.workers[0].state == "ready");
   // Late results of the abandoned worker are ignored.
   release(workers[0]);
+  release(now[0]);  // the replacement is idle again: the second retry goes there
+  CHECK(now[0]->held.size() == 1);
   release(now[0]);
   release(workers[1]);
   CHECK(all_answered_once(as));
@@ -529,8 +537,13 @@ TEST_CASE_METHOD(actor_fixture,
   CHECK(st.workers[1].state == "lost");
   CHECK(st.restarts == 0);  // lent workers are replaced by their node, not here
   auto local = current_workers()[0];
-  for (int i = 0; i < 3; ++i)
+  release(local);  // its own three jobs
+  // The lost node's three, retried one at a time: each alone on the worker.
+  for (int i = 0; i < 3; ++i) {
+    REQUIRE(local->held.size() == 1);
+    CHECK(local->held.front().first.solo);
     release(local);
+  }
   CHECK(all_answered_once(as));
   CHECK(count_ok(as) == 6);
   CHECK(ledger_balances(status()));

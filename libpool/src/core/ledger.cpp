@@ -30,8 +30,10 @@ admission ledger::admit(request&& r, slot_table& slots, time_point now) {
     return refused{make_error(pool_errc::unavailable, "no worker available")};
   }
   // Behind parked requests of its lane it parks too: a list waiting for
-  // enough credits is not overtaken by single embeds for ever.
-  auto* s = pending_[lane_index(r.ln)].empty()
+  // enough credits is not overtaken by single embeds for ever. Behind a
+  // retry waiting for an idle worker it parks in either lane: new work would
+  // keep every worker busy.
+  auto* s = pending_[lane_index(r.ln)].empty() && !retry_waiting()
                 ? slots.pick(r.ln, slots.credits_for(r.ln, r.weight()))
                 : nullptr;
   const bool reject = pool_.policy == overload_policy::reject;
@@ -87,6 +89,9 @@ dispatch ledger::send(request& req, slot& s, slot_table& slots, time_point now) 
   while (did == 0 || jobs_.count(did) > 0)
     did = slots.random();
   s.jobs.insert(did);
+  // A retry (sent only to an idle worker) is the only job its worker gets
+  // until it is answered.
+  s.isolating = !first;
   jobs_.emplace(did, held_job{s.id, req.id, req.ln, 0, credits});
   req.dispatch_id = did;
   ++req.attempts;
@@ -99,22 +104,51 @@ dispatch ledger::send(request& req, slot& s, slot_table& slots, time_point now) 
       first, req.accepted_at};
 }
 
+const request* ledger::parked_front(lane ln) {
+  auto& q = pending_[lane_index(ln)];
+  while (!q.empty()) {
+    auto it = requests_.find(q.front());
+    if (it != requests_.end())
+      return &it->second;
+    q.pop_front();  // answered while parked (its deadline passed)
+  }
+  return nullptr;
+}
+
+bool ledger::retry_waiting() {
+  for (auto ln : {lane::embed, lane::batch})
+    if (auto* front = parked_front(ln); front != nullptr && front->attempts > 0)
+      return true;
+  return false;
+}
+
 std::vector<dispatch> ledger::pump(slot_table& slots, time_point now) {
   std::vector<dispatch> out;
+  // Retries first (they are parked at the front of their lane), each to a
+  // worker that holds nothing else. While one waits for such a worker, no
+  // new work is sent: the workers drain, and one becomes idle.
   for (auto ln : {lane::embed, lane::batch}) {
-    auto& q = pending_[lane_index(ln)];
-    while (!q.empty()) {
-      auto it = requests_.find(q.front());
-      if (it == requests_.end()) {
-        q.pop_front();
-        continue;
-      }
-      auto* s = slots.pick(ln, slots.credits_for(ln, it->second.weight()));
+    while (auto* req = parked_front(ln)) {
+      if (req->attempts == 0)
+        break;
+      auto* s = slots.pick(ln, slots.credits_for(ln, req->weight()), true);
       if (s == nullptr)
         break;
-      q.pop_front();
-      unpark(it->second);
-      out.push_back(send(it->second, *s, slots, now));
+      pending_[lane_index(ln)].pop_front();
+      unpark(*req);
+      out.push_back(send(requests_.at(req->id), *s, slots, now));
+    }
+  }
+  if (retry_waiting())
+    return out;
+  for (auto ln : {lane::embed, lane::batch}) {
+    while (auto* req = parked_front(ln)) {
+      auto* s = slots.pick(ln, slots.credits_for(ln, req->weight()));
+      if (s == nullptr)
+        break;
+      pending_[lane_index(ln)].pop_front();
+      unpark(*req);
+      out.push_back(send(requests_.at(req->id), *s, slots, now));
     }
   }
   return out;
@@ -135,8 +169,10 @@ job_outcome ledger::job_answered(uint64_t dispatch_id, bool ok, caf::error failu
   s.credits[lane_index(j->second.ln)] += j->second.credits;
   s.jobs.erase(dispatch_id);
   forget_job(j);
-  if (s.jobs.empty())
+  if (s.jobs.empty()) {
     s.idle_since = now;
+    s.isolating = false;
+  }
   job_outcome out;
   out.slot = s.id;
   auto it = requests_.find(rid);
@@ -196,6 +232,7 @@ requeued ledger::requeue(slot& s, const std::string& why) {
     }
   }
   s.jobs.clear();
+  s.isolating = false;
   // Oldest first at the front of the queues: retried work goes before new work.
   std::sort(again.begin(), again.end(), std::greater<uint64_t>());
   for (auto rid : again) {

@@ -156,7 +156,10 @@ class ledger {
   /// `weight` rejected requests and its bytes given back.
   void refuse(uint64_t charged, uint64_t weight);
 
-  /// Dispatches parked requests, oldest first, while workers have credit.
+  /// Dispatches parked requests, oldest first, while workers have credit. A
+  /// retried request goes only to a worker that holds no job, which then gets
+  /// nothing else until it answers (`slot::isolating`); while a retry waits
+  /// for such a worker, new work stays parked.
   std::vector<dispatch> pump(slot_table& slots, time_point now);
 
   /// The slot whose worker holds the job `dispatch_id`, if any.
@@ -216,6 +219,12 @@ class ledger {
   bool note_shed(time_point now);
 
   dispatch send(request& req, slot& s, slot_table& slots, time_point now);
+  /// The oldest parked request of `ln` still unanswered (dropping answered
+  /// ones from the front), or null.
+  const request* parked_front(lane ln);
+  /// True if a retried request waits at the front of a lane for an idle
+  /// worker: new work then parks (see `pump`).
+  bool retry_waiting();
   /// Takes `*it` out to be answered and moves `it` to the next request; its
   /// bytes go back to the budget, or to the job a worker still holds until
   /// the worker is done.

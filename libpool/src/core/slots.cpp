@@ -45,14 +45,15 @@ uint32_t slot_table::credits_for(lane ln, uint64_t weight) const {
       std::max<uint64_t>(1, std::min<uint64_t>(weight, std::max<uint32_t>(capacity, 1))));
 }
 
-slot* slot_table::pick(lane ln, uint32_t need) {
+slot* slot_table::pick(lane ln, uint32_t need, bool idle) {
   slot* best = nullptr;
   auto n = slots_.size();
   auto li = lane_index(ln);
   need = std::max<uint32_t>(need, 1);
   for (size_t k = 0; k < n; ++k) {
     auto& s = slots_[(rr_cursor_ + k) % n];
-    if (s.state != worker_state::ready || s.credits[li] < need)
+    if (s.state != worker_state::ready || s.credits[li] < need || s.isolating ||
+        (idle && !s.jobs.empty()))
       continue;
     if (best == nullptr || s.credits[li] > best->credits[li] ||
         (s.credits[li] == best->credits[li] &&

@@ -52,6 +52,10 @@ struct slot {
   worker_state state = worker_state::stopped;
   uint32_t credits[2] = {0, 0};       // per lane: jobs it may still be sent
   std::unordered_set<uint64_t> jobs;  // dispatch ids the worker holds
+  /// Holds a retried job and nothing else: no other job is sent to it until
+  /// that one is answered, so a text that breaks every worker it reaches
+  /// takes no innocent job down with it (ledger::send, ledger::pump).
+  bool isolating = false;
   bool ping_outstanding = false;
   bool missed_logged = false;
   uint64_t ping_seq = 0;
@@ -157,8 +161,9 @@ class slot_table {
 
   /// Least-loaded ready worker with at least `need` credits on `ln`: most
   /// credits left, then the smallest reported queue depth; ties broken
-  /// round-robin. Null if none has that much.
-  slot* pick(lane ln, uint32_t need = 1);
+  /// round-robin. Never a worker that is `isolating` a retried job; with
+  /// `idle`, only a worker that holds no job at all. Null if none.
+  slot* pick(lane ln, uint32_t need = 1, bool idle = false);
   /// The credits a request of `weight` (`request_weight`) takes on `ln`: its
   /// weight, at most the lane's capacity (so that a list longer than the
   /// lane still fits an idle worker).

@@ -295,6 +295,49 @@ TEST_CASE("A text refused in a list fails alone and its neighbours get their row
   CHECK(cl->stats().answered == texts.size());
 }
 
+TEST_CASE("A text that breaks a worker in a list fails alone and its neighbours get rows",
+          "[client]") {
+  // The marked text hangs every worker that embeds it; the supervisor gives
+  // up on its job after two attempts.
+  node_process node{{"--pool.workers=1", "--fault.compute-delay=20ms",
+                     "--fault.hang-marker=HANG-ME", "--heartbeat.interval=100ms",
+                     "--heartbeat.timeout=400ms", "--pool.max-attempts=2"}};
+  auto cl = connect_to(node, 256);
+  // Four calls keep the node busy for 80 ms; the rest wait and go in lists.
+  std::vector<std::string> texts{"busy 1", "busy 2", "busy 3", "busy 4"};
+  for (int i = 0; i < 6; ++i)
+    texts.push_back("good " + std::to_string(i));
+  const size_t poison = texts.size();
+  texts.push_back("please HANG-ME now");
+  for (int i = 6; i < 12; ++i)
+    texts.push_back("good " + std::to_string(i));
+  embed_results results{texts.size()};
+  for (size_t i = 0; i < texts.size(); ++i)
+    cl->embed_async(texts[i], results.at(i));
+  REQUIRE(results.wait_for(texts.size()));
+  auto good = texts;
+  good.erase(good.begin() + static_cast<std::ptrdiff_t>(poison));
+  auto reference = connect_to(node, 1, std::chrono::seconds(30), 0)->embed_batch(good);
+  REQUIRE(reference);
+  for (size_t i = 0; i < texts.size(); ++i) {
+    INFO("call " << i << ": " << texts[i]);
+    REQUIRE(results.values[i].size() == 1);  // exactly one answer
+    auto& x = results.values[i].front();
+    if (i == poison) {
+      REQUIRE_FALSE(x);
+      CHECK(code_of(x.error()) == pool::pool_errc::worker_failed);
+    } else {
+      INFO((x ? std::string{} : pool::describe(x.error())));
+      REQUIRE(x);
+      CHECK(same_row(*x, *reference, i < poison ? i : i - 1));
+    }
+  }
+  // The marked text went in a list (which failed) and then alone.
+  CHECK(cl->stats().listed >= 2);
+  CHECK(cl->stats().answered == texts.size());
+  CHECK(node.wait_for_log("event=worker_stuck", 1s));
+}
+
 TEST_CASE("Against a node with a lower pool.max-batch-items lists shrink to its limit",
           "[client]") {
   node_process node{

@@ -485,6 +485,16 @@ void send_list(client_actor* self, std::vector<uint64_t> ids) {
               list_answered(self, epoch);
               return;
             }
+            if (epoch == state.epoch && shared_ids->size() > 1 &&
+                pool_code(err) == pool_errc::worker_failed) {
+              // The node gave up on the list after its retries: one text in
+              // it may break a worker every time, and its neighbours should
+              // not fail with it. Every call goes again alone, once.
+              for (auto id : *shared_ids)
+                send_alone(self, id, true);
+              list_answered(self, epoch);
+              return;
+            }
             for (auto id : *shared_ids)
               settle_with(self, id, [&](call_base& c) { c.fail(err); });
             list_answered(self, epoch);

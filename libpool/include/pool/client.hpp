@@ -78,8 +78,9 @@ struct client_options {
   /// calls.
   /// Each call still gets its own answer or error: a list the node refuses
   /// for its input as a whole (`invalid_input`, `too_large`: longer than its
-  /// `pool.max-batch-items`, or one text the model refused) goes again call by
-  /// call, and after a too long list later lists keep to the limit the node
+  /// `pool.max-batch-items`, or one text the model refused) or fails with
+  /// `worker_failed` (after the node's retries) goes again call by call,
+  /// once, and after a too long list later lists keep to the limit the node
   /// named. Small lists keep several workers busy: a list is one job for one
   /// worker. 0 or 1: every call in a message of its own. Against a node that
   /// does not know lists (an earlier release), the client finds out on the

@@ -93,6 +93,7 @@ void slot_table::attach(slot& s, time_point now) {
   s.attached = true;
   s.credits[0] = embed_capacity_;
   s.credits[1] = batch_capacity_;
+  s.isolating = false;  // a new worker holds no retry
   s.state = worker_state::ready;
   s.ping_outstanding = false;
   s.missed_logged = false;

@@ -124,31 +124,23 @@ bool ledger::retry_waiting() {
 
 std::vector<dispatch> ledger::pump(slot_table& slots, time_point now) {
   std::vector<dispatch> out;
-  // Retries first (they are parked at the front of their lane), each to a
-  // worker that holds nothing else. While one waits for such a worker, no
-  // new work is sent: the workers drain, and one becomes idle.
-  for (auto ln : {lane::embed, lane::batch}) {
-    while (auto* req = parked_front(ln)) {
-      if (req->attempts == 0)
-        break;
-      auto* s = slots.pick(ln, slots.credits_for(ln, req->weight()), true);
-      if (s == nullptr)
-        break;
-      pending_[lane_index(ln)].pop_front();
-      unpark(*req);
-      out.push_back(send(requests_.at(req->id), *s, slots, now));
-    }
-  }
-  if (retry_waiting())
-    return out;
-  for (auto ln : {lane::embed, lane::batch}) {
-    while (auto* req = parked_front(ln)) {
-      auto* s = slots.pick(ln, slots.credits_for(ln, req->weight()));
-      if (s == nullptr)
-        break;
-      pending_[lane_index(ln)].pop_front();
-      unpark(*req);
-      out.push_back(send(requests_.at(req->id), *s, slots, now));
+  // First the retries (parked at the front of their lane), each to a worker
+  // that holds nothing else; then new work, unless a retry still waits for
+  // such a worker: meanwhile the workers drain, and one becomes idle.
+  for (const bool retries : {true, false}) {
+    if (!retries && retry_waiting())
+      break;
+    for (auto ln : {lane::embed, lane::batch}) {
+      while (auto* req = parked_front(ln)) {
+        if (retries && req->attempts == 0)
+          break;
+        auto* s = slots.pick(ln, slots.credits_for(ln, req->weight()), retries);
+        if (s == nullptr)
+          break;
+        pending_[lane_index(ln)].pop_front();
+        unpark(*req);
+        out.push_back(send(requests_.at(req->id), *s, slots, now));
+      }
     }
   }
   return out;

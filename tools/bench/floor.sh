@@ -20,9 +20,11 @@
 #   idle     the node's CPU time over IDLE_SECONDS of no traffic, as a share
 #            of one core; target <= 1 %
 #
-# Each throughput run comes right after its own anchor (direct calls of the
-# same kind), and each ratio is the median of the rounds' ratios, so that a
-# burst of noise from outside the machine lands on both halves of a ratio.
+# Each run comes right after its own anchor (the raw probe before the pool
+# probe; direct calls of the same kind before a throughput run), and each
+# ratio is the median of the rounds' ratios, so that a burst of noise from
+# outside the machine lands on both halves of a ratio. The figures beside the
+# ratios are medians of each side's own rounds, for scale.
 # The load average at the start is printed: figures mean something on a quiet
 # machine (load average < 1).
 #
@@ -137,16 +139,22 @@ single = [r for r in runs if r.get("kind") == "loadgen_single"]
 def bad(rs):
     return sum(sum(r["errors"].values()) + r["missing"] for r in rs)
 rows = []
-lat_ratio = med(lat["embedpool"]) / med(lat["raw_caf"])
+# Each ratio is the median of the rounds' ratios: a round's two halves run
+# back to back, so noise from outside lands on both; a ratio of medians taken
+# separately would pair a quiet round's anchor with a noisy round's figure.
+lat_ratios = [p / r for p, r in zip(lat["embedpool"], lat["raw_caf"])]
+lat_ratio = med(lat_ratios)
 rows.append(("one request, p50", f"{med(lat['embedpool']):.0f} us (p99 {med(p99['embedpool']):.0f})",
              f"raw CAF request/reply {med(lat['raw_caf']):.0f} us (p99 {med(p99['raw_caf']):.0f})",
              f"{lat_ratio:.2f}", "<= 1.2", lat_ratio <= 1.2))
-embed_ratio = med([e["throughput_rps"] / d["embed_rps"] for e, d in zip(embed, direct_embed)])
+embed_ratios = [e["throughput_rps"] / d["embed_rps"] for e, d in zip(embed, direct_embed)]
+embed_ratio = med(embed_ratios)
 rows.append(("embed, window 256", f"{med([e['throughput_rps'] for e in embed]):.0f} req/s",
              f"direct calls {med([d['embed_rps'] for d in direct_embed]):.0f} texts/s",
              f"{embed_ratio:.2f}", ">= 0.7", embed_ratio >= 0.7))
-batch_ratio = med([b["throughput_texts_per_s"] / d["batch_texts_per_s"]
-                   for b, d in zip(batch, direct_batch)])
+batch_ratios = [b["throughput_texts_per_s"] / d["batch_texts_per_s"]
+                for b, d in zip(batch, direct_batch)]
+batch_ratio = med(batch_ratios)
 rows.append((f"batch of {direct[0]['batch_size']}, window 16",
              f"{med([b['throughput_texts_per_s'] for b in batch]):.0f} texts/s",
              f"direct in calls of {direct[0]['batch_size']} "
@@ -161,6 +169,10 @@ print(f"floor.sh: medians of {rounds} interleaved rounds, {direct[0]['text_bytes
 print(f"{'':22} {'embedpool':28} {'anchor (same run)':44} {'ratio':>6}  target")
 for name, ours, anchor, ratio, target, met in rows:
     print(f"{name:22} {ours:28} {anchor:44} {ratio:>6}  {target:7} {'met' if met else 'NOT met'}")
+def spread(xs):
+    return " ".join(f"{x:.2f}" for x in xs)
+print(f"ratio in each round: one request {spread(lat_ratios)}; embed {spread(embed_ratios)}; "
+      f"batch {spread(batch_ratios)}")
 if single:
     print(f"reference: embed at window 256 with every call in a message of its own "
           f"(--coalesce=0) {med([r['throughput_rps'] for r in single]):.0f} req/s = "

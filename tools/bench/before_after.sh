@@ -44,17 +44,7 @@ bench_init "$NODE" "$LOADGEN"
 
 base_rev=$(git rev-parse --short "$BASE")
 head_rev=$(git describe --always --dirty)
-SRC="$BASE_BUILD/src"
-rm -rf "$BASE_BUILD"
-git worktree prune
-git worktree add --detach -q "$SRC" "$base_rev"
-trap 'git worktree remove --force "$SRC" 2>/dev/null || true; rm -rf "$BASE_BUILD"; bench_cleanup' EXIT
-launcher=()
-if command -v ccache >/dev/null; then launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache); fi
-echo "before_after.sh: building the node and load generator of $base_rev in $BASE_BUILD" >&2
-cmake -S "$SRC" -B "$BASE_BUILD/bin" -DCMAKE_BUILD_TYPE=RelWithDebInfo "${launcher[@]}" \
-  >/dev/null
-cmake --build "$BASE_BUILD/bin" -j2 --target embedpool-node embedpool-loadgen >/dev/null
+build_revision "$base_rev" "$BASE_BUILD" embedpool-node embedpool-loadgen
 
 declare -A NODE_OF LOADGEN_OF
 NODE_OF[base]="$BASE_BUILD/bin/apps/embedpool-node"

@@ -15,16 +15,25 @@
 #                              clock ticks (getconf CLK_TCK per second)
 #   tag_json FIELDS            copies stdin's JSON lines with FIELDS (e.g.
 #                              '"round":1,"kind":"latency"') put first
+#   build_revision REV DIR TARGET...
+#                              builds TARGETs of git revision REV (with ccache
+#                              if present) in DIR/bin from a worktree in
+#                              DIR/src; both are removed on exit
 
 NODE="$BUILD/apps/embedpool-node"
 LOADGEN="$BUILD/tools/loadgen/embedpool-loadgen"
 NAIVE="$BUILD/tools/loadgen/embedpool-naive-node"
 PIDS=()
 TMP=""
+REVISION_DIR=""
 
 bench_cleanup() {
   for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
   [ -n "$TMP" ] && rm -rf "$TMP"
+  if [ -n "$REVISION_DIR" ]; then
+    git worktree remove --force "$REVISION_DIR/src" 2>/dev/null || true
+    rm -rf "$REVISION_DIR"
+  fi
 }
 
 bench_init() {
@@ -77,4 +86,19 @@ cpu_ticks() {
 
 tag_json() {
   sed "s/^{/{$1,/"
+}
+
+build_revision() {
+  local rev="$1" dir="$2"
+  shift 2
+  rm -rf "$dir"
+  git worktree prune
+  REVISION_DIR="$dir"
+  git worktree add --detach -q "$dir/src" "$rev"
+  local launcher=()
+  if command -v ccache >/dev/null; then launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache); fi
+  echo "$BENCH: building $* of $rev in $dir" >&2
+  cmake -S "$dir/src" -B "$dir/bin" -DCMAKE_BUILD_TYPE=RelWithDebInfo "${launcher[@]}" \
+    >/dev/null
+  cmake --build "$dir/bin" -j2 --target "$@" >/dev/null
 }

@@ -386,7 +386,7 @@ TEST_CASE(
   auto out = f.book.requeue(f.slots[0], "worker died: killed");
   CHECK(out.answers.empty());
   REQUIRE(out.retries.size() == 2);
-  CHECK(out.retries[0].request > out.retries[1].request);  // pushed to the front in turn
+  CHECK(out.retries[0].request < out.retries[1].request);  // oldest first
   CHECK(out.retries[0].reason == "worker died: killed");
   CHECK(f.slots[0].jobs.empty());
   f.slots.started(f.slots[0], t0 + 100ms);  // its replacement
@@ -460,6 +460,54 @@ TEST_CASE("a retry waits for an idle worker while new work of the other lane par
   REQUIRE(sent.size() == 1);
   CHECK(sent[0].slot == a.slot);
   CHECK(sent[0].job.lane == static_cast<uint8_t>(lane::batch));
+  CHECK(f.book.balanced());
+}
+
+TEST_CASE(
+    "a waiting retry keeps one busy worker from new work while the others take it, "
+    "under policy reject too",
+    "[core][ledger]") {
+  auto p = test_pool();
+  p.policy = overload_policy::reject;
+  p.embed_queue_capacity = 3;
+  core_fixture f{p, 3};
+  std::vector<dispatch> first;
+  for (int i = 0; i < 3; ++i)
+    first.push_back(f.admit_dispatched(t0));
+  for (auto& s : f.slots.all())
+    REQUIRE(s.jobs.size() == 1);  // one each: the most credits left
+  // One worker (x) takes a second job; of the other two, one dies (dead)
+  // and one is left with a single job (y).
+  uint32_t x = f.admit_dispatched(t0).slot;
+  uint32_t dead = x == 0 ? 1 : 0;
+  uint32_t y = 3 - x - dead;
+  auto out = f.book.requeue(f.slots[dead], "worker died: killed");
+  REQUIRE(out.retries.size() == 1);
+  f.slots.schedule_restart(f.slots[dead], t0);
+  // No worker is idle: the retry waits, and the worker with the fewest jobs
+  // (y) is kept for it.
+  CHECK(f.book.pump(f.slots, t0).empty());
+  CHECK(f.slots[y].kept_for_retry);
+  CHECK_FALSE(f.slots[x].kept_for_retry);
+  // New work is not shed meanwhile: it goes to the worker that is not kept.
+  auto more = f.admit(t0 + 1ms);
+  REQUIRE(std::holds_alternative<dispatch>(more));
+  CHECK(std::get<dispatch>(more).slot == x);
+  // x's credits are all taken now, and the kept worker still takes nothing:
+  // the next request is shed (policy reject).
+  CHECK(std::holds_alternative<refused>(f.admit(t0 + 1ms)));
+  REQUIRE(f.slots[y].jobs.size() == 1);
+  // The kept worker runs dry: the retry goes to it, alone, and no worker is
+  // kept any more.
+  auto y_job = *f.slots[y].jobs.begin();
+  f.book.job_answered(y_job, true, caf::error{}, f.slots, t0 + 10ms);
+  auto sent = f.book.pump(f.slots, t0 + 10ms);
+  REQUIRE(sent.size() == 1);
+  CHECK(sent[0].slot == y);
+  CHECK(sent[0].job.solo);
+  CHECK(f.slots[y].isolating);
+  for (auto& s : f.slots.all())
+    CHECK_FALSE(s.kept_for_retry);
   CHECK(f.book.balanced());
 }
 

@@ -472,6 +472,7 @@ void on_tick(supervisor_actor self) {
   auto& st = self->state;
   auto t = now_of(self);
   deliver_all(self, st.ledger->expire(t));
+  pump(self);  // a retry that expired no longer keeps a worker from new work
   // Lost lent workers' slots are freed for any node after a while.
   for (auto& f : st.slots->expire_lost(t, st.cfg.cluster.lost_node_expiry))
     info(self, log_line::slot_freed(f));

@@ -1,7 +1,6 @@
 #include "core/ledger.hpp"
 
 #include <algorithm>
-#include <functional>
 
 #include "defaults.hpp"
 #include "pool/error.hpp"
@@ -30,10 +29,9 @@ admission ledger::admit(request&& r, slot_table& slots, time_point now) {
     return refused{make_error(pool_errc::unavailable, "no worker available")};
   }
   // Behind parked requests of its lane it parks too: a list waiting for
-  // enough credits is not overtaken by single embeds for ever. Behind a
-  // retry waiting for an idle worker it parks in either lane: new work would
-  // keep every worker busy.
-  auto* s = pending_[lane_index(r.ln)].empty() && !retry_waiting()
+  // enough credits is not overtaken by single embeds for ever. Workers kept
+  // for a waiting retry take none (slot_table::pick).
+  auto* s = pending_[lane_index(r.ln)].empty()
                 ? slots.pick(r.ln, slots.credits_for(r.ln, r.weight()))
                 : nullptr;
   const bool reject = pool_.policy == overload_policy::reject;
@@ -63,12 +61,8 @@ admission ledger::admit(request&& r, slot_table& slots, time_point now) {
   return parked{id};
 }
 
-void ledger::park(const request& req, bool front) {
-  auto& q = pending_[lane_index(req.ln)];
-  if (front)
-    q.push_front(req.id);
-  else
-    q.push_back(req.id);
+void ledger::park(const request& req, bool retry) {
+  (retry ? retries_ : pending_)[lane_index(req.ln)].push_back(req.id);
   pending_weight_ += req.weight();
 }
 
@@ -104,8 +98,7 @@ dispatch ledger::send(request& req, slot& s, slot_table& slots, time_point now) 
       first, req.accepted_at};
 }
 
-const request* ledger::parked_front(lane ln) {
-  auto& q = pending_[lane_index(ln)];
+const request* ledger::front_of(std::deque<uint64_t>& q) {
   while (!q.empty()) {
     auto it = requests_.find(q.front());
     if (it != requests_.end())
@@ -115,29 +108,29 @@ const request* ledger::parked_front(lane ln) {
   return nullptr;
 }
 
-bool ledger::retry_waiting() {
-  for (auto ln : {lane::embed, lane::batch})
-    if (auto* front = parked_front(ln); front != nullptr && front->attempts > 0)
-      return true;
-  return false;
+size_t ledger::retries_waiting() const {
+  size_t n = 0;
+  for (auto& q : retries_)
+    for (auto id : q)
+      n += requests_.count(id);
+  return n;
 }
 
 std::vector<dispatch> ledger::pump(slot_table& slots, time_point now) {
   std::vector<dispatch> out;
-  // First the retries (parked at the front of their lane), each to a worker
-  // that holds nothing else; then new work, unless a retry still waits for
-  // such a worker: meanwhile the workers drain, and one becomes idle.
+  // First the retries, each to a worker that holds nothing else; one worker
+  // per retry still waiting then takes no new work until it runs dry; then
+  // new work to the others.
   for (const bool retries : {true, false}) {
-    if (!retries && retry_waiting())
-      break;
+    if (!retries)
+      slots.keep_for_retries(retries_waiting());
     for (auto ln : {lane::embed, lane::batch}) {
-      while (auto* req = parked_front(ln)) {
-        if (retries && req->attempts == 0)
-          break;
+      auto& q = (retries ? retries_ : pending_)[lane_index(ln)];
+      while (auto* req = front_of(q)) {
         auto* s = slots.pick(ln, slots.credits_for(ln, req->weight()), retries);
         if (s == nullptr)
           break;
-        pending_[lane_index(ln)].pop_front();
+        q.pop_front();
         unpark(*req);
         out.push_back(send(requests_.at(req->id), *s, slots, now));
       }
@@ -225,8 +218,8 @@ requeued ledger::requeue(slot& s, const std::string& why) {
   }
   s.jobs.clear();
   s.isolating = false;
-  // Oldest first at the front of the queues: retried work goes before new work.
-  std::sort(again.begin(), again.end(), std::greater<uint64_t>());
+  // Oldest first.
+  std::sort(again.begin(), again.end());
   for (auto rid : again) {
     auto& req = requests_[rid];
     out.retries.push_back(retry{rid, s.id, req.attempts, why, req.origin});
@@ -242,16 +235,16 @@ std::vector<answer> ledger::expire(time_point now) {
                       "request not answered within pool.request-timeout (" +
                           std::to_string(to_ms(pool_.request_timeout)) + "ms)");
   };
-  for (auto& q : pending_) {
-    for (auto i = q.begin(); i != q.end();) {
+  for (auto* q : parked_queues()) {
+    for (auto i = q->begin(); i != q->end();) {
       auto it = requests_.find(*i);
       if (it == requests_.end()) {
-        i = q.erase(i);
+        i = q->erase(i);
       } else if (it->second.deadline <= now) {
         counts_.expired += it->second.weight();
         unpark(it->second);
         out.push_back(take(it, false, expired_error()));
-        i = q.erase(i);
+        i = q->erase(i);
       } else {
         ++i;
       }
@@ -272,8 +265,8 @@ std::vector<answer> ledger::expire(time_point now) {
 
 std::vector<answer> ledger::fail_pending(pool_errc code, const std::string& why) {
   std::vector<answer> out;
-  for (auto& q : pending_) {
-    for (auto id : q) {
+  for (auto* q : parked_queues()) {
+    for (auto id : *q) {
       auto it = requests_.find(id);
       if (it == requests_.end())
         continue;
@@ -281,7 +274,7 @@ std::vector<answer> ledger::fail_pending(pool_errc code, const std::string& why)
       unpark(it->second);
       out.push_back(take(it, false, make_error(code, why)));
     }
-    q.clear();
+    q->clear();
   }
   return out;
 }
@@ -295,8 +288,8 @@ std::vector<answer> ledger::finish() {
                                   "node shut down before the request finished "
                                   "(pool.drain-timeout passed)")));
   }
-  pending_[0].clear();
-  pending_[1].clear();
+  for (auto* q : parked_queues())
+    q->clear();
   pending_weight_ = 0;
   for (auto j = jobs_.begin(); j != jobs_.end();)
     j = (bytes_->give_back(j->second.charged), jobs_.erase(j));

@@ -12,6 +12,7 @@
 // Not thread-safe: one supervisor owns a ledger.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <deque>
 #include <memory>
@@ -158,8 +159,10 @@ class ledger {
 
   /// Dispatches parked requests, oldest first, while workers have credit. A
   /// retried request goes only to a worker that holds no job, which then gets
-  /// nothing else until it answers (`slot::isolating`); while a retry waits
-  /// for such a worker, new work stays parked.
+  /// nothing else until it answers (`slot::isolating`); for each retry that
+  /// still waits for such a worker, the ready worker with the fewest jobs
+  /// takes no new work until it runs dry (`slot::kept_for_retry`), and the
+  /// others go on taking new work.
   std::vector<dispatch> pump(slot_table& slots, time_point now);
 
   /// The slot whose worker holds the job `dispatch_id`, if any.
@@ -219,12 +222,15 @@ class ledger {
   bool note_shed(time_point now);
 
   dispatch send(request& req, slot& s, slot_table& slots, time_point now);
-  /// The oldest parked request of `ln` still unanswered (dropping answered
-  /// ones from the front), or null.
-  const request* parked_front(lane ln);
-  /// True if a retried request waits at the front of a lane for an idle
-  /// worker: new work then parks (see `pump`).
-  bool retry_waiting();
+  /// The oldest request of parked queue `q` still unanswered (dropping
+  /// answered ones from its front), or null.
+  const request* front_of(std::deque<uint64_t>& q);
+  /// Retried requests waiting for an idle worker (see `pump`).
+  size_t retries_waiting() const;
+  /// The four queues of parked requests: new work and retries, per lane.
+  std::array<std::deque<uint64_t>*, 4> parked_queues() {
+    return {&pending_[0], &pending_[1], &retries_[0], &retries_[1]};
+  }
   /// Takes `*it` out to be answered and moves `it` to the next request; its
   /// bytes go back to the budget, or to the job a worker still holds until
   /// the worker is done.
@@ -237,13 +243,15 @@ class ledger {
   std::shared_ptr<byte_budget> bytes_;  // never null
   request_map requests_;                // accepted, unanswered
   job_map jobs_;                        // by dispatch id
-  std::deque<uint64_t> pending_[2];     // request ids waiting for credit, per lane
+  std::deque<uint64_t> pending_[2];     // new requests waiting for credit, per lane
+  std::deque<uint64_t> retries_[2];     // retried requests waiting for an idle worker
   uint64_t next_request_id_ = 1;
   ledger_counters counts_;       // in_flight unused: open_weight_
   uint64_t open_weight_ = 0;     // of the requests in requests_
   uint64_t pending_weight_ = 0;  // of the requests in pending_
-  /// Parks request `id` at the back (or, retried, the front) of its lane.
-  void park(const request& req, bool front);
+  /// Parks `req` at the back of its lane's new work, or with `retry` of its
+  /// lane's retries.
+  void park(const request& req, bool retry);
   /// Takes `req`'s weight off the parked total (it left pending_).
   void unpark(const request& req);
   // The overload episode: it begins with the first shed request and ends

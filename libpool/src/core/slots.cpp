@@ -53,7 +53,7 @@ slot* slot_table::pick(lane ln, uint32_t need, bool idle) {
   for (size_t k = 0; k < n; ++k) {
     auto& s = slots_[(rr_cursor_ + k) % n];
     if (s.state != worker_state::ready || s.credits[li] < need || s.isolating ||
-        (idle && !s.jobs.empty()))
+        (idle ? !s.jobs.empty() : s.kept_for_retry))
       continue;
     if (best == nullptr || s.credits[li] > best->credits[li] ||
         (s.credits[li] == best->credits[li] &&
@@ -63,6 +63,31 @@ slot* slot_table::pick(lane ln, uint32_t need, bool idle) {
   if (best != nullptr)
     rr_cursor_ = (best->id + 1) % static_cast<uint32_t>(n);
   return best;
+}
+
+void slot_table::keep_for_retries(size_t n) {
+  if (n == 0 && kept_ == 0)
+    return;
+  std::vector<slot*> candidates;
+  for (auto& s : slots_)
+    if (s.state == worker_state::ready && !s.isolating)
+      candidates.push_back(&s);
+  n = std::min(n, candidates.size());
+  // Fewest jobs first; on a tie a worker kept already stays kept, so that
+  // the choice does not move between workers that each keep taking work.
+  std::partial_sort(candidates.begin(), candidates.begin() + static_cast<ptrdiff_t>(n),
+                    candidates.end(), [](const slot* a, const slot* b) {
+                      if (a->jobs.size() != b->jobs.size())
+                        return a->jobs.size() < b->jobs.size();
+                      if (a->kept_for_retry != b->kept_for_retry)
+                        return a->kept_for_retry;
+                      return a->id < b->id;
+                    });
+  for (auto& s : slots_)
+    s.kept_for_retry = false;
+  for (size_t i = 0; i < n; ++i)
+    candidates[i]->kept_for_retry = true;
+  kept_ = n;
 }
 
 bool slot_table::any_live() const {
@@ -94,6 +119,7 @@ void slot_table::attach(slot& s, time_point now) {
   s.credits[0] = embed_capacity_;
   s.credits[1] = batch_capacity_;
   s.isolating = false;  // a new worker holds no retry
+  s.kept_for_retry = false;
   s.state = worker_state::ready;
   s.ping_outstanding = false;
   s.missed_logged = false;

@@ -56,6 +56,9 @@ struct slot {
   /// that one is answered, so a text that breaks every worker it reaches
   /// takes no innocent job down with it (ledger::send, ledger::pump).
   bool isolating = false;
+  /// Takes no new work, so that it runs dry for a retry that waits for an
+  /// idle worker (ledger::pump marks one such worker per waiting retry).
+  bool kept_for_retry = false;
   bool ping_outstanding = false;
   bool missed_logged = false;
   uint64_t ping_seq = 0;
@@ -162,8 +165,13 @@ class slot_table {
   /// Least-loaded ready worker with at least `need` credits on `ln`: most
   /// credits left, then the smallest reported queue depth; ties broken
   /// round-robin. Never a worker that is `isolating` a retried job; with
-  /// `idle`, only a worker that holds no job at all. Null if none.
+  /// `idle` (for a retry), only a worker that holds no job at all; without,
+  /// never one `kept_for_retry`. Null if none.
   slot* pick(lane ln, uint32_t need = 1, bool idle = false);
+  /// Keeps `n` ready workers for retries (`slot::kept_for_retry`), the ones
+  /// holding the fewest jobs, none that is isolating a retry already; every
+  /// other worker takes new work again. `n` = 0 releases all.
+  void keep_for_retries(size_t n);
   /// The credits a request of `weight` (`request_weight`) takes on `ln`: its
   /// weight, at most the lane's capacity (so that a list longer than the
   /// lane still fits an idle worker).
@@ -272,6 +280,7 @@ class slot_table {
  private:
   std::vector<slot> slots_;
   uint32_t rr_cursor_ = 0;
+  size_t kept_ = 0;  // marked by the last keep_for_retries (some may have left)
   uint32_t embed_capacity_;
   uint32_t batch_capacity_;
   caf::timespan heartbeat_interval_;

@@ -90,8 +90,8 @@ struct answer {
   caf::error error;
 };
 
-/// A request goes back to the front of its pending queue after its worker
-/// failed, died or got stuck.
+/// A request is parked again, among its lane's retries (dispatched before new
+/// work), after its worker failed, died or got stuck.
 struct retry {
   uint64_t request = 0;
   uint32_t worker = 0;  // the slot that failed it
@@ -248,11 +248,11 @@ class ledger {
   uint64_t next_request_id_ = 1;
   ledger_counters counts_;       // in_flight unused: open_weight_
   uint64_t open_weight_ = 0;     // of the requests in requests_
-  uint64_t pending_weight_ = 0;  // of the requests in pending_
+  uint64_t pending_weight_ = 0;  // of the requests in pending_ and retries_
   /// Parks `req` at the back of its lane's new work, or with `retry` of its
   /// lane's retries.
   void park(const request& req, bool retry);
-  /// Takes `req`'s weight off the parked total (it left pending_).
+  /// Takes `req`'s weight off the parked total (it left pending_ or retries_).
   void unpark(const request& req);
   // The overload episode: it begins with the first shed request and ends
   // after a quiet second.
